@@ -1,0 +1,32 @@
+"""kafka-ml: Apache Kafka as a first-class data source and sink for machine learning."""
+
+from ._native import Batch, EmbeddedCluster, __version__, librdkafka_version
+from .dataset import KafkaDataset
+from .producer import Producer
+from .exceptions import (
+    ClosedError,
+    ConfigError,
+    DecodeError,
+    DeliveryError,
+    KafkaError,
+    KafkaMLError,
+    KafkaTimeoutError,
+    UnknownTopicError,
+)
+
+__all__ = [
+    "Batch",
+    "ClosedError",
+    "ConfigError",
+    "DecodeError",
+    "DeliveryError",
+    "EmbeddedCluster",
+    "KafkaDataset",
+    "KafkaError",
+    "KafkaMLError",
+    "KafkaTimeoutError",
+    "Producer",
+    "UnknownTopicError",
+    "__version__",
+    "librdkafka_version",
+]

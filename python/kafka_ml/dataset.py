@@ -1,0 +1,248 @@
+"""`KafkaDataset`: Kafka topic partitions as a stream of Arrow record batches / NumPy arrays."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from . import _native
+from ._native import Batch, BatchReader
+from .exceptions import ClosedError, ConfigError
+
+__all__ = ["Batch", "KafkaDataset"]
+
+ColumnType = str | tuple[str, int] | np.dtype[Any] | type
+PositionSpec = (
+    Literal["earliest", "latest", "committed"]
+    | _dt.datetime
+    | Mapping[tuple[str, int], int]
+    | Mapping[str, Mapping[int, int]]
+)
+
+_STATE_VERSION = 1
+
+
+def _config(config: Mapping[str, object] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in (config or {}).items():
+        if isinstance(value, bool):
+            out[key] = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            out[key] = ",".join(str(v) for v in value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _column_decl(name: str, decl: ColumnType) -> str:
+    if isinstance(decl, tuple):
+        element, width = decl
+        return f"{np.dtype(element).name if not isinstance(element, str) else element}[{int(width)}]"
+    if isinstance(decl, str):
+        return decl
+    return np.dtype(decl).name
+
+
+def _position(value: PositionSpec | None, what: str) -> object:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ConfigError(f"{what}: use a timezone-aware datetime (e.g. datetime.now(timezone.utc))")
+        return ("timestamp", int(value.timestamp() * 1000))
+    if isinstance(value, Mapping):
+        flat: dict[tuple[str, int], int] = {}
+        for key, off in value.items():
+            if isinstance(key, tuple):
+                flat[(str(key[0]), int(key[1]))] = int(off)  # type: ignore[call-overload]
+            elif isinstance(off, Mapping):
+                for partition, o in off.items():
+                    flat[(str(key), int(partition))] = int(o)
+            else:
+                raise ConfigError(f"{what}: offsets must be {{(topic, partition): offset}}")
+        return flat
+    raise ConfigError(f"{what}: unsupported position {value!r}")
+
+
+class KafkaDataset:
+    """Batches of messages from Kafka topics, decoded in Rust into Arrow columns.
+
+    A bounded read (``end`` given) snapshots its end offsets when the dataset is created: every
+    pass (``for batch in dataset``) reads the same messages, and ``len(dataset)`` is known. With
+    no ``end`` the dataset streams forever. With a ``group.id`` in ``config``, offsets are
+    committed only for batches the iteration has handed out.
+
+    Args:
+        topics: a topic name or list of names (every partition is read).
+        config: librdkafka properties, e.g. ``{"bootstrap.servers": "localhost:9092"}``.
+        partitions: instead of ``topics``, exact ``[(topic, partition), ...]``.
+        format: ``"tensor"``, ``"json"``, ``"avro"`` or ``"raw"``.
+        schema: for ``json``: ``{"id": "int64", "x": ("float32", 16), "note": "string?"}``
+            (``?`` marks a nullable column; ``"float32[]"`` a variable-length list).
+        dtype, shape: for ``tensor``: element type and per-message shape.
+        avro_schema: for ``avro``: the (reader) record schema, as a dict or JSON string.
+        schema_registry: for Confluent-framed Avro: ``{schema_id: writer_schema}``.
+        metadata: extra columns among ``topic, partition, offset, timestamp, key, headers``.
+        batch_size: rows per batch at most; ``max_wait``: seconds before a partial batch is
+            handed out anyway (the latency bound).
+        start, end: ``"earliest"``, ``"latest"``, ``"committed"`` (start only, with a group),
+            a timezone-aware ``datetime``, or ``{(topic, partition): offset}``.
+        on_error: ``"error"`` (raise with topic/partition/offset), ``"skip"`` (counted in
+            ``stats``) or ``"dead_letter"`` (to ``dead_letter_topic``, acknowledged before any
+            later offset is handed out).
+        queue_bytes: bound of decoded batches waiting to be taken (memory stays flat).
+        timeout: seconds for metadata, watermark and commit round trips.
+    """
+
+    def __init__(
+        self,
+        topics: str | Sequence[str] | None = None,
+        config: Mapping[str, object] | None = None,
+        *,
+        partitions: Sequence[tuple[str, int]] | None = None,
+        format: Literal["tensor", "json", "avro", "raw"] = "raw",
+        schema: Mapping[str, ColumnType] | None = None,
+        dtype: Any = None,
+        shape: int | Sequence[int] | None = None,
+        avro_schema: Mapping[str, Any] | str | None = None,
+        schema_registry: Mapping[int, Mapping[str, Any] | str] | None = None,
+        metadata: Sequence[str] = (),
+        batch_size: int = 1024,
+        max_wait: float = 0.1,
+        start: PositionSpec | None = None,
+        end: PositionSpec | None = None,
+        on_error: Literal["error", "skip", "dead_letter"] = "error",
+        dead_letter_topic: str | None = None,
+        queue_bytes: int = 64 << 20,
+        timeout: float = 10.0,
+    ) -> None:
+        if isinstance(topics, str):
+            topics = [topics]
+        columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
+        if isinstance(shape, int):
+            shape = [shape]
+
+        def as_json(s: Mapping[str, Any] | str) -> str:
+            return s if isinstance(s, str) else json.dumps(s)
+
+        self._native = _native.KafkaDataset(
+            _config(config),
+            topics=list(topics) if topics is not None else None,
+            partitions=[(str(t), int(p)) for t, p in partitions] if partitions is not None else None,
+            format=format,
+            columns=columns,
+            dtype=np.dtype(dtype).name if dtype is not None else None,
+            shape=list(shape) if shape is not None else None,
+            avro_schema=as_json(avro_schema) if avro_schema is not None else None,
+            registry_schemas={int(k): as_json(v) for k, v in schema_registry.items()}
+            if schema_registry is not None
+            else None,
+            metadata=list(metadata),
+            batch_size=batch_size,
+            max_wait=max_wait,
+            start=_position(start, "start"),
+            end=_position(end, "end"),
+            on_error=on_error,
+            dead_letter_topic=dead_letter_topic,
+            queue_bytes=queue_bytes,
+            timeout=timeout,
+        )
+        self._reader: BatchReader | None = None
+        self._resume: dict[tuple[str, int], int] | None = None
+        self._closed = False
+
+    # -- iteration ---------------------------------------------------------------------------
+
+    def _start_pass(self) -> BatchReader:
+        if self._closed:
+            raise ClosedError("KafkaDataset is closed")
+        if self._reader is not None:
+            self._reader.close()
+        self._reader = self._native.reader(self._resume)
+        self._resume = None
+        return self._reader
+
+    def __iter__(self) -> Iterator[Batch]:
+        """Starts a pass (an epoch of a bounded read) and yields its batches."""
+        return self._start_pass()
+
+    def __aiter__(self) -> AsyncIterator[Batch]:
+        """``async for batch in dataset``: waits for batches without blocking the event loop."""
+        return self._start_pass()
+
+    def __len__(self) -> int:
+        """Number of messages (offsets) in a bounded read."""
+        n = self._native.num_messages()
+        if n is None:
+            raise TypeError("an unbounded KafkaDataset (no end) has no length")
+        return n
+
+    # -- metadata ----------------------------------------------------------------------------
+
+    @property
+    def columns(self) -> list[str]:
+        return self._native.column_names()
+
+    @property
+    def plan(self) -> list[tuple[str, int, int, int | None]] | None:
+        """``[(topic, partition, start, end)]``; ``None`` when a consumer group assigns partitions."""
+        return self._native.plan()
+
+    def __arrow_c_schema__(self) -> object:
+        return self._native.__arrow_c_schema__()
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters of the current pass: ``skipped``, ``dead_lettered``, ``queued_bytes``."""
+        if self._reader is None:
+            return {"skipped": 0, "dead_lettered": 0, "queued_bytes": 0}
+        skipped, dead_lettered, queued = self._reader.stats()
+        return {"skipped": skipped, "dead_lettered": dead_lettered, "queued_bytes": queued}
+
+    # -- offsets -----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The exact next offset of every partition, after everything handed out so far."""
+        if self._reader is not None:
+            positions = self._reader.positions()
+        elif self._resume is not None:
+            positions = dict(self._resume)
+        else:
+            positions = {(t, p): start for t, p, start, _ in (self.plan or [])}
+        offsets: dict[str, dict[str, int]] = {}
+        for (topic, partition), offset in sorted(positions.items()):
+            offsets.setdefault(topic, {})[str(partition)] = offset
+        return {"version": _STATE_VERSION, "offsets": offsets}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resumes the next pass exactly where ``state`` (from :meth:`state_dict`) left off."""
+        if state.get("version") != _STATE_VERSION:
+            raise ConfigError(f"unsupported state_dict version {state.get('version')!r}")
+        self._resume = {
+            (topic, int(partition)): int(offset)
+            for topic, parts in state["offsets"].items()
+            for partition, offset in parts.items()
+        }
+
+    def commit(self) -> None:
+        """Commits (with a ``group.id``) the offsets of every batch handed out so far."""
+        if self._reader is not None:
+            self._reader.commit()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stops the background consumer and commits what was handed out. Idempotent."""
+        if self._reader is not None:
+            self._reader.close()
+        self._closed = True
+
+    def __enter__(self) -> KafkaDataset:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

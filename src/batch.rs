@@ -1,0 +1,267 @@
+//! Builds Arrow `RecordBatch`es from Kafka messages: decoded payload columns plus the metadata
+//! columns the user asked for, and the offsets each batch covers.
+
+use crate::decode::Decoder;
+use crate::error::{Error, Result};
+use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A metadata column: where and when each message was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetaColumn {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    Key,
+    Headers,
+}
+
+impl MetaColumn {
+    pub fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "topic" => MetaColumn::Topic,
+            "partition" => MetaColumn::Partition,
+            "offset" => MetaColumn::Offset,
+            "timestamp" => MetaColumn::Timestamp,
+            "key" => MetaColumn::Key,
+            "headers" => MetaColumn::Headers,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MetaColumn::Topic => "topic",
+            MetaColumn::Partition => "partition",
+            MetaColumn::Offset => "offset",
+            MetaColumn::Timestamp => "timestamp",
+            MetaColumn::Key => "key",
+            MetaColumn::Headers => "headers",
+        }
+    }
+
+    fn field(self) -> Field {
+        match self {
+            MetaColumn::Topic => Field::new("topic", DataType::Utf8, false),
+            MetaColumn::Partition => Field::new("partition", DataType::Int32, false),
+            MetaColumn::Offset => Field::new("offset", DataType::Int64, false),
+            MetaColumn::Timestamp => Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            MetaColumn::Key => Field::new("key", DataType::Binary, true),
+            MetaColumn::Headers => {
+                let entries = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new()).finish();
+                Field::new("headers", entries.data_type().clone(), false)
+            }
+        }
+    }
+}
+
+enum MetaBuilder {
+    Topic(StringBuilder),
+    Partition(Int32Builder),
+    Offset(Int64Builder),
+    Timestamp(TimestampMillisecondBuilder),
+    Key(BinaryBuilder),
+    Headers(MapBuilder<StringBuilder, BinaryBuilder>),
+}
+
+impl MetaBuilder {
+    fn new(col: MetaColumn) -> Self {
+        match col {
+            MetaColumn::Topic => MetaBuilder::Topic(StringBuilder::new()),
+            MetaColumn::Partition => MetaBuilder::Partition(Int32Builder::new()),
+            MetaColumn::Offset => MetaBuilder::Offset(Int64Builder::new()),
+            MetaColumn::Timestamp => MetaBuilder::Timestamp(TimestampMillisecondBuilder::new()),
+            MetaColumn::Key => MetaBuilder::Key(BinaryBuilder::new()),
+            MetaColumn::Headers => MetaBuilder::Headers(MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new())),
+        }
+    }
+
+    fn append(&mut self, m: &MessageView<'_>) {
+        match self {
+            MetaBuilder::Topic(b) => b.append_value(m.topic),
+            MetaBuilder::Partition(b) => b.append_value(m.partition),
+            MetaBuilder::Offset(b) => b.append_value(m.offset),
+            MetaBuilder::Timestamp(b) => b.append_option(m.timestamp),
+            MetaBuilder::Key(b) => b.append_option(m.key),
+            MetaBuilder::Headers(b) => {
+                for (k, v) in &m.headers {
+                    b.keys().append_value(k);
+                    b.values().append_option(*v);
+                }
+                b.append(true).expect("keys and values were appended together");
+            }
+        }
+    }
+
+    fn finish(&mut self) -> ArrayRef {
+        match self {
+            MetaBuilder::Topic(b) => Arc::new(b.finish()),
+            MetaBuilder::Partition(b) => Arc::new(b.finish()),
+            MetaBuilder::Offset(b) => Arc::new(b.finish()),
+            MetaBuilder::Timestamp(b) => Arc::new(b.finish()),
+            MetaBuilder::Key(b) => Arc::new(b.finish()),
+            MetaBuilder::Headers(b) => Arc::new(b.finish()),
+        }
+    }
+}
+
+/// What the batch builder needs of one message, independent of librdkafka's types.
+#[derive(Debug, Clone)]
+pub struct MessageView<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+/// The next offset to read, per (topic, partition).
+pub type OffsetMap = BTreeMap<(String, i32), i64>;
+
+/// A finished batch: its rows and the offsets it moves each partition to.
+#[derive(Debug, Clone)]
+pub struct KafkaBatch {
+    pub record_batch: RecordBatch,
+    /// For every partition this batch advanced (with rows, or with skipped/dead-lettered
+    /// messages), the offset of the next message after it.
+    pub next_offsets: OffsetMap,
+    /// Messages that were skipped by the `skip` policy inside this batch's offset range.
+    pub skipped: u64,
+    /// Messages sent to the dead-letter topic inside this batch's offset range.
+    pub dead_lettered: u64,
+}
+
+/// Accumulates messages into a batch: the decoder's columns, then metadata columns.
+pub struct BatchBuilder {
+    decoder: Box<dyn Decoder>,
+    meta: Vec<MetaBuilder>,
+    schema: SchemaRef,
+    rows: usize,
+    next_offsets: OffsetMap,
+    skipped: u64,
+    dead_lettered: u64,
+}
+
+impl BatchBuilder {
+    pub fn new(decoder: Box<dyn Decoder>, meta_columns: &[MetaColumn]) -> Result<Self> {
+        let mut fields: Vec<Field> = decoder.fields().iter().map(|f| f.as_ref().clone()).collect();
+        for m in meta_columns {
+            if fields.iter().any(|f| f.name() == m.name()) {
+                return Err(Error::Config(format!(
+                    "metadata column '{}' clashes with a payload column of the same name",
+                    m.name()
+                )));
+            }
+            fields.push(m.field());
+        }
+        Ok(BatchBuilder {
+            decoder,
+            meta: meta_columns.iter().map(|m| MetaBuilder::new(*m)).collect(),
+            schema: Arc::new(Schema::new(fields)),
+            rows: 0,
+            next_offsets: OffsetMap::new(),
+            skipped: 0,
+            dead_lettered: 0,
+        })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// True when the builder holds rows or offset progress that has not been handed out.
+    pub fn has_progress(&self) -> bool {
+        !self.next_offsets.is_empty()
+    }
+
+    /// Decodes and appends one message; on failure appends nothing and returns the reason.
+    pub fn append(&mut self, m: &MessageView<'_>) -> std::result::Result<(), String> {
+        self.decoder.decode(m.key, m.value)?;
+        for b in &mut self.meta {
+            b.append(m);
+        }
+        self.rows += 1;
+        self.advance(m.topic, m.partition, m.offset);
+        Ok(())
+    }
+
+    /// Records that a message was consumed without producing a row (skipped or dead-lettered).
+    pub fn advance_past(&mut self, m: &MessageView<'_>, dead_lettered: bool) {
+        if dead_lettered {
+            self.dead_lettered += 1;
+        } else {
+            self.skipped += 1;
+        }
+        self.advance(m.topic, m.partition, m.offset);
+    }
+
+    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
+        match self.next_offsets.get_mut(&(topic.to_string(), partition)) {
+            Some(next) => *next = offset + 1,
+            None => {
+                self.next_offsets.insert((topic.to_string(), partition), offset + 1);
+            }
+        }
+    }
+
+    /// Closes the batch: the rows so far become a `RecordBatch`, and the builder starts over.
+    pub fn finish(&mut self) -> KafkaBatch {
+        let mut columns = self.decoder.finish();
+        columns.extend(self.meta.iter_mut().map(|b| b.finish()));
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(self.rows));
+        let record_batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
+            .expect("decoders build columns that match their declared fields");
+        self.rows = 0;
+        KafkaBatch {
+            record_batch,
+            next_offsets: std::mem::take(&mut self.next_offsets),
+            skipped: std::mem::take(&mut self.skipped),
+            dead_lettered: std::mem::take(&mut self.dead_lettered),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::FormatSpec;
+    use arrow_array::cast::AsArray;
+    use arrow_array::Array;
+
+    #[test]
+    fn metadata_columns_and_offsets() {
+        let decoder = FormatSpec::Raw.decoder().unwrap();
+        assert!(BatchBuilder::new(FormatSpec::Raw.decoder().unwrap(), &[MetaColumn::Key]).is_err());
+        let mut b = BatchBuilder::new(decoder, &[MetaColumn::Topic, MetaColumn::Offset, MetaColumn::Headers]).unwrap();
+        let msg = |offset| MessageView {
+            topic: "t",
+            partition: 0,
+            offset,
+            timestamp: Some(1),
+            key: None,
+            value: Some(b"v"),
+            headers: vec![("h", Some(b"1".as_slice()))],
+        };
+        b.append(&msg(5)).unwrap();
+        b.advance_past(&msg(6), false);
+        b.append(&msg(7)).unwrap();
+        let batch = b.finish();
+        assert_eq!(batch.record_batch.num_rows(), 2);
+        assert_eq!(batch.next_offsets[&("t".to_string(), 0)], 8);
+        assert_eq!(batch.skipped, 1);
+        let offsets = batch.record_batch.column_by_name("offset").unwrap();
+        assert_eq!(offsets.as_primitive::<arrow_array::types::Int64Type>().values(), &[5, 7]);
+        assert_eq!(batch.record_batch.column_by_name("headers").unwrap().len(), 2);
+        assert!(!b.has_progress());
+    }
+}

@@ -1,0 +1,895 @@
+//! The consumer engine behind `KafkaDataset`.
+//!
+//! `Dataset::open` validates the configuration and resolves the read plan: which partitions, and
+//! for a bounded read the exact start and end offset of each (the end is a snapshot taken once, so
+//! every pass over the dataset reads the same messages). `Dataset::reader` starts one pass: a
+//! background thread polls librdkafka, decodes straight into Arrow columns, and hands finished
+//! batches to the reader through a queue bounded in bytes.
+//!
+//! Offsets: the reader tracks, per partition, the next offset after everything the user has
+//! received (`delivered`). With a `group.id`, offsets are committed only from that map, so a crash
+//! never commits data the user did not get (at-least-once). On a rebalance, what was delivered for
+//! the revoked partitions is committed before they go.
+
+use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap};
+use crate::decode::FormatSpec;
+use crate::error::{Error, MessagePosition, Result};
+use crate::producer::{OutgoingMessage, Producer};
+use crate::queue::{ByteBoundedQueue, Popped, PushError};
+use arrow_schema::SchemaRef;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// What to read.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Every partition of these topics.
+    Topics(Vec<String>),
+    /// Exactly these partitions.
+    Partitions(Vec<(String, i32)>),
+}
+
+/// A position in every partition.
+#[derive(Debug, Clone)]
+pub enum Position {
+    Earliest,
+    Latest,
+    /// The consumer group's committed offset (start only); `auto.offset.reset` where none.
+    Committed,
+    /// The first message at or after this time (milliseconds since the epoch).
+    Timestamp(i64),
+    /// Explicit offsets for some partitions; the others use `default`.
+    Offsets { offsets: OffsetMap, default: Box<Position> },
+}
+
+/// What to do with a message that cannot be decoded.
+#[derive(Debug, Clone)]
+pub enum ErrorPolicy {
+    /// Stop: hand out the rows before it, then fail with its position and the reason.
+    Raise,
+    /// Skip it, counting it.
+    Skip,
+    /// Write its raw key, value and headers plus the reason to this topic, then go on. The
+    /// dead-lettered message is acknowledged before any offset past it is handed out.
+    DeadLetter { topic: String },
+}
+
+#[derive(Debug, Clone)]
+pub struct DatasetOptions {
+    /// librdkafka properties (`bootstrap.servers`, `group.id`, ...).
+    pub config: Vec<(String, String)>,
+    pub source: Source,
+    pub format: FormatSpec,
+    pub metadata: Vec<MetaColumn>,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    pub start: Position,
+    /// `None`: stream forever.
+    pub end: Option<Position>,
+    pub on_error: ErrorPolicy,
+    pub queue_bytes: usize,
+    /// Bound on metadata, watermark and commit round trips.
+    pub timeout: Duration,
+}
+
+/// One partition of the plan. `end` is exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionRange {
+    pub topic: String,
+    pub partition: i32,
+    pub start: i64,
+    pub end: Option<i64>,
+}
+
+fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    config.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+/// The validated options and the resolved read plan.
+pub struct Dataset {
+    options: DatasetOptions,
+    /// `None` when partitions come from the consumer group (subscribe mode).
+    plan: Option<Vec<PartitionRange>>,
+    schema: SchemaRef,
+}
+
+impl Dataset {
+    pub fn open(options: DatasetOptions) -> Result<Self> {
+        if options.batch_size == 0 {
+            return Err(Error::Config("batch_size must be at least 1".into()));
+        }
+        let schema = BatchBuilder::new(options.format.decoder()?, &options.metadata)?.schema();
+        if let (ErrorPolicy::DeadLetter { topic }, Source::Topics(ts)) = (&options.on_error, &options.source) {
+            if ts.contains(topic) {
+                return Err(Error::Config(format!("dead-letter topic '{topic}' is also a source topic")));
+            }
+        }
+        let consumer = new_consumer(&options.config, PlainContext)?;
+        let group = config_value(&options.config, "group.id").is_some();
+        let subscribe = group
+            && options.end.is_none()
+            && matches!(options.source, Source::Topics(_))
+            && matches!(options.start, Position::Committed);
+        if matches!(options.start, Position::Committed) && !group {
+            return Err(Error::Config("start='committed' needs a 'group.id' in the config".into()));
+        }
+        // Resolve metadata even in subscribe mode: unknown topics and unreachable brokers fail
+        // here, with a clear error, rather than as a silent empty stream.
+        let partitions = resolve_partitions(&consumer, &options.source, options.timeout)?;
+        let plan = if subscribe { None } else { Some(resolve_plan(&consumer, &options, &partitions)?) };
+        Ok(Dataset { options, plan, schema })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    pub fn plan(&self) -> Option<&[PartitionRange]> {
+        self.plan.as_deref()
+    }
+
+    pub fn is_bounded(&self) -> bool {
+        self.options.end.is_some()
+    }
+
+    /// Number of offsets in a bounded read (messages, less any compacted away or transaction
+    /// markers).
+    pub fn len(&self) -> Option<u64> {
+        let plan = self.plan.as_ref()?;
+        plan.iter().map(|r| r.end.map(|e| (e - r.start).max(0) as u64)).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == Some(0)
+    }
+
+    /// Starts one pass over the data; `resume` overrides start offsets (from a `state_dict`).
+    pub fn reader(&self, resume: Option<&OffsetMap>) -> Result<Reader> {
+        Reader::start(&self.options, self.plan.clone(), resume, self.schema.clone())
+    }
+}
+
+/// Consumer context without rebalance handling (planning and assign mode).
+struct PlainContext;
+impl ClientContext for PlainContext {}
+impl ConsumerContext for PlainContext {}
+
+fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Result<BaseConsumer<C>> {
+    let mut cc = ClientConfig::new();
+    for (k, v) in config {
+        cc.set(k, v);
+    }
+    // Offsets are committed by the reader, only for what the user received.
+    cc.set("enable.auto.commit", "false");
+    cc.set("enable.auto.offset.store", "false");
+    cc.set("enable.partition.eof", "true");
+    if config_value(config, "group.id").is_none() {
+        // librdkafka needs a group handle even for explicit assignment. Without a user group
+        // nothing is ever committed, so a private name that no one else uses is enough.
+        static ANONYMOUS: AtomicU64 = AtomicU64::new(0);
+        let n = ANONYMOUS.fetch_add(1, Ordering::Relaxed);
+        cc.set("group.id", format!("kafka-ml-anonymous-{}-{n}", std::process::id()));
+    }
+    cc.create_with_context(ctx).map_err(|e| Error::kafka("invalid consumer configuration", e))
+}
+
+fn resolve_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    source: &Source,
+    timeout: Duration,
+) -> Result<Vec<(String, i32)>> {
+    let topics: BTreeSet<&str> = match source {
+        Source::Topics(t) => t.iter().map(String::as_str).collect(),
+        Source::Partitions(p) => p.iter().map(|(t, _)| t.as_str()).collect(),
+    };
+    if topics.is_empty() {
+        return Err(Error::Config("no topic to read".into()));
+    }
+    let mut found: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+    for topic in &topics {
+        let md = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::kafka(format!("cannot fetch metadata of topic '{topic}'"), e))?;
+        let t = md.topics().iter().find(|t| t.name() == *topic);
+        match t {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                found.insert(topic, t.partitions().iter().map(|p| p.id()).collect());
+            }
+            Some(t) => {
+                let code = t.error().map(RDKafkaErrorCode::from).unwrap_or(RDKafkaErrorCode::UnknownTopicOrPartition);
+                return Err(Error::UnknownTopic {
+                    what: format!("topic '{topic}' ({code})"),
+                    kafka: Some(crate::error::KafkaCode::from_code(code)),
+                });
+            }
+            None => return Err(Error::UnknownTopic { what: format!("topic '{topic}'"), kafka: None }),
+        }
+    }
+    Ok(match source {
+        Source::Topics(ts) => ts
+            .iter()
+            .flat_map(|t| found[t.as_str()].iter().map(move |p| (t.clone(), *p)))
+            .collect(),
+        Source::Partitions(ps) => {
+            for (t, p) in ps {
+                if !found[t.as_str()].contains(p) {
+                    return Err(Error::UnknownTopic {
+                        what: format!("topic '{t}' has no partition {p} (it has {})", found[t.as_str()].len()),
+                        kafka: Some(crate::error::KafkaCode::from_code(RDKafkaErrorCode::UnknownPartition)),
+                    });
+                }
+            }
+            ps.clone()
+        }
+    })
+}
+
+/// Resolves a position to an exact offset in each partition.
+fn resolve_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    position: &Position,
+    partitions: &[(String, i32)],
+    watermarks: &BTreeMap<(String, i32), (i64, i64)>,
+    config: &[(String, String)],
+    timeout: Duration,
+) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(partitions.len());
+    match position {
+        Position::Earliest => out.extend(partitions.iter().map(|tp| watermarks[tp].0)),
+        Position::Latest => out.extend(partitions.iter().map(|tp| watermarks[tp].1)),
+        Position::Timestamp(ms) => {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in partitions {
+                tpl.add_partition_offset(t, *p, Offset::Offset(*ms)).map_err(|e| Error::kafka("bad timestamp", e))?;
+            }
+            let found = consumer
+                .offsets_for_times(tpl, timeout)
+                .map_err(|e| Error::kafka("cannot look up offsets for the timestamp", e))?;
+            for tp in partitions {
+                let off = found.find_partition(&tp.0, tp.1).map(|e| e.offset());
+                out.push(match off {
+                    Some(Offset::Offset(o)) => o,
+                    // No message at or after the time: the partition's end.
+                    _ => watermarks[tp].1,
+                });
+            }
+        }
+        Position::Committed => {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in partitions {
+                tpl.add_partition(t, *p);
+            }
+            let committed = consumer
+                .committed_offsets(tpl, timeout)
+                .map_err(|e| Error::kafka("cannot fetch committed offsets", e))?;
+            let reset_latest = matches!(config_value(config, "auto.offset.reset"), Some("latest" | "largest" | "end"));
+            for tp in partitions {
+                out.push(match committed.find_partition(&tp.0, tp.1).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => o,
+                    _ if reset_latest => watermarks[tp].1,
+                    _ => watermarks[tp].0,
+                });
+            }
+        }
+        Position::Offsets { offsets, default } => {
+            let defaults = resolve_offsets(consumer, default, partitions, watermarks, config, timeout)?;
+            for (tp, d) in partitions.iter().zip(defaults) {
+                out.push(offsets.get(tp).copied().unwrap_or(d));
+            }
+            for tp in offsets.keys() {
+                if !partitions.contains(tp) {
+                    return Err(Error::Config(format!(
+                        "an offset was given for topic '{}' partition {}, which is not read",
+                        tp.0, tp.1
+                    )));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_plan<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    options: &DatasetOptions,
+    partitions: &[(String, i32)],
+) -> Result<Vec<PartitionRange>> {
+    let mut watermarks = BTreeMap::new();
+    for (t, p) in partitions {
+        let wm = consumer
+            .fetch_watermarks(t, *p, options.timeout)
+            .map_err(|e| Error::kafka(format!("cannot fetch watermarks of topic '{t}' partition {p}"), e))?;
+        watermarks.insert((t.clone(), *p), wm);
+    }
+    let starts = resolve_offsets(consumer, &options.start, partitions, &watermarks, &options.config, options.timeout)?;
+    let ends = match &options.end {
+        Some(Position::Committed) => return Err(Error::Config("end='committed' is not supported".into())),
+        Some(end) => Some(resolve_offsets(consumer, end, partitions, &watermarks, &options.config, options.timeout)?),
+        None => None,
+    };
+    let mut plan = Vec::with_capacity(partitions.len());
+    for (i, (t, p)) in partitions.iter().enumerate() {
+        let (low, high) = watermarks[&(t.clone(), *p)];
+        let start = starts[i];
+        if start < low || start > high {
+            return Err(Error::Config(format!(
+                "start offset {start} of topic '{t}' partition {p} is outside its range [{low}, {high}]"
+            )));
+        }
+        let end = ends.as_ref().map(|e| e[i].clamp(start, high));
+        plan.push(PartitionRange { topic: t.clone(), partition: *p, start, end });
+    }
+    Ok(plan)
+}
+
+/// What the consumer thread hands to the reader.
+enum Item {
+    Batch(KafkaBatch),
+    Error(Error),
+}
+
+/// State shared by the reader, the consumer thread and the rebalance callback.
+struct Shared {
+    queue: ByteBoundedQueue<Item>,
+    stop: AtomicBool,
+    /// Next offset after everything handed to the user, per partition.
+    delivered: Mutex<OffsetMap>,
+    /// Partitions this reader may commit (all of them in assign mode; the current assignment in
+    /// subscribe mode).
+    owned: Mutex<BTreeSet<(String, i32)>>,
+    /// What has been committed already, to skip redundant commits.
+    committed: Mutex<OffsetMap>,
+    skipped: AtomicU64,
+    dead_lettered: AtomicU64,
+    group: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// The delivered offsets of owned partitions that are not committed yet.
+    fn uncommitted(&self, only: Option<&BTreeSet<(String, i32)>>) -> TopicPartitionList {
+        let delivered = lock(&self.delivered);
+        let owned = lock(&self.owned);
+        let committed = lock(&self.committed);
+        let mut tpl = TopicPartitionList::new();
+        for (tp, off) in delivered.iter() {
+            if owned.contains(tp) && only.is_none_or(|o| o.contains(tp)) && committed.get(tp) != Some(off) {
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*off));
+            }
+        }
+        tpl
+    }
+
+    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, tpl: TopicPartitionList, mode: CommitMode) -> Result<()> {
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        consumer.commit(&tpl, mode).map_err(|e| Error::kafka("cannot commit offsets", e))?;
+        let mut committed = lock(&self.committed);
+        for e in tpl.elements() {
+            if let Offset::Offset(o) = e.offset() {
+                committed.insert((e.topic().to_string(), e.partition()), o);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Subscribe-mode context: commits what the user received before partitions are revoked.
+struct GroupContext {
+    shared: Arc<Shared>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let revoked: BTreeSet<(String, i32)> =
+                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            let pending = self.shared.uncommitted(Some(&revoked));
+            if let Err(e) = self.shared.commit(consumer, pending, CommitMode::Sync) {
+                log::warn!("commit before rebalance failed: {e}");
+            }
+            let mut owned = lock(&self.shared.owned);
+            for tp in &revoked {
+                owned.remove(tp);
+            }
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let mut owned = lock(&self.shared.owned);
+            for e in tpl.elements() {
+                owned.insert((e.topic().to_string(), e.partition()));
+            }
+        }
+    }
+}
+
+/// Counters of one pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReaderStats {
+    pub skipped: u64,
+    pub dead_lettered: u64,
+    pub queued_bytes: usize,
+}
+
+/// One pass over the data; see the module docs.
+pub struct Reader {
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    thread: Option<JoinHandle<()>>,
+    schema: SchemaRef,
+    finished: bool,
+}
+
+/// Something taken off the reader's queue, to be passed to `Reader::accept`.
+pub struct Arrival(Popped<Item>);
+
+/// Waits asynchronously for the reader's next arrival.
+pub struct Waiter(Arc<Shared>);
+
+impl Waiter {
+    pub async fn wait(&self) -> Arrival {
+        Arrival(self.0.queue.pop_async().await)
+    }
+}
+
+/// What `Reader::next` found.
+pub enum Next {
+    Batch(KafkaBatch),
+    /// Nothing yet; call again (the caller checks for Ctrl-C in between).
+    Pending,
+    End,
+}
+
+impl Reader {
+    fn start(
+        options: &DatasetOptions,
+        plan: Option<Vec<PartitionRange>>,
+        resume: Option<&OffsetMap>,
+        schema: SchemaRef,
+    ) -> Result<Self> {
+        let group = config_value(&options.config, "group.id").is_some();
+        let shared = Arc::new(Shared {
+            queue: ByteBoundedQueue::new(options.queue_bytes),
+            stop: AtomicBool::new(false),
+            delivered: Mutex::new(OffsetMap::new()),
+            owned: Mutex::new(BTreeSet::new()),
+            committed: Mutex::new(OffsetMap::new()),
+            skipped: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+            group,
+        });
+        let consumer = Arc::new(new_consumer(&options.config, GroupContext { shared: shared.clone() })?);
+        let mut ends = BTreeMap::new();
+        match &plan {
+            Some(plan) => {
+                let mut tpl = TopicPartitionList::new();
+                let mut owned = lock(&shared.owned);
+                let mut delivered = lock(&shared.delivered);
+                for r in plan {
+                    let tp = (r.topic.clone(), r.partition);
+                    let start = resume.and_then(|m| m.get(&tp).copied()).unwrap_or(r.start);
+                    if let Some(end) = r.end {
+                        if start > end {
+                            return Err(Error::Config(format!(
+                                "resume offset {start} of topic '{}' partition {} is past the end {end}",
+                                r.topic, r.partition
+                            )));
+                        }
+                    }
+                    owned.insert(tp.clone());
+                    delivered.insert(tp.clone(), start);
+                    if r.end.is_some_and(|e| start >= e) {
+                        continue; // nothing to read here
+                    }
+                    if let Some(end) = r.end {
+                        ends.insert(tp, end);
+                    }
+                    tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(start))
+                        .map_err(|e| Error::kafka("bad start offset", e))?;
+                }
+                // The committed map starts as what is already committed-or-resumed: do not
+                // recommit start offsets the user did not move.
+                *lock(&shared.committed) = delivered.clone();
+                consumer.assign(&tpl).map_err(|e| Error::kafka("cannot assign partitions", e))?;
+            }
+            None => {
+                let Source::Topics(topics) = &options.source else { unreachable!("subscribe mode reads topics") };
+                let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+                consumer.subscribe(&names).map_err(|e| Error::kafka("cannot subscribe", e))?;
+            }
+        }
+        let bounded = plan.is_some() && options.end.is_some();
+        let dead_letter = match &options.on_error {
+            ErrorPolicy::DeadLetter { topic } => {
+                // The dead-letter producer shares the connection settings, not consumer ones.
+                let producer_config: Vec<(String, String)> = options
+                    .config
+                    .iter()
+                    .filter(|(k, _)| is_common_property(k))
+                    .cloned()
+                    .collect();
+                Some((Producer::new(&producer_config)?, topic.clone()))
+            }
+            _ => None,
+        };
+        let engine = Engine {
+            shared: shared.clone(),
+            consumer: consumer.clone(),
+            builder: BatchBuilder::new(options.format.decoder()?, &options.metadata)?,
+            batch_size: options.batch_size,
+            max_wait: options.max_wait,
+            policy: options.on_error.clone(),
+            dead_letter,
+            ends,
+            bounded,
+            timeout: options.timeout,
+        };
+        let thread = std::thread::Builder::new()
+            .name("kafka-ml-consumer".into())
+            .spawn(move || engine.run())
+            .map_err(|e| Error::Config(format!("cannot start the consumer thread: {e}")))?;
+        Ok(Reader { shared, consumer, thread: Some(thread), schema, finished: false })
+    }
+
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Waits up to `wait` for the next batch. Commits (with a group) what was handed out before.
+    pub fn next(&mut self, wait: Duration) -> Result<Next> {
+        if self.finished {
+            return Ok(Next::End);
+        }
+        self.commit_delivered(CommitMode::Async)?;
+        let arrival = Arrival(self.shared.queue.pop(wait));
+        self.accept(arrival)
+    }
+
+    /// For `async for`: a handle that waits for the next arrival without blocking a thread.
+    /// Call `commit_pending` first, then `accept` what the waiter returns.
+    pub fn waiter(&self) -> Waiter {
+        Waiter(self.shared.clone())
+    }
+
+    /// Commits (asynchronously, with a group) what was handed out so far.
+    pub fn commit_pending(&self) -> Result<()> {
+        self.commit_delivered(CommitMode::Async)
+    }
+
+    /// Takes what a `Waiter` (or `next`) found off the queue.
+    pub fn accept(&mut self, arrival: Arrival) -> Result<Next> {
+        if self.finished {
+            return Ok(Next::End);
+        }
+        match arrival.0 {
+            Popped::Item(item) => self.take(item),
+            Popped::Empty => Ok(Next::Pending),
+            Popped::Closed => {
+                self.finished = true;
+                Ok(Next::End)
+            }
+        }
+    }
+
+    fn take(&mut self, item: Item) -> Result<Next> {
+        match item {
+            Item::Batch(batch) => {
+                {
+                    let mut delivered = lock(&self.shared.delivered);
+                    for (tp, off) in &batch.next_offsets {
+                        delivered.insert(tp.clone(), *off);
+                    }
+                }
+                self.shared.skipped.fetch_add(batch.skipped, Ordering::Relaxed);
+                self.shared.dead_lettered.fetch_add(batch.dead_lettered, Ordering::Relaxed);
+                if batch.record_batch.num_rows() == 0 {
+                    // Only offset progress (skipped or dead-lettered messages).
+                    return Ok(Next::Pending);
+                }
+                Ok(Next::Batch(batch))
+            }
+            Item::Error(e) => {
+                self.finished = true;
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_delivered(&self, mode: CommitMode) -> Result<()> {
+        if !self.shared.group {
+            return Ok(());
+        }
+        let tpl = self.shared.uncommitted(None);
+        self.shared.commit(&self.consumer, tpl, mode)
+    }
+
+    /// Commits, synchronously, everything handed out so far (with a `group.id`).
+    pub fn commit(&self) -> Result<()> {
+        self.commit_delivered(CommitMode::Sync)
+    }
+
+    /// The next offset to read in every partition: exactly after what the user received.
+    pub fn positions(&self) -> OffsetMap {
+        lock(&self.shared.delivered).clone()
+    }
+
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats {
+            skipped: self.shared.skipped.load(Ordering::Relaxed),
+            dead_lettered: self.shared.dead_lettered.load(Ordering::Relaxed),
+            queued_bytes: self.shared.queue.queued_bytes(),
+        }
+    }
+
+    /// Stops the consumer thread and commits what the user received. Idempotent.
+    pub fn close(&mut self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.queue.close();
+        self.shared.queue.clear();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        self.finished = true;
+        let result = self.commit_delivered(CommitMode::Sync);
+        self.consumer.unassign().ok();
+        result
+    }
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            log::warn!("closing the reader: {e}");
+        }
+    }
+}
+
+/// librdkafka properties that make sense for a producer too (connection and security).
+fn is_common_property(key: &str) -> bool {
+    key == "bootstrap.servers"
+        || key == "metadata.broker.list"
+        || key == "client.id"
+        || key.starts_with("security.")
+        || key.starts_with("ssl.")
+        || key.starts_with("sasl.")
+        || key.starts_with("socket.")
+        || key.starts_with("broker.")
+        || key == "debug"
+}
+
+/// The consumer thread.
+struct Engine {
+    shared: Arc<Shared>,
+    consumer: Arc<BaseConsumer<GroupContext>>,
+    builder: BatchBuilder,
+    batch_size: usize,
+    max_wait: Duration,
+    policy: ErrorPolicy,
+    dead_letter: Option<(Producer, String)>,
+    /// Exclusive end offset of every partition still being read (bounded reads).
+    ends: BTreeMap<(String, i32), i64>,
+    bounded: bool,
+    timeout: Duration,
+}
+
+/// Why the poll loop stopped.
+enum Stop {
+    /// The reader closed, or the queue did.
+    Closed,
+    Failed(Error),
+}
+
+impl Engine {
+    fn run(mut self) {
+        let outcome = self.poll_loop();
+        if let Err(stop) = outcome {
+            if let Stop::Failed(e) = stop {
+                // Hand out what was decoded before the failure, then the failure.
+                if self.emit().is_ok() {
+                    let _ = self.push(Item::Error(e));
+                }
+            }
+        } else {
+            let _ = self.emit();
+        }
+        self.shared.queue.close();
+    }
+
+    fn poll_loop(&mut self) -> Result<(), Stop> {
+        let mut first_row_at: Option<Instant> = None;
+        loop {
+            if self.shared.stop.load(Ordering::Relaxed) {
+                return Err(Stop::Closed);
+            }
+            if self.bounded && self.ends.is_empty() {
+                return Ok(());
+            }
+            let wait = match first_row_at {
+                Some(t) => self.max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100)),
+                None => Duration::from_millis(100),
+            };
+            // A local handle: the message borrows the consumer while `self` is mutated.
+            let consumer = self.consumer.clone();
+            match consumer.poll(wait) {
+                None => {}
+                Some(Ok(msg)) => {
+                    if self.handle(&msg)? && first_row_at.is_none() {
+                        first_row_at = Some(Instant::now());
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => self.check_positions(),
+                Some(Err(e)) => self.handle_error(e)?,
+            }
+            let due = first_row_at.is_some_and(|t| t.elapsed() >= self.max_wait);
+            if self.builder.rows() >= self.batch_size || (due && self.builder.has_progress()) {
+                self.emit()?;
+                first_row_at = None;
+            }
+        }
+    }
+
+    /// Decodes one message. Returns whether the builder gained progress.
+    fn handle(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Result<bool, Stop> {
+        let tp = (msg.topic().to_string(), msg.partition());
+        if self.bounded {
+            match self.ends.get(&tp) {
+                Some(end) if msg.offset() < *end => {}
+                // Past the snapshot end (fetched in the same batch) or a finished partition.
+                _ => {
+                    self.finish_partition(&tp);
+                    return Ok(false);
+                }
+            }
+        }
+        let headers: Vec<(&str, Option<&[u8]>)> = msg
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        let view = MessageView {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key(),
+            value: msg.payload(),
+            headers,
+        };
+        if let Err(reason) = self.builder.append(&view) {
+            let position = MessagePosition { topic: tp.0.clone(), partition: tp.1, offset: msg.offset() };
+            match &self.policy {
+                ErrorPolicy::Raise => return Err(Stop::Failed(Error::Decode { position, reason })),
+                ErrorPolicy::Skip => self.builder.advance_past(&view, false),
+                ErrorPolicy::DeadLetter { .. } => {
+                    self.dead_letter(&view, &position, &reason).map_err(Stop::Failed)?;
+                    self.builder.advance_past(&view, true);
+                }
+            }
+        }
+        if self.bounded && self.ends.get(&tp).is_some_and(|end| msg.offset() + 1 >= *end) {
+            self.finish_partition(&tp);
+        }
+        Ok(true)
+    }
+
+    fn dead_letter(&self, m: &MessageView<'_>, position: &MessagePosition, reason: &str) -> Result<()> {
+        let (producer, topic) = self.dead_letter.as_ref().expect("dead-letter policy has a producer");
+        let partition = position.partition.to_string();
+        let offset = position.offset.to_string();
+        let mut headers = m.headers.clone();
+        headers.push(("kafka_ml.error", Some(reason.as_bytes())));
+        headers.push(("kafka_ml.source.topic", Some(position.topic.as_bytes())));
+        headers.push(("kafka_ml.source.partition", Some(partition.as_bytes())));
+        headers.push(("kafka_ml.source.offset", Some(offset.as_bytes())));
+        producer.send(
+            &OutgoingMessage { topic, key: m.key, value: m.value, partition: None, timestamp: m.timestamp, headers },
+            self.timeout,
+        )?;
+        producer.poll();
+        Ok(())
+    }
+
+    fn finish_partition(&mut self, tp: &(String, i32)) {
+        if self.ends.remove(tp).is_some() {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&tp.0, tp.1);
+            // Stop fetching it; the remaining partitions keep the bandwidth.
+            let _ = self.consumer.pause(&tpl);
+        }
+    }
+
+    /// At a partition EOF: finish every partition whose position reached its end (covers ends
+    /// that fall on transaction markers or compacted-away offsets, which yield no message).
+    fn check_positions(&mut self) {
+        if !self.bounded {
+            return;
+        }
+        let Ok(positions) = self.consumer.position() else { return };
+        let done: Vec<(String, i32)> = positions
+            .elements()
+            .iter()
+            .filter_map(|e| {
+                let tp = (e.topic().to_string(), e.partition());
+                match (e.offset(), self.ends.get(&tp)) {
+                    (Offset::Offset(pos), Some(end)) if pos >= *end => Some(tp),
+                    _ => None,
+                }
+            })
+            .collect();
+        for tp in done {
+            self.finish_partition(&tp);
+        }
+    }
+
+    fn handle_error(&mut self, e: KafkaError) -> Result<(), Stop> {
+        let code = e.rdkafka_error_code();
+        let fatal = matches!(e, KafkaError::MessageConsumptionFatal(_))
+            || matches!(
+                code,
+                Some(
+                    RDKafkaErrorCode::UnknownTopicOrPartition
+                        | RDKafkaErrorCode::UnknownTopic
+                        | RDKafkaErrorCode::UnknownPartition
+                        | RDKafkaErrorCode::TopicAuthorizationFailed
+                        | RDKafkaErrorCode::GroupAuthorizationFailed
+                        | RDKafkaErrorCode::Fatal
+                        | RDKafkaErrorCode::OffsetOutOfRange
+                )
+            );
+        if fatal {
+            return Err(Stop::Failed(Error::kafka("consumer error", e)));
+        }
+        // Transient (broker restart, network blip): librdkafka reconnects by itself.
+        log::warn!("transient consumer error: {e}");
+        Ok(())
+    }
+
+    /// Closes the current batch and queues it. Dead-lettered messages are acknowledged first,
+    /// so no offset past them is handed out (or committed) before they are safe.
+    fn emit(&mut self) -> Result<(), Stop> {
+        if !self.builder.has_progress() {
+            return Ok(());
+        }
+        if let Some((producer, _)) = &self.dead_letter {
+            producer.flush(self.timeout).map_err(Stop::Failed)?;
+        }
+        let batch = self.builder.finish();
+        self.push(Item::Batch(batch))
+    }
+
+    fn push(&self, item: Item) -> Result<(), Stop> {
+        let bytes = match &item {
+            Item::Batch(b) => b.record_batch.get_array_memory_size(),
+            Item::Error(_) => 0,
+        };
+        let mut item = item;
+        loop {
+            match self.shared.queue.push(item, bytes, Duration::from_millis(100)) {
+                Ok(()) => return Ok(()),
+                Err(PushError::Closed) => return Err(Stop::Closed),
+                Err(PushError::Full(back)) => {
+                    if self.shared.stop.load(Ordering::Relaxed) {
+                        return Err(Stop::Closed);
+                    }
+                    item = back;
+                }
+            }
+        }
+    }
+}

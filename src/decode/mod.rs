@@ -1,0 +1,68 @@
+//! Payload decoders: one Kafka message → one row appended to column storage.
+//!
+//! A decoder either appends exactly one row or fails with a reason and appends nothing, so a bad
+//! message never corrupts the batch it would have joined. The same formats are written by the
+//! producer's encoders.
+
+mod avro;
+mod json;
+mod raw;
+mod tensor;
+
+use crate::error::{Error, Result};
+use crate::schema::{ColumnSpec, ScalarType};
+use arrow_array::ArrayRef;
+use arrow_schema::FieldRef;
+
+pub use avro::AvroDecoder;
+pub use json::JsonDecoder;
+pub use raw::RawDecoder;
+pub use tensor::TensorDecoder;
+
+/// Field metadata key that holds a tensor column's per-row shape.
+pub fn tensor_shape_key() -> &'static str {
+    tensor::SHAPE_METADATA_KEY
+}
+
+/// How message values are laid out.
+#[derive(Debug, Clone)]
+pub enum FormatSpec {
+    /// Raw little-endian fixed-shape arrays: every message is exactly `prod(shape)` elements.
+    Tensor { dtype: ScalarType, shape: Vec<usize> },
+    /// JSON objects decoded against declared columns.
+    Json { columns: Vec<ColumnSpec> },
+    /// Avro records. `schema` is the reader schema and defines the columns. With
+    /// `registry_schemas`, values use the Confluent wire format (magic byte 0, 4-byte big-endian
+    /// schema id) and are decoded with the writer schema of that id.
+    Avro { schema: String, registry_schemas: Vec<(u32, String)> },
+    /// Key and value bytes as binary columns.
+    Raw,
+}
+
+/// Decodes message payloads into Arrow columns.
+pub trait Decoder: Send {
+    /// The columns this decoder produces, in order.
+    fn fields(&self) -> Vec<FieldRef>;
+    /// Appends one row for the message, or returns why it cannot and appends nothing.
+    fn decode(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> std::result::Result<(), String>;
+    /// Returns the columns of the rows decoded so far and starts a new batch.
+    fn finish(&mut self) -> Vec<ArrayRef>;
+}
+
+impl FormatSpec {
+    pub fn decoder(&self) -> Result<Box<dyn Decoder>> {
+        Ok(match self {
+            FormatSpec::Tensor { dtype, shape } => Box::new(TensorDecoder::new(*dtype, shape.clone())?),
+            FormatSpec::Json { columns } => Box::new(JsonDecoder::new(columns.clone())?),
+            FormatSpec::Avro { schema, registry_schemas } => {
+                Box::new(AvroDecoder::new(schema, registry_schemas).map_err(Error::Config)?)
+            }
+            FormatSpec::Raw => Box::new(RawDecoder::default()),
+        })
+    }
+}
+
+/// The value of a message, or the reason it has none.
+fn require_value(value: Option<&[u8]>) -> std::result::Result<&[u8], String> {
+    value.ok_or_else(|| "message has no value (a tombstone)".to_string())
+}

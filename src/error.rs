@@ -1,0 +1,139 @@
+//! The one error type of the core. The Python layer maps each variant to one exception class
+//! (`src/py/errors.rs`), so every variant says *what* went wrong and *where*.
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use std::fmt;
+
+/// Where a message lives: enough to find it again with any Kafka tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagePosition {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl fmt::Display for MessagePosition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "topic '{}' partition {} offset {}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// librdkafka's view of an error: numeric code, symbolic name, and whether retrying can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaCode {
+    pub code: i32,
+    pub name: String,
+    pub retriable: bool,
+    pub fatal: bool,
+}
+
+impl KafkaCode {
+    pub fn from_code(code: RDKafkaErrorCode) -> Self {
+        use RDKafkaErrorCode as C;
+        let retriable = matches!(
+            code,
+            C::BrokerTransportFailure
+                | C::AllBrokersDown
+                | C::OperationTimedOut
+                | C::RequestTimedOut
+                | C::NotLeaderForPartition
+                | C::LeaderNotAvailable
+                | C::NetworkException
+                | C::NotCoordinator
+                | C::CoordinatorLoadInProgress
+                | C::CoordinatorNotAvailable
+                | C::NotEnoughReplicas
+                | C::QueueFull
+        );
+        KafkaCode {
+            code: code as i32,
+            name: rdkafka_err_name(code),
+            retriable,
+            fatal: code == C::Fatal,
+        }
+    }
+}
+
+/// librdkafka's own symbolic name for a code (`_TRANSPORT`, `UNKNOWN_TOPIC_OR_PART`, ...).
+fn rdkafka_err_name(code: RDKafkaErrorCode) -> String {
+    let mut descs: *const rdkafka_sys::bindings::rd_kafka_err_desc = std::ptr::null();
+    let mut count: usize = 0;
+    // SAFETY: librdkafka fills in a pointer to its static table of error descriptions, whose
+    // `name` fields are static NUL-terminated strings (or null for unused slots).
+    unsafe {
+        rdkafka_sys::bindings::rd_kafka_get_err_descs(&mut descs, &mut count);
+        std::slice::from_raw_parts(descs, count)
+            .iter()
+            .find(|d| d.code as i32 == code as i32 && !d.name.is_null())
+            .map(|d| std::ffi::CStr::from_ptr(d.name).to_string_lossy().into_owned())
+    }
+    .unwrap_or_else(|| format!("{code:?}"))
+}
+
+/// Every failure the core reports.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A setting the user gave is wrong (bad librdkafka property, bad schema, bad range...).
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A message could not be decoded with the declared format.
+    #[error("cannot decode message at {position}: {reason}")]
+    Decode { position: MessagePosition, reason: String },
+
+    /// A topic or partition the user named does not exist on the cluster.
+    #[error("unknown topic or partition: {what}")]
+    UnknownTopic { what: String, kafka: Option<KafkaCode> },
+
+    /// An operation did not finish in time (unreachable broker, slow metadata, flush timeout).
+    #[error("timed out: {what}")]
+    Timeout { what: String, kafka: Option<KafkaCode> },
+
+    /// A message could not be delivered (dead-letter topic, producer).
+    #[error("delivery failed: {what}")]
+    Delivery { what: String, kafka: Option<KafkaCode> },
+
+    /// Any other error reported by librdkafka or the broker.
+    #[error("kafka error: {what}")]
+    Kafka { what: String, kafka: Option<KafkaCode> },
+
+    /// The object was used after `close()`.
+    #[error("{0} is closed")]
+    Closed(&'static str),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps a librdkafka error with a sentence of context, choosing the variant by its code.
+    pub fn kafka(context: impl fmt::Display, err: KafkaError) -> Self {
+        let code = err.rdkafka_error_code();
+        let kafka = code.map(KafkaCode::from_code);
+        let what = format!("{context}: {err}");
+        use RDKafkaErrorCode as C;
+        match (&err, code) {
+            (KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_), _) => Error::Config(what),
+            (_, Some(C::UnknownTopicOrPartition | C::UnknownPartition | C::UnknownTopic)) => {
+                Error::UnknownTopic { what, kafka }
+            }
+            (
+                _,
+                Some(C::OperationTimedOut | C::RequestTimedOut | C::AllBrokersDown | C::BrokerTransportFailure),
+            ) => Error::Timeout { what, kafka },
+            (KafkaError::MessageProduction(_) | KafkaError::Flush(_), _) => Error::Delivery { what, kafka },
+            _ => Error::Kafka { what, kafka },
+        }
+    }
+
+    /// librdkafka's code for this error, where there is one.
+    pub fn kafka_code(&self) -> Option<&KafkaCode> {
+        match self {
+            Error::UnknownTopic { kafka, .. }
+            | Error::Timeout { kafka, .. }
+            | Error::Delivery { kafka, .. }
+            | Error::Kafka { kafka, .. } => kafka.as_ref(),
+            _ => None,
+        }
+    }
+}

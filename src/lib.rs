@@ -1,0 +1,20 @@
+//! kafka-ml: Apache Kafka as a data source and sink for machine learning.
+//!
+//! The pyo3-free core (everything but `py`) compiles and is tested with `cargo test`:
+//! - [`dataset`]: the consumer engine (plans, background polling, offsets, commits);
+//! - [`decode`]: payload formats → Arrow columns; [`batch`]: record batches with metadata;
+//! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
+//! - [`embedded`]: the in-process mock cluster.
+//!
+//! `py` holds the bindings only: argument conversion, GIL release, error mapping.
+
+pub mod batch;
+pub mod dataset;
+pub mod decode;
+pub mod embedded;
+pub mod error;
+pub mod producer;
+pub mod queue;
+pub mod schema;
+
+mod py;

@@ -1,0 +1,155 @@
+//! A librdkafka producer with delivery accounting: every message is counted as delivered or
+//! failed by librdkafka's delivery reports, and `flush` tells which failed and why.
+//! Used for dead-letter topics, the embedded demo and the Python `Producer`.
+
+use crate::error::{Error, KafkaCode, Result};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::ClientContext;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Counts delivery reports; remembers the first failure.
+#[derive(Default)]
+pub struct DeliveryTracker {
+    pub delivered: AtomicU64,
+    pub failed: AtomicU64,
+    first_failure: Mutex<Option<(String, KafkaError)>>,
+}
+
+impl ClientContext for DeliveryTracker {}
+
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((err, msg)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                use rdkafka::Message;
+                let mut first = self.first_failure.lock().unwrap_or_else(|p| p.into_inner());
+                if first.is_none() {
+                    *first = Some((format!("topic '{}' partition {}", msg.topic(), msg.partition()), err.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One message to send.
+pub struct OutgoingMessage<'a> {
+    pub topic: &'a str,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub partition: Option<i32>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(&'a str, Option<&'a [u8]>)>,
+}
+
+pub struct Producer {
+    inner: BaseProducer<DeliveryTracker>,
+    /// Messages handed to librdkafka so far.
+    sent: AtomicU64,
+}
+
+impl Producer {
+    /// Creates a producer; idempotent with `acks=all` unless the config says otherwise.
+    pub fn new(config: &[(String, String)]) -> Result<Self> {
+        let mut cc = ClientConfig::new();
+        cc.set("enable.idempotence", "true");
+        for (k, v) in config {
+            cc.set(k, v);
+        }
+        let inner = cc
+            .create_with_context(DeliveryTracker::default())
+            .map_err(|e| Error::kafka("cannot create producer", e))?;
+        Ok(Producer { inner, sent: AtomicU64::new(0) })
+    }
+
+    /// Queues one message, waiting (and serving delivery reports) while librdkafka's queue is full.
+    pub fn send(&self, m: &OutgoingMessage<'_>, timeout: Duration) -> Result<()> {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(Header { key: k, value: *v });
+        }
+        let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(m.topic).headers(headers);
+        if let Some(k) = m.key {
+            record = record.key(k);
+        }
+        if let Some(v) = m.value {
+            record = record.payload(v);
+        }
+        if let Some(p) = m.partition {
+            record = record.partition(p);
+        }
+        if let Some(t) = m.timestamp {
+            record = record.timestamp(t);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => {
+                    self.sent.fetch_add(1, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), rec))
+                    if Instant::now() < deadline =>
+                {
+                    record = rec;
+                    self.inner.poll(Duration::from_millis(10));
+                }
+                Err((e, _)) => return Err(Error::kafka(format!("cannot send to topic '{}'", m.topic), e)),
+            }
+        }
+    }
+
+    /// Serves delivery reports without blocking.
+    pub fn poll(&self) {
+        self.inner.poll(Duration::ZERO);
+    }
+
+    /// Waits until every queued message is delivered or failed; fails if any failed or some are
+    /// still undelivered at the timeout, saying how many.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let flushed = self.inner.flush(timeout);
+        let tracker = self.inner.context();
+        let failed = tracker.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            let first = tracker.first_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let (where_, err) = first.map(|(w, e)| (w, Some(e))).unwrap_or_default();
+            let code = err.as_ref().and_then(|e| e.rdkafka_error_code()).map(KafkaCode::from_code);
+            let reason = err.map(|e| e.to_string()).unwrap_or_default();
+            return Err(Error::Delivery {
+                what: format!("{failed} message(s) failed; first at {where_}: {reason}"),
+                kafka: code,
+            });
+        }
+        if let Err(e) = flushed {
+            let pending = self.inner.in_flight_count();
+            let code = e.rdkafka_error_code().map(KafkaCode::from_code);
+            return Err(Error::Timeout {
+                what: format!("flush: {pending} message(s) not delivered after {timeout:?}"),
+                kafka: code,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.inner.context().delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.inner.context().failed.load(Ordering::Relaxed)
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,394 @@
+//! Bindings of the consumer engine: `KafkaDataset` (plan), `BatchReader` (one pass), `Batch`.
+
+use super::arrow_numpy::{column_to_numpy, ArrowBufferOwner};
+use super::blocking;
+use super::errors::{to_pyerr, IntoPyResult};
+use crate::batch::{KafkaBatch, MetaColumn, OffsetMap};
+use crate::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
+use crate::decode::FormatSpec;
+use crate::error::Error;
+use crate::schema::{ColumnSpec, ScalarType};
+use arrow_array::{RecordBatch, StructArray};
+use arrow_schema::Field;
+use pyo3::exceptions::{PyKeyError, PyStopAsyncIteration};
+use pyo3::prelude::*;
+use pyo3::types::{PyCapsule, PyDict, PyTuple};
+use pyo3_arrow::ffi::{to_array_pycapsules, to_schema_pycapsule, to_stream_pycapsule, ArrayIterator};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+fn config_error(msg: String) -> PyErr {
+    to_pyerr(Error::Config(msg))
+}
+
+/// `"earliest"`, `"latest"`, `"committed"`, `("timestamp", ms)` or `{(topic, partition): offset}`.
+fn parse_position(obj: &Bound<'_, PyAny>, what: &str, default_for_offsets: Position) -> PyResult<Position> {
+    if let Ok(s) = obj.extract::<String>() {
+        return match s.as_str() {
+            "earliest" => Ok(Position::Earliest),
+            "latest" => Ok(Position::Latest),
+            "committed" => Ok(Position::Committed),
+            _ => Err(config_error(format!("{what}='{s}': expected 'earliest', 'latest' or 'committed'"))),
+        };
+    }
+    if let Ok((kind, ms)) = obj.extract::<(String, i64)>() {
+        if kind == "timestamp" {
+            return Ok(Position::Timestamp(ms));
+        }
+    }
+    if let Ok(map) = obj.extract::<std::collections::HashMap<(String, i32), i64>>() {
+        return Ok(Position::Offsets { offsets: map.into_iter().collect(), default: Box::new(default_for_offsets) });
+    }
+    Err(config_error(format!(
+        "{what}: expected 'earliest', 'latest', 'committed', a datetime, or {{(topic, partition): offset}}, got {}",
+        obj.repr()?
+    )))
+}
+
+fn parse_format(
+    format: &str,
+    columns: Option<Vec<(String, String)>>,
+    dtype: Option<String>,
+    shape: Option<Vec<usize>>,
+    avro_schema: Option<String>,
+    registry_schemas: Option<std::collections::HashMap<u32, String>>,
+) -> PyResult<FormatSpec> {
+    Ok(match format {
+        "tensor" => {
+            let dtype = dtype.ok_or_else(|| config_error("format='tensor' needs dtype".into()))?;
+            let dtype = ScalarType::parse(&dtype).ok_or_else(|| config_error(format!("unknown dtype '{dtype}'")))?;
+            let shape = shape.ok_or_else(|| config_error("format='tensor' needs shape".into()))?;
+            FormatSpec::Tensor { dtype, shape }
+        }
+        "json" => {
+            let columns = columns.ok_or_else(|| config_error("format='json' needs a schema of columns".into()))?;
+            let columns = columns
+                .iter()
+                .map(|(n, t)| ColumnSpec::parse(n, t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(config_error)?;
+            FormatSpec::Json { columns }
+        }
+        "avro" => {
+            let schema = avro_schema.ok_or_else(|| config_error("format='avro' needs an Avro schema".into()))?;
+            let mut registry: Vec<(u32, String)> = registry_schemas.unwrap_or_default().into_iter().collect();
+            registry.sort();
+            FormatSpec::Avro { schema, registry_schemas: registry }
+        }
+        "raw" => FormatSpec::Raw,
+        other => return Err(config_error(format!("unknown format '{other}' (expected tensor, json, avro or raw)"))),
+    })
+}
+
+fn offsets_to_py<'py>(py: Python<'py>, offsets: &OffsetMap) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for ((t, p), o) in offsets {
+        d.set_item((t, *p), *o)?;
+    }
+    Ok(d)
+}
+
+/// The native side of `kafka_ml.KafkaDataset`: validated options and the resolved read plan.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct KafkaDataset {
+    inner: Dataset,
+}
+
+#[pymethods]
+impl KafkaDataset {
+    #[new]
+    #[pyo3(signature = (
+        config, *, topics=None, partitions=None, format="raw", columns=None, dtype=None, shape=None,
+        avro_schema=None, registry_schemas=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
+        start=None, end=None, on_error="error", dead_letter_topic=None, queue_bytes=64 << 20, timeout=10.0
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        config: std::collections::HashMap<String, String>,
+        topics: Option<Vec<String>>,
+        partitions: Option<Vec<(String, i32)>>,
+        format: &str,
+        columns: Option<Vec<(String, String)>>,
+        dtype: Option<String>,
+        shape: Option<Vec<usize>>,
+        avro_schema: Option<String>,
+        registry_schemas: Option<std::collections::HashMap<u32, String>>,
+        metadata: Vec<String>,
+        batch_size: usize,
+        max_wait: f64,
+        start: Option<Bound<'_, PyAny>>,
+        end: Option<Bound<'_, PyAny>>,
+        on_error: &str,
+        dead_letter_topic: Option<String>,
+        queue_bytes: usize,
+        timeout: f64,
+    ) -> PyResult<Self> {
+        let source = match (topics, partitions) {
+            (Some(t), None) => Source::Topics(t),
+            (None, Some(p)) => Source::Partitions(p),
+            _ => return Err(config_error("give either topics or partitions".into())),
+        };
+        let group = config.contains_key("group.id");
+        let start = match start {
+            Some(s) => parse_position(&s, "start", Position::Earliest)?,
+            None if group => Position::Committed,
+            None => Position::Earliest,
+        };
+        let end = end.map(|e| parse_position(&e, "end", Position::Latest)).transpose()?;
+        let metadata = metadata
+            .iter()
+            .map(|m| {
+                MetaColumn::parse(m).ok_or_else(|| {
+                    config_error(format!(
+                        "unknown metadata column '{m}' (expected topic, partition, offset, timestamp, key, headers)"
+                    ))
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let on_error = match (on_error, dead_letter_topic) {
+            ("error", _) => ErrorPolicy::Raise,
+            ("skip", _) => ErrorPolicy::Skip,
+            ("dead_letter", Some(topic)) => ErrorPolicy::DeadLetter { topic },
+            ("dead_letter", None) => return Err(config_error("on_error='dead_letter' needs dead_letter_topic".into())),
+            (other, _) => {
+                return Err(config_error(format!("on_error='{other}': expected 'error', 'skip' or 'dead_letter'")))
+            }
+        };
+        if !(max_wait.is_finite() && max_wait >= 0.0) || !(timeout.is_finite() && timeout > 0.0) {
+            return Err(config_error("max_wait and timeout must be finite, non-negative seconds".into()));
+        }
+        let options = DatasetOptions {
+            config: config.into_iter().collect(),
+            source,
+            format: parse_format(format, columns, dtype, shape, avro_schema, registry_schemas)?,
+            metadata,
+            batch_size,
+            max_wait: Duration::from_secs_f64(max_wait),
+            start,
+            end,
+            on_error,
+            queue_bytes,
+            timeout: Duration::from_secs_f64(timeout),
+        };
+        let inner = py.detach(|| Dataset::open(options)).py_err()?;
+        Ok(KafkaDataset { inner })
+    }
+
+    /// Offsets in the bounded read (None when unbounded).
+    fn num_messages(&self) -> Option<u64> {
+        self.inner.len()
+    }
+
+    /// `[(topic, partition, start, end)]` of a bounded or explicitly assigned read; None when the
+    /// consumer group assigns partitions.
+    fn plan(&self) -> Option<Vec<(String, i32, i64, Option<i64>)>> {
+        self.inner.plan().map(|p| p.iter().map(|r| (r.topic.clone(), r.partition, r.start, r.end)).collect())
+    }
+
+    fn is_bounded(&self) -> bool {
+        self.inner.is_bounded()
+    }
+
+    /// Column names of the batches.
+    fn column_names(&self) -> Vec<String> {
+        self.inner.schema().fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        Ok(to_schema_pycapsule(py, self.inner.schema().as_ref())?)
+    }
+
+    /// Starts one pass; `resume` is `{(topic, partition): next_offset}` from a `state_dict`.
+    #[pyo3(signature = (resume=None))]
+    fn reader(&self, py: Python<'_>, resume: Option<std::collections::HashMap<(String, i32), i64>>) -> PyResult<BatchReader> {
+        let resume: Option<OffsetMap> = resume.map(|m| m.into_iter().collect());
+        let reader = py.detach(|| self.inner.reader(resume.as_ref())).py_err()?;
+        Ok(BatchReader { inner: Arc::new(Mutex::new(reader)) })
+    }
+}
+
+fn lock(m: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One pass over a dataset: iterate (or `async for`) to get `Batch`es.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct BatchReader {
+    inner: Arc<Mutex<Reader>>,
+}
+
+#[pymethods]
+impl BatchReader {
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Batch>> {
+        let reader = self.inner.clone();
+        let next = blocking(py, None, move |slice| match lock(&reader).next(slice) {
+            Ok(Next::Pending) => None,
+            other => Some(other),
+        })?;
+        match next.expect("waits without a timeout") {
+            Ok(Next::Batch(b)) => Ok(Some(Batch::new(b))),
+            Ok(Next::End) => Ok(None),
+            Ok(Next::Pending) => unreachable!("blocking() retries pending"),
+            Err(e) => Err(to_pyerr(e)),
+        }
+    }
+
+    fn __aiter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let reader = self.inner.clone();
+        let waiter = {
+            let r = lock(&reader);
+            r.commit_pending().py_err()?;
+            r.waiter()
+        };
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            loop {
+                let arrival = waiter.wait().await;
+                match lock(&reader).accept(arrival).py_err()? {
+                    Next::Batch(b) => return Ok(Batch::new(b)),
+                    Next::Pending => continue,
+                    Next::End => return Err(PyStopAsyncIteration::new_err(())),
+                }
+            }
+        })
+    }
+
+    /// `{(topic, partition): next_offset}`: exactly after everything handed out.
+    fn positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        offsets_to_py(py, &lock(&self.inner).positions())
+    }
+
+    /// `(skipped, dead_lettered, queued_bytes)`.
+    fn stats(&self) -> (u64, u64, usize) {
+        let s = lock(&self.inner).stats();
+        (s.skipped, s.dead_lettered, s.queued_bytes)
+    }
+
+    /// Commits what was handed out (with a `group.id`), synchronously.
+    fn commit(&self, py: Python<'_>) -> PyResult<()> {
+        let reader = self.inner.clone();
+        py.detach(|| lock(&reader).commit()).py_err()
+    }
+
+    /// Stops the consumer thread and commits what was handed out. Idempotent.
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        let reader = self.inner.clone();
+        py.detach(|| lock(&reader).close()).py_err()
+    }
+}
+
+/// A batch of rows: Arrow columns, viewable as NumPy arrays without copies.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct Batch {
+    batch: RecordBatch,
+    next_offsets: OffsetMap,
+}
+
+impl Batch {
+    fn new(b: KafkaBatch) -> Self {
+        Batch { batch: b.record_batch, next_offsets: b.next_offsets }
+    }
+
+    fn field_and_column(&self, name: &str) -> PyResult<(&Field, &arrow_array::ArrayRef)> {
+        let idx = self
+            .batch
+            .schema_ref()
+            .index_of(name)
+            .map_err(|_| PyKeyError::new_err(format!("no column '{name}' (columns: {:?})", self.column_names())))?;
+        Ok((self.batch.schema_ref().field(idx), self.batch.column(idx)))
+    }
+}
+
+#[pymethods]
+impl Batch {
+    #[getter]
+    fn num_rows(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    fn __len__(&self) -> usize {
+        self.batch.num_rows()
+    }
+
+    #[getter]
+    fn column_names(&self) -> Vec<String> {
+        self.batch.schema().fields().iter().map(|f| f.name().clone()).collect()
+    }
+
+    /// `{(topic, partition): next_offset}` after this batch.
+    #[getter]
+    fn offsets<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        offsets_to_py(py, &self.next_offsets)
+    }
+
+    /// Bytes held by the batch's Arrow buffers.
+    #[getter]
+    fn nbytes(&self) -> usize {
+        self.batch.get_array_memory_size()
+    }
+
+    /// One column as a NumPy array (a view of the Arrow buffer where the type allows).
+    fn __getitem__<'py>(&self, py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+        let (field, column) = self.field_and_column(name)?;
+        column_to_numpy(py, field, column)
+    }
+
+    /// `{column: ndarray}`; numeric and tensor columns are zero-copy, read-only views.
+    #[pyo3(signature = (columns=None))]
+    fn to_numpy<'py>(&self, py: Python<'py>, columns: Option<Vec<String>>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        let names = columns.unwrap_or_else(|| self.column_names());
+        for name in names {
+            let (field, column) = self.field_and_column(&name)?;
+            out.set_item(&name, column_to_numpy(py, field, column)?)?;
+        }
+        Ok(out)
+    }
+
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_array__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyCapsule>>,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let array = StructArray::from(self.batch.clone());
+        let field = Arc::new(Field::new_struct("", self.batch.schema().fields().clone(), false));
+        Ok(to_array_pycapsules(py, field, &array, requested_schema)?)
+    }
+
+    #[pyo3(signature = (requested_schema=None))]
+    fn __arrow_c_stream__<'py>(
+        &self,
+        py: Python<'py>,
+        requested_schema: Option<Bound<'py, PyCapsule>>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        let array: arrow_array::ArrayRef = Arc::new(StructArray::from(self.batch.clone()));
+        let field = Arc::new(Field::new_struct("", self.batch.schema().fields().clone(), false));
+        let reader = ArrayIterator::new(vec![Ok(array)], field);
+        Ok(to_stream_pycapsule(py, Box::new(reader), requested_schema)?)
+    }
+
+    fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        Ok(to_schema_pycapsule(py, self.batch.schema_ref().as_ref())?)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Batch(num_rows={}, columns={:?})", self.batch.num_rows(), self.column_names())
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<KafkaDataset>()?;
+    m.add_class::<BatchReader>()?;
+    m.add_class::<Batch>()?;
+    m.add_class::<ArrowBufferOwner>()?;
+    Ok(())
+}

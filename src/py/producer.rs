@@ -1,0 +1,129 @@
+//! Bindings of the delivery-tracked producer.
+
+use super::blocking;
+use super::errors::IntoPyResult;
+use crate::error::Error;
+use crate::producer::{self, OutgoingMessage};
+use pyo3::buffer::PyBuffer;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How long `send`/`produce` wait for room in librdkafka's queue before failing.
+const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A librdkafka producer; every message is accounted delivered or failed.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct Producer {
+    inner: Arc<producer::Producer>,
+}
+
+#[pymethods]
+impl Producer {
+    #[new]
+    fn new(config: HashMap<String, String>) -> PyResult<Self> {
+        let config: Vec<(String, String)> = config.into_iter().collect();
+        Ok(Producer { inner: Arc::new(producer::Producer::new(&config).py_err()?) })
+    }
+
+    /// Queues one message.
+    #[pyo3(signature = (topic, value=None, key=None, partition=None, headers=None, timestamp=None))]
+    fn produce(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        value: Option<Vec<u8>>,
+        key: Option<Vec<u8>>,
+        partition: Option<i32>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        timestamp: Option<i64>,
+    ) -> PyResult<()> {
+        let headers = headers.unwrap_or_default();
+        let inner = self.inner.clone();
+        py.detach(|| {
+            let msg = OutgoingMessage {
+                topic,
+                key: key.as_deref(),
+                value: value.as_deref(),
+                partition,
+                timestamp,
+                headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+            };
+            inner.send(&msg, ENQUEUE_TIMEOUT)
+        })
+        .py_err()
+    }
+
+    /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
+    /// `tensor` format. The GIL is released while rows are queued.
+    #[pyo3(signature = (topic, rows, row_bytes, partition=None))]
+    fn send_rows(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        rows: &Bound<'_, PyAny>,
+        row_bytes: usize,
+        partition: Option<i32>,
+    ) -> PyResult<usize> {
+        let buffer = PyBuffer::<u8>::get(rows)?;
+        if !buffer.is_c_contiguous() {
+            return Err(super::errors::to_pyerr(Error::Config("send_rows needs a C-contiguous buffer".into())));
+        }
+        let len = buffer.len_bytes();
+        if row_bytes == 0 || len % row_bytes != 0 {
+            return Err(super::errors::to_pyerr(Error::Config(format!(
+                "buffer of {len} bytes is not a whole number of {row_bytes}-byte rows"
+            ))));
+        }
+        // SAFETY: the buffer is held (and so pinned) for the duration of this call, and its
+        // exporter keeps it alive; it is only read.
+        let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) };
+        let inner = self.inner.clone();
+        py.detach(|| {
+            for row in data.chunks_exact(row_bytes) {
+                let msg = OutgoingMessage { topic, key: None, value: Some(row), partition, timestamp: None, headers: vec![] };
+                inner.send(&msg, ENQUEUE_TIMEOUT)?;
+            }
+            inner.poll();
+            Ok::<_, Error>(len / row_bytes)
+        })
+        .py_err()
+    }
+
+    /// Waits for every queued message; raises if any failed or some are undelivered in time.
+    #[pyo3(signature = (timeout=30.0))]
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let inner = self.inner.clone();
+        let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+        // Flush in slices so Ctrl-C is honoured; the last slice reports the outcome.
+        let out = blocking(py, None, move |slice| {
+            let now = std::time::Instant::now();
+            let last = now + slice >= deadline;
+            match inner.flush(if last { deadline.saturating_duration_since(now) } else { slice }) {
+                Err(Error::Timeout { .. }) if !last => None,
+                other => Some(other),
+            }
+        })?;
+        out.expect("waits until the deadline").py_err()
+    }
+
+    #[getter]
+    fn delivered(&self) -> u64 {
+        self.inner.delivered()
+    }
+
+    #[getter]
+    fn failed(&self) -> u64 {
+        self.inner.failed()
+    }
+
+    #[getter]
+    fn sent(&self) -> u64 {
+        self.inner.sent()
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Producer>()
+}
