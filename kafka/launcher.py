@@ -10,7 +10,6 @@ kept in that directory so a failed run can be diagnosed.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess

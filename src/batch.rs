@@ -3,7 +3,9 @@
 
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
-use arrow_array::builder::{BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder};
+use arrow_array::builder::{
+    BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use std::collections::BTreeMap;
@@ -49,7 +51,11 @@ impl MetaColumn {
             MetaColumn::Topic => Field::new("topic", DataType::Utf8, false),
             MetaColumn::Partition => Field::new("partition", DataType::Int32, false),
             MetaColumn::Offset => Field::new("offset", DataType::Int64, false),
-            MetaColumn::Timestamp => Field::new("timestamp", DataType::Timestamp(TimeUnit::Millisecond, None), true),
+            MetaColumn::Timestamp => Field::new(
+                "timestamp",
+                DataType::Timestamp(TimeUnit::Millisecond, None),
+                true,
+            ),
             MetaColumn::Key => Field::new("key", DataType::Binary, true),
             MetaColumn::Headers => {
                 let entries = MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new()).finish();
@@ -65,7 +71,8 @@ enum MetaBuilder {
     Offset(Int64Builder),
     Timestamp(TimestampMillisecondBuilder),
     Key(BinaryBuilder),
-    Headers(MapBuilder<StringBuilder, BinaryBuilder>),
+    // Boxed: by far the largest builder, and only some datasets ask for headers.
+    Headers(Box<MapBuilder<StringBuilder, BinaryBuilder>>),
 }
 
 impl MetaBuilder {
@@ -76,7 +83,11 @@ impl MetaBuilder {
             MetaColumn::Offset => MetaBuilder::Offset(Int64Builder::new()),
             MetaColumn::Timestamp => MetaBuilder::Timestamp(TimestampMillisecondBuilder::new()),
             MetaColumn::Key => MetaBuilder::Key(BinaryBuilder::new()),
-            MetaColumn::Headers => MetaBuilder::Headers(MapBuilder::new(None, StringBuilder::new(), BinaryBuilder::new())),
+            MetaColumn::Headers => MetaBuilder::Headers(Box::new(MapBuilder::new(
+                None,
+                StringBuilder::new(),
+                BinaryBuilder::new(),
+            ))),
         }
     }
 
@@ -209,7 +220,8 @@ impl BatchBuilder {
         match self.next_offsets.get_mut(&(topic.to_string(), partition)) {
             Some(next) => *next = offset + 1,
             None => {
-                self.next_offsets.insert((topic.to_string(), partition), offset + 1);
+                self.next_offsets
+                    .insert((topic.to_string(), partition), offset + 1);
             }
         }
     }
@@ -242,7 +254,11 @@ mod tests {
     fn metadata_columns_and_offsets() {
         let decoder = FormatSpec::Raw.decoder().unwrap();
         assert!(BatchBuilder::new(FormatSpec::Raw.decoder().unwrap(), &[MetaColumn::Key]).is_err());
-        let mut b = BatchBuilder::new(decoder, &[MetaColumn::Topic, MetaColumn::Offset, MetaColumn::Headers]).unwrap();
+        let mut b = BatchBuilder::new(
+            decoder,
+            &[MetaColumn::Topic, MetaColumn::Offset, MetaColumn::Headers],
+        )
+        .unwrap();
         let msg = |offset| MessageView {
             topic: "t",
             partition: 0,
@@ -260,7 +276,10 @@ mod tests {
         assert_eq!(batch.next_offsets[&("t".to_string(), 0)], 8);
         assert_eq!(batch.skipped, 1);
         let offsets = batch.record_batch.column_by_name("offset").unwrap();
-        assert_eq!(offsets.as_primitive::<arrow_array::types::Int64Type>().values(), &[5, 7]);
+        assert_eq!(
+            offsets.as_primitive::<arrow_array::types::Int64Type>().values(),
+            &[5, 7]
+        );
         assert_eq!(batch.record_batch.column_by_name("headers").unwrap().len(), 2);
         assert!(!b.has_progress());
     }

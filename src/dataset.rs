@@ -48,7 +48,10 @@ pub enum Position {
     /// The first message at or after this time (milliseconds since the epoch).
     Timestamp(i64),
     /// Explicit offsets for some partitions; the others use `default`.
-    Offsets { offsets: OffsetMap, default: Box<Position> },
+    Offsets {
+        offsets: OffsetMap,
+        default: Box<Position>,
+    },
 }
 
 /// What to do with a message that cannot be decoded.
@@ -91,7 +94,11 @@ pub struct PartitionRange {
 }
 
 fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    config.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    config
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// The validated options and the resolved read plan.
@@ -108,9 +115,12 @@ impl Dataset {
             return Err(Error::Config("batch_size must be at least 1".into()));
         }
         let schema = BatchBuilder::new(options.format.decoder()?, &options.metadata)?.schema();
-        if let (ErrorPolicy::DeadLetter { topic }, Source::Topics(ts)) = (&options.on_error, &options.source) {
+        if let (ErrorPolicy::DeadLetter { topic }, Source::Topics(ts)) = (&options.on_error, &options.source)
+        {
             if ts.contains(topic) {
-                return Err(Error::Config(format!("dead-letter topic '{topic}' is also a source topic")));
+                return Err(Error::Config(format!(
+                    "dead-letter topic '{topic}' is also a source topic"
+                )));
             }
         }
         let consumer = new_consumer(&options.config, PlainContext)?;
@@ -120,13 +130,23 @@ impl Dataset {
             && matches!(options.source, Source::Topics(_))
             && matches!(options.start, Position::Committed);
         if matches!(options.start, Position::Committed) && !group {
-            return Err(Error::Config("start='committed' needs a 'group.id' in the config".into()));
+            return Err(Error::Config(
+                "start='committed' needs a 'group.id' in the config".into(),
+            ));
         }
         // Resolve metadata even in subscribe mode: unknown topics and unreachable brokers fail
         // here, with a clear error, rather than as a silent empty stream.
         let partitions = resolve_partitions(&consumer, &options.source, options.timeout)?;
-        let plan = if subscribe { None } else { Some(resolve_plan(&consumer, &options, &partitions)?) };
-        Ok(Dataset { options, plan, schema })
+        let plan = if subscribe {
+            None
+        } else {
+            Some(resolve_plan(&consumer, &options, &partitions)?)
+        };
+        Ok(Dataset {
+            options,
+            plan,
+            schema,
+        })
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -145,7 +165,9 @@ impl Dataset {
     /// markers).
     pub fn len(&self) -> Option<u64> {
         let plan = self.plan.as_ref()?;
-        plan.iter().map(|r| r.end.map(|e| (e - r.start).max(0) as u64)).sum()
+        plan.iter()
+            .map(|r| r.end.map(|e| (e - r.start).max(0) as u64))
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -172,14 +194,22 @@ fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Resu
     cc.set("enable.auto.commit", "false");
     cc.set("enable.auto.offset.store", "false");
     cc.set("enable.partition.eof", "true");
+    if config_value(config, "auto.offset.reset").is_none() {
+        // A training set starts at the beginning unless the user says otherwise.
+        cc.set("auto.offset.reset", "earliest");
+    }
     if config_value(config, "group.id").is_none() {
         // librdkafka needs a group handle even for explicit assignment. Without a user group
         // nothing is ever committed, so a private name that no one else uses is enough.
         static ANONYMOUS: AtomicU64 = AtomicU64::new(0);
         let n = ANONYMOUS.fetch_add(1, Ordering::Relaxed);
-        cc.set("group.id", format!("kafka-ml-anonymous-{}-{n}", std::process::id()));
+        cc.set(
+            "group.id",
+            format!("kafka-ml-anonymous-{}-{n}", std::process::id()),
+        );
     }
-    cc.create_with_context(ctx).map_err(|e| Error::kafka("invalid consumer configuration", e))
+    cc.create_with_context(ctx)
+        .map_err(|e| Error::kafka("invalid consumer configuration", e))
 }
 
 fn resolve_partitions<C: ConsumerContext>(
@@ -205,13 +235,21 @@ fn resolve_partitions<C: ConsumerContext>(
                 found.insert(topic, t.partitions().iter().map(|p| p.id()).collect());
             }
             Some(t) => {
-                let code = t.error().map(RDKafkaErrorCode::from).unwrap_or(RDKafkaErrorCode::UnknownTopicOrPartition);
+                let code = t
+                    .error()
+                    .map(RDKafkaErrorCode::from)
+                    .unwrap_or(RDKafkaErrorCode::UnknownTopicOrPartition);
                 return Err(Error::UnknownTopic {
                     what: format!("topic '{topic}' ({code})"),
                     kafka: Some(crate::error::KafkaCode::from_code(code)),
                 });
             }
-            None => return Err(Error::UnknownTopic { what: format!("topic '{topic}'"), kafka: None }),
+            None => {
+                return Err(Error::UnknownTopic {
+                    what: format!("topic '{topic}'"),
+                    kafka: None,
+                })
+            }
         }
     }
     Ok(match source {
@@ -223,8 +261,13 @@ fn resolve_partitions<C: ConsumerContext>(
             for (t, p) in ps {
                 if !found[t.as_str()].contains(p) {
                     return Err(Error::UnknownTopic {
-                        what: format!("topic '{t}' has no partition {p} (it has {})", found[t.as_str()].len()),
-                        kafka: Some(crate::error::KafkaCode::from_code(RDKafkaErrorCode::UnknownPartition)),
+                        what: format!(
+                            "topic '{t}' has no partition {p} (it has {})",
+                            found[t.as_str()].len()
+                        ),
+                        kafka: Some(crate::error::KafkaCode::from_code(
+                            RDKafkaErrorCode::UnknownPartition,
+                        )),
                     });
                 }
             }
@@ -249,7 +292,8 @@ fn resolve_offsets<C: ConsumerContext>(
         Position::Timestamp(ms) => {
             let mut tpl = TopicPartitionList::new();
             for (t, p) in partitions {
-                tpl.add_partition_offset(t, *p, Offset::Offset(*ms)).map_err(|e| Error::kafka("bad timestamp", e))?;
+                tpl.add_partition_offset(t, *p, Offset::Offset(*ms))
+                    .map_err(|e| Error::kafka("bad timestamp", e))?;
             }
             let found = consumer
                 .offsets_for_times(tpl, timeout)
@@ -271,7 +315,10 @@ fn resolve_offsets<C: ConsumerContext>(
             let committed = consumer
                 .committed_offsets(tpl, timeout)
                 .map_err(|e| Error::kafka("cannot fetch committed offsets", e))?;
-            let reset_latest = matches!(config_value(config, "auto.offset.reset"), Some("latest" | "largest" | "end"));
+            let reset_latest = matches!(
+                config_value(config, "auto.offset.reset"),
+                Some("latest" | "largest" | "end")
+            );
             for tp in partitions {
                 out.push(match committed.find_partition(&tp.0, tp.1).map(|e| e.offset()) {
                     Some(Offset::Offset(o)) => o,
@@ -310,10 +357,24 @@ fn resolve_plan<C: ConsumerContext>(
             .map_err(|e| Error::kafka(format!("cannot fetch watermarks of topic '{t}' partition {p}"), e))?;
         watermarks.insert((t.clone(), *p), wm);
     }
-    let starts = resolve_offsets(consumer, &options.start, partitions, &watermarks, &options.config, options.timeout)?;
+    let starts = resolve_offsets(
+        consumer,
+        &options.start,
+        partitions,
+        &watermarks,
+        &options.config,
+        options.timeout,
+    )?;
     let ends = match &options.end {
         Some(Position::Committed) => return Err(Error::Config("end='committed' is not supported".into())),
-        Some(end) => Some(resolve_offsets(consumer, end, partitions, &watermarks, &options.config, options.timeout)?),
+        Some(end) => Some(resolve_offsets(
+            consumer,
+            end,
+            partitions,
+            &watermarks,
+            &options.config,
+            options.timeout,
+        )?),
         None => None,
     };
     let mut plan = Vec::with_capacity(partitions.len());
@@ -326,7 +387,12 @@ fn resolve_plan<C: ConsumerContext>(
             )));
         }
         let end = ends.as_ref().map(|e| e[i].clamp(start, high));
-        plan.push(PartitionRange { topic: t.clone(), partition: *p, start, end });
+        plan.push(PartitionRange {
+            topic: t.clone(),
+            partition: *p,
+            start,
+            end,
+        });
     }
     Ok(plan)
 }
@@ -372,11 +438,18 @@ impl Shared {
         tpl
     }
 
-    fn commit<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, tpl: TopicPartitionList, mode: CommitMode) -> Result<()> {
+    fn commit<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        tpl: TopicPartitionList,
+        mode: CommitMode,
+    ) -> Result<()> {
         if tpl.count() == 0 {
             return Ok(());
         }
-        consumer.commit(&tpl, mode).map_err(|e| Error::kafka("cannot commit offsets", e))?;
+        consumer
+            .commit(&tpl, mode)
+            .map_err(|e| Error::kafka("cannot commit offsets", e))?;
         let mut committed = lock(&self.committed);
         for e in tpl.elements() {
             if let Offset::Offset(o) = e.offset() {
@@ -397,8 +470,11 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let revoked: BTreeSet<(String, i32)> =
-                tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+            let revoked: BTreeSet<(String, i32)> = tpl
+                .elements()
+                .iter()
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect();
             let pending = self.shared.uncommitted(Some(&revoked));
             if let Err(e) = self.shared.commit(consumer, pending, CommitMode::Sync) {
                 log::warn!("commit before rebalance failed: {e}");
@@ -431,7 +507,8 @@ pub struct ReaderStats {
 /// One pass over the data; see the module docs.
 pub struct Reader {
     shared: Arc<Shared>,
-    consumer: Arc<BaseConsumer<GroupContext>>,
+    /// Dropped on close: destroying the consumer leaves the group and stops librdkafka's threads.
+    consumer: Option<Arc<BaseConsumer<GroupContext>>>,
     thread: Option<JoinHandle<()>>,
     schema: SchemaRef,
     finished: bool,
@@ -475,7 +552,12 @@ impl Reader {
             dead_lettered: AtomicU64::new(0),
             group,
         });
-        let consumer = Arc::new(new_consumer(&options.config, GroupContext { shared: shared.clone() })?);
+        let consumer = Arc::new(new_consumer(
+            &options.config,
+            GroupContext {
+                shared: shared.clone(),
+            },
+        )?);
         let mut ends = BTreeMap::new();
         match &plan {
             Some(plan) => {
@@ -507,12 +589,18 @@ impl Reader {
                 // The committed map starts as what is already committed-or-resumed: do not
                 // recommit start offsets the user did not move.
                 *lock(&shared.committed) = delivered.clone();
-                consumer.assign(&tpl).map_err(|e| Error::kafka("cannot assign partitions", e))?;
+                consumer
+                    .assign(&tpl)
+                    .map_err(|e| Error::kafka("cannot assign partitions", e))?;
             }
             None => {
-                let Source::Topics(topics) = &options.source else { unreachable!("subscribe mode reads topics") };
+                let Source::Topics(topics) = &options.source else {
+                    unreachable!("subscribe mode reads topics")
+                };
                 let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-                consumer.subscribe(&names).map_err(|e| Error::kafka("cannot subscribe", e))?;
+                consumer
+                    .subscribe(&names)
+                    .map_err(|e| Error::kafka("cannot subscribe", e))?;
             }
         }
         let bounded = plan.is_some() && options.end.is_some();
@@ -545,7 +633,13 @@ impl Reader {
             .name("kafka-ml-consumer".into())
             .spawn(move || engine.run())
             .map_err(|e| Error::Config(format!("cannot start the consumer thread: {e}")))?;
-        Ok(Reader { shared, consumer, thread: Some(thread), schema, finished: false })
+        Ok(Reader {
+            shared,
+            consumer: Some(consumer),
+            thread: Some(thread),
+            schema,
+            finished: false,
+        })
     }
 
     pub fn schema(&self) -> SchemaRef {
@@ -598,7 +692,9 @@ impl Reader {
                     }
                 }
                 self.shared.skipped.fetch_add(batch.skipped, Ordering::Relaxed);
-                self.shared.dead_lettered.fetch_add(batch.dead_lettered, Ordering::Relaxed);
+                self.shared
+                    .dead_lettered
+                    .fetch_add(batch.dead_lettered, Ordering::Relaxed);
                 if batch.record_batch.num_rows() == 0 {
                     // Only offset progress (skipped or dead-lettered messages).
                     return Ok(Next::Pending);
@@ -613,11 +709,11 @@ impl Reader {
     }
 
     fn commit_delivered(&self, mode: CommitMode) -> Result<()> {
-        if !self.shared.group {
+        let Some(consumer) = self.consumer.as_ref().filter(|_| self.shared.group) else {
             return Ok(());
-        }
+        };
         let tpl = self.shared.uncommitted(None);
-        self.shared.commit(&self.consumer, tpl, mode)
+        self.shared.commit(consumer, tpl, mode)
     }
 
     /// Commits, synchronously, everything handed out so far (with a `group.id`).
@@ -648,7 +744,9 @@ impl Reader {
         }
         self.finished = true;
         let result = self.commit_delivered(CommitMode::Sync);
-        self.consumer.unassign().ok();
+        // The engine thread has exited, so this is the last handle: dropping it closes the
+        // consumer (leaving the group at once, so a rebalance need not wait for a timeout).
+        self.consumer = None;
         result
     }
 }
@@ -722,7 +820,10 @@ impl Engine {
                 return Ok(());
             }
             let wait = match first_row_at {
-                Some(t) => self.max_wait.saturating_sub(t.elapsed()).min(Duration::from_millis(100)),
+                Some(t) => self
+                    .max_wait
+                    .saturating_sub(t.elapsed())
+                    .min(Duration::from_millis(100)),
                 None => Duration::from_millis(100),
             };
             // A local handle: the message borrows the consumer while `self` is mutated.
@@ -730,7 +831,8 @@ impl Engine {
             match consumer.poll(wait) {
                 None => {}
                 Some(Ok(msg)) => {
-                    if self.handle(&msg)? && first_row_at.is_none() {
+                    let progressed = self.handle(&msg)?;
+                    if progressed && first_row_at.is_none() {
                         first_row_at = Some(Instant::now());
                     }
                 }
@@ -772,12 +874,17 @@ impl Engine {
             headers,
         };
         if let Err(reason) = self.builder.append(&view) {
-            let position = MessagePosition { topic: tp.0.clone(), partition: tp.1, offset: msg.offset() };
+            let position = MessagePosition {
+                topic: tp.0.clone(),
+                partition: tp.1,
+                offset: msg.offset(),
+            };
             match &self.policy {
                 ErrorPolicy::Raise => return Err(Stop::Failed(Error::Decode { position, reason })),
                 ErrorPolicy::Skip => self.builder.advance_past(&view, false),
                 ErrorPolicy::DeadLetter { .. } => {
-                    self.dead_letter(&view, &position, &reason).map_err(Stop::Failed)?;
+                    self.dead_letter(&view, &position, &reason)
+                        .map_err(Stop::Failed)?;
                     self.builder.advance_past(&view, true);
                 }
             }
@@ -789,7 +896,10 @@ impl Engine {
     }
 
     fn dead_letter(&self, m: &MessageView<'_>, position: &MessagePosition, reason: &str) -> Result<()> {
-        let (producer, topic) = self.dead_letter.as_ref().expect("dead-letter policy has a producer");
+        let (producer, topic) = self
+            .dead_letter
+            .as_ref()
+            .expect("dead-letter policy has a producer");
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
         let mut headers = m.headers.clone();
@@ -798,7 +908,14 @@ impl Engine {
         headers.push(("kafka_ml.source.partition", Some(partition.as_bytes())));
         headers.push(("kafka_ml.source.offset", Some(offset.as_bytes())));
         producer.send(
-            &OutgoingMessage { topic, key: m.key, value: m.value, partition: None, timestamp: m.timestamp, headers },
+            &OutgoingMessage {
+                topic,
+                key: m.key,
+                value: m.value,
+                partition: None,
+                timestamp: m.timestamp,
+                headers,
+            },
             self.timeout,
         )?;
         producer.poll();
@@ -820,7 +937,9 @@ impl Engine {
         if !self.bounded {
             return;
         }
-        let Ok(positions) = self.consumer.position() else { return };
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
         let done: Vec<(String, i32)> = positions
             .elements()
             .iter()

@@ -13,9 +13,12 @@ pub struct EmbeddedCluster {
 impl EmbeddedCluster {
     pub fn new(brokers: i32) -> Result<Self> {
         if brokers < 1 {
-            return Err(Error::Config(format!("an embedded cluster needs at least one broker, got {brokers}")));
+            return Err(Error::Config(format!(
+                "an embedded cluster needs at least one broker, got {brokers}"
+            )));
         }
-        let cluster = MockCluster::new(brokers).map_err(|e| Error::kafka("cannot start the embedded cluster", e))?;
+        let cluster =
+            MockCluster::new(brokers).map_err(|e| Error::kafka("cannot start the embedded cluster", e))?;
         Ok(EmbeddedCluster { cluster })
     }
 

@@ -14,7 +14,11 @@ pub struct MessagePosition {
 
 impl fmt::Display for MessagePosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "topic '{}' partition {} offset {}", self.topic, self.partition, self.offset)
+        write!(
+            f,
+            "topic '{}' partition {} offset {}",
+            self.topic, self.partition, self.offset
+        )
     }
 }
 
@@ -80,7 +84,10 @@ pub enum Error {
 
     /// A message could not be decoded with the declared format.
     #[error("cannot decode message at {position}: {reason}")]
-    Decode { position: MessagePosition, reason: String },
+    Decode {
+        position: MessagePosition,
+        reason: String,
+    },
 
     /// A topic or partition the user named does not exist on the cluster.
     #[error("unknown topic or partition: {what}")]
@@ -119,7 +126,9 @@ impl Error {
             }
             (
                 _,
-                Some(C::OperationTimedOut | C::RequestTimedOut | C::AllBrokersDown | C::BrokerTransportFailure),
+                Some(
+                    C::OperationTimedOut | C::RequestTimedOut | C::AllBrokersDown | C::BrokerTransportFailure,
+                ),
             ) => Error::Timeout { what, kafka },
             (KafkaError::MessageProduction(_) | KafkaError::Flush(_), _) => Error::Delivery { what, kafka },
             _ => Error::Kafka { what, kafka },

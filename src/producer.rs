@@ -35,7 +35,10 @@ impl ProducerContext for DeliveryTracker {
                 use rdkafka::Message;
                 let mut first = self.first_failure.lock().unwrap_or_else(|p| p.into_inner());
                 if first.is_none() {
-                    *first = Some((format!("topic '{}' partition {}", msg.topic(), msg.partition()), err.clone()));
+                    *first = Some((
+                        format!("topic '{}' partition {}", msg.topic(), msg.partition()),
+                        err.clone(),
+                    ));
                 }
             }
         }
@@ -69,7 +72,10 @@ impl Producer {
         let inner = cc
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| Error::kafka("cannot create producer", e))?;
-        Ok(Producer { inner, sent: AtomicU64::new(0) })
+        Ok(Producer {
+            inner,
+            sent: AtomicU64::new(0),
+        })
     }
 
     /// Queues one message, waiting (and serving delivery reports) while librdkafka's queue is full.
@@ -121,9 +127,16 @@ impl Producer {
         let tracker = self.inner.context();
         let failed = tracker.failed.load(Ordering::Relaxed);
         if failed > 0 {
-            let first = tracker.first_failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+            let first = tracker
+                .first_failure
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take();
             let (where_, err) = first.map(|(w, e)| (w, Some(e))).unwrap_or_default();
-            let code = err.as_ref().and_then(|e| e.rdkafka_error_code()).map(KafkaCode::from_code);
+            let code = err
+                .as_ref()
+                .and_then(|e| e.rdkafka_error_code())
+                .map(KafkaCode::from_code);
             let reason = err.map(|e| e.to_string()).unwrap_or_default();
             return Err(Error::Delivery {
                 what: format!("{failed} message(s) failed; first at {where_}: {reason}"),

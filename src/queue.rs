@@ -37,7 +37,11 @@ pub enum Popped<T> {
 impl<T> ByteBoundedQueue<T> {
     pub fn new(capacity_bytes: usize) -> Self {
         ByteBoundedQueue {
-            state: Mutex::new(State { items: VecDeque::new(), bytes: 0, closed: false }),
+            state: Mutex::new(State {
+                items: VecDeque::new(),
+                bytes: 0,
+                closed: false,
+            }),
             capacity_bytes,
             changed: Condvar::new(),
             arrived: Notify::new(),
@@ -60,7 +64,11 @@ impl<T> ByteBoundedQueue<T> {
             if now >= deadline {
                 return Err(PushError::Full(item));
             }
-            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
         if st.closed {
             return Err(PushError::Closed);
@@ -94,7 +102,11 @@ impl<T> ByteBoundedQueue<T> {
             if now >= deadline {
                 return Popped::Empty;
             }
-            st = self.changed.wait_timeout(st, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+            st = self
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 
@@ -147,8 +159,14 @@ mod tests {
     #[test]
     fn bounds_bytes_but_admits_one_oversized_item() {
         let q = ByteBoundedQueue::new(10);
-        assert!(q.push(1, 100, Duration::ZERO).is_ok(), "an empty queue admits any item");
-        assert!(matches!(q.push(2, 1, Duration::from_millis(10)), Err(PushError::Full(2))));
+        assert!(
+            q.push(1, 100, Duration::ZERO).is_ok(),
+            "an empty queue admits any item"
+        );
+        assert!(matches!(
+            q.push(2, 1, Duration::from_millis(10)),
+            Err(PushError::Full(2))
+        ));
         assert!(matches!(q.pop(Duration::ZERO), Popped::Item(1)));
         assert!(q.push(2, 6, Duration::ZERO).is_ok());
         assert!(q.push(3, 4, Duration::ZERO).is_ok());
@@ -175,7 +193,10 @@ mod tests {
 
     #[test]
     fn async_pop_wakes_on_push_and_close() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let q = Arc::new(ByteBoundedQueue::new(100));
         let q2 = q.clone();
         std::thread::spawn(move || {

@@ -6,8 +6,8 @@
 
 use arrow_array::types::*;
 use arrow_array::{
-    ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, FixedSizeListArray, ListArray,
-    PrimitiveArray, StringArray,
+    ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, FixedSizeListArray, ListArray, PrimitiveArray,
+    StringArray,
 };
 use arrow_buffer::{BooleanBuffer, Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use arrow_schema::{DataType, Field, FieldRef};
@@ -157,9 +157,17 @@ impl ColumnSpec {
         };
         let ty = ScalarType::parse(ty_name).ok_or_else(bad)?;
         if shape != Shape::Scalar && ty.byte_width().is_none() {
-            return Err(format!("column '{name}': lists of {} are not supported", ty.name()));
+            return Err(format!(
+                "column '{name}': lists of {} are not supported",
+                ty.name()
+            ));
         }
-        Ok(ColumnSpec { name: name.to_string(), ty, shape, nullable })
+        Ok(ColumnSpec {
+            name: name.to_string(),
+            ty,
+            shape,
+            nullable,
+        })
     }
 
     pub fn field(&self) -> Field {
@@ -359,7 +367,13 @@ pub struct ColumnBuilder {
 impl ColumnBuilder {
     pub fn new(spec: ColumnSpec) -> Self {
         let values = Values::new(spec.ty);
-        ColumnBuilder { spec, values, validity: Vec::new(), list_offsets: vec![0], rows: 0 }
+        ColumnBuilder {
+            spec,
+            values,
+            validity: Vec::new(),
+            list_offsets: vec![0],
+            rows: 0,
+        }
     }
 
     pub fn rows(&self) -> usize {
@@ -390,7 +404,10 @@ impl ColumnBuilder {
     /// Appends a null row, or fails if the column is not nullable.
     pub fn push_null(&mut self) -> Result<(), String> {
         if !self.spec.nullable {
-            return Err(format!("field '{}' is null or missing but not nullable", self.spec.name));
+            return Err(format!(
+                "field '{}' is null or missing but not nullable",
+                self.spec.name
+            ));
         }
         match self.spec.shape {
             Shape::Scalar => self.values.push_default(),
@@ -448,7 +465,12 @@ impl ColumnBuilder {
                 let values = self.values.finish(self.spec.ty, None);
                 let offsets = std::mem::replace(&mut self.list_offsets, vec![0]);
                 let item = Arc::new(Field::new("item", self.spec.ty.data_type(), false));
-                Arc::new(ListArray::new(item, OffsetBuffer::new(ScalarBuffer::from(offsets)), values, nulls))
+                Arc::new(ListArray::new(
+                    item,
+                    OffsetBuffer::new(ScalarBuffer::from(offsets)),
+                    values,
+                    nulls,
+                ))
             }
         }
     }
@@ -463,12 +485,20 @@ mod tests {
     #[test]
     fn parses_declarations() {
         let c = ColumnSpec::parse("x", "float32[16]").unwrap();
-        assert_eq!((c.ty, c.shape, c.nullable), (ScalarType::Float32, Shape::Fixed(16), false));
+        assert_eq!(
+            (c.ty, c.shape, c.nullable),
+            (ScalarType::Float32, Shape::Fixed(16), false)
+        );
         let c = ColumnSpec::parse("y", "int64?").unwrap();
-        assert_eq!((c.ty, c.shape, c.nullable), (ScalarType::Int64, Shape::Scalar, true));
+        assert_eq!(
+            (c.ty, c.shape, c.nullable),
+            (ScalarType::Int64, Shape::Scalar, true)
+        );
         let c = ColumnSpec::parse("z", "float64[]").unwrap();
         assert_eq!(c.shape, Shape::Variable);
-        assert!(ColumnSpec::parse("w", "float33").unwrap_err().contains("column 'w'"));
+        assert!(ColumnSpec::parse("w", "float33")
+            .unwrap_err()
+            .contains("column 'w'"));
         assert!(ColumnSpec::parse("w", "string[4]").is_err());
         assert!(ColumnSpec::parse("w", "int8[0]").is_err());
     }
@@ -477,8 +507,14 @@ mod tests {
     fn narrowing_checks_range_and_integrality() {
         let mut v = Values::new(ScalarType::UInt8);
         assert!(v.push_num(Num::I(255), ScalarType::UInt8).is_ok());
-        assert!(v.push_num(Num::I(256), ScalarType::UInt8).unwrap_err().contains("out of range"));
-        assert!(v.push_num(Num::F(1.5), ScalarType::UInt8).unwrap_err().contains("non-integer"));
+        assert!(v
+            .push_num(Num::I(256), ScalarType::UInt8)
+            .unwrap_err()
+            .contains("out of range"));
+        assert!(v
+            .push_num(Num::F(1.5), ScalarType::UInt8)
+            .unwrap_err()
+            .contains("non-integer"));
         assert!(v.push_num(Num::F(2.0), ScalarType::UInt8).is_ok());
         assert_eq!(v.len(), 2);
     }

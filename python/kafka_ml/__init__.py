@@ -2,7 +2,6 @@
 
 from ._native import Batch, EmbeddedCluster, __version__, librdkafka_version
 from .dataset import KafkaDataset
-from .producer import Producer
 from .exceptions import (
     ClosedError,
     ConfigError,
@@ -13,6 +12,7 @@ from .exceptions import (
     KafkaTimeoutError,
     UnknownTopicError,
 )
+from .producer import Producer
 
 __all__ = [
     "Batch",

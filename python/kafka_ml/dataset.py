@@ -41,10 +41,14 @@ def _config(config: Mapping[str, object] | None) -> dict[str, str]:
 def _column_decl(name: str, decl: ColumnType) -> str:
     if isinstance(decl, tuple):
         element, width = decl
-        return f"{np.dtype(element).name if not isinstance(element, str) else element}[{int(width)}]"
+        return f"{_dtype_name(element)}[{int(width)}]"
+    return _dtype_name(decl)
+
+
+def _dtype_name(decl: object) -> str:
     if isinstance(decl, str):
         return decl
-    return np.dtype(decl).name
+    return str(np.dtype(decl).name)  # type: ignore[call-overload]
 
 
 def _position(value: PositionSpec | None, what: str) -> object:
@@ -57,8 +61,8 @@ def _position(value: PositionSpec | None, what: str) -> object:
     if isinstance(value, Mapping):
         flat: dict[tuple[str, int], int] = {}
         for key, off in value.items():
-            if isinstance(key, tuple):
-                flat[(str(key[0]), int(key[1]))] = int(off)  # type: ignore[call-overload]
+            if isinstance(key, tuple) and isinstance(off, int):
+                flat[(str(key[0]), int(key[1]))] = off
             elif isinstance(off, Mapping):
                 for partition, o in off.items():
                     flat[(str(key), int(partition))] = int(o)

@@ -50,7 +50,7 @@ class Producer:
             raise ConfigError(f"tensor rows must be numeric, got dtype {array.dtype}")
         little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         row_bytes = little.strides[0]
-        return self._native.send_rows(topic, memoryview(little.reshape(-1).view(np.uint8)), row_bytes, partition)
+        return self._native.send_rows(topic, little.reshape(-1).view(np.uint8).data, row_bytes, partition)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Waits until every queued message is delivered; raises if any failed or timed out."""

@@ -23,7 +23,11 @@ pub struct AvroDecoder {
 fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
     let (schema, nullable) = match schema {
         Schema::Union(u) => {
-            let non_null: Vec<&Schema> = u.variants().iter().filter(|s| !matches!(s, Schema::Null)).collect();
+            let non_null: Vec<&Schema> = u
+                .variants()
+                .iter()
+                .filter(|s| !matches!(s, Schema::Null))
+                .collect();
             match non_null.as_slice() {
                 [one] if u.variants().len() == 2 => (*one, true),
                 _ => return Err(format!("field '{name}': only [\"null\", T] unions are supported")),
@@ -55,9 +59,17 @@ fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
             Some(t) if t.byte_width().is_some() => (t, Shape::Variable),
             _ => return Err(format!("field '{name}': only arrays of numbers are supported")),
         },
-        s => (scalar(s).ok_or_else(|| format!("field '{name}': Avro type {s:?} is not supported"))?, Shape::Scalar),
+        s => (
+            scalar(s).ok_or_else(|| format!("field '{name}': Avro type {s:?} is not supported"))?,
+            Shape::Scalar,
+        ),
     };
-    Ok(ColumnSpec { name: name.to_string(), ty, shape, nullable })
+    Ok(ColumnSpec {
+        name: name.to_string(),
+        ty,
+        shape,
+        nullable,
+    })
 }
 
 impl AvroDecoder {
@@ -76,7 +88,12 @@ impl AvroDecoder {
             let w = Schema::parse_str(s).map_err(|e| format!("invalid Avro schema for id {id}: {e}"))?;
             writers.insert(*id, w);
         }
-        Ok(AvroDecoder { reader_schema, writers, columns, rows: 0 })
+        Ok(AvroDecoder {
+            reader_schema,
+            writers,
+            columns,
+            rows: 0,
+        })
     }
 
     fn decode_record(&mut self, value: &[u8]) -> Result<(), String> {
@@ -97,7 +114,10 @@ impl AvroDecoder {
         let datum = apache_avro::from_avro_datum(writer, &mut body, Some(&self.reader_schema))
             .map_err(|e| format!("invalid Avro: {e}"))?;
         if !body.is_empty() {
-            return Err(format!("invalid Avro: {} bytes left after the record", body.len()));
+            return Err(format!(
+                "invalid Avro: {} bytes left after the record",
+                body.len()
+            ));
         }
         let Value::Record(fields) = datum else {
             return Err("invalid Avro: not a record".into());
@@ -113,7 +133,9 @@ fn push_scalar(col: &mut ColumnBuilder, v: &Value) -> Result<(), String> {
     let ty = col.spec.ty;
     match v {
         Value::Boolean(b) => col.values.push_bool(*b, ty),
-        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => col.values.push_num(Num::I(i64::from(*i)), ty),
+        Value::Int(i) | Value::Date(i) | Value::TimeMillis(i) => {
+            col.values.push_num(Num::I(i64::from(*i)), ty)
+        }
         Value::Long(i)
         | Value::TimeMicros(i)
         | Value::TimestampMillis(i)
@@ -199,7 +221,10 @@ mod tests {
         };
         let rec = Value::Record(vec![
             ("id".into(), Value::Long(id)),
-            ("x".into(), Value::Array(vec![Value::Double(0.5), Value::Double(1.5)])),
+            (
+                "x".into(),
+                Value::Array(vec![Value::Double(0.5), Value::Double(1.5)]),
+            ),
             ("tag".into(), tag),
         ]);
         to_avro_datum(&schema, rec).unwrap()
@@ -210,10 +235,20 @@ mod tests {
         let mut plain = AvroDecoder::new(SCHEMA, &[]).unwrap();
         plain.decode(None, Some(&datum(1, Some("a")))).unwrap();
         plain.decode(None, Some(&datum(2, None))).unwrap();
-        assert!(plain.decode(None, Some(&[0xff, 0xff])).unwrap_err().contains("invalid Avro"));
+        assert!(plain
+            .decode(None, Some(&[0xff, 0xff]))
+            .unwrap_err()
+            .contains("invalid Avro"));
         let cols = plain.finish();
         assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[1, 2]);
-        assert_eq!(cols[1].as_list::<i32>().values().as_primitive::<Float64Type>().values(), &[0.5, 1.5, 0.5, 1.5]);
+        assert_eq!(
+            cols[1]
+                .as_list::<i32>()
+                .values()
+                .as_primitive::<Float64Type>()
+                .values(),
+            &[0.5, 1.5, 0.5, 1.5]
+        );
         assert!(cols[2].is_null(1));
 
         let mut framed = AvroDecoder::new(SCHEMA, &[(7, SCHEMA.to_string())]).unwrap();
@@ -221,8 +256,14 @@ mod tests {
         msg.extend(datum(3, None));
         framed.decode(None, Some(&msg)).unwrap();
         msg[4] = 9;
-        assert!(framed.decode(None, Some(&msg)).unwrap_err().contains("unknown schema id 9 (known ids: [7])"));
-        assert!(framed.decode(None, Some(&datum(3, None))).unwrap_err().contains("Confluent wire format"));
+        assert!(framed
+            .decode(None, Some(&msg))
+            .unwrap_err()
+            .contains("unknown schema id 9 (known ids: [7])"));
+        assert!(framed
+            .decode(None, Some(&datum(3, None)))
+            .unwrap_err()
+            .contains("Confluent wire format"));
         assert_eq!(framed.finish()[0].len(), 1);
     }
 }

@@ -17,7 +17,9 @@ pub struct JsonDecoder {
 impl JsonDecoder {
     pub fn new(columns: Vec<ColumnSpec>) -> Result<Self> {
         if columns.is_empty() {
-            return Err(Error::Config("the json format needs at least one declared column".into()));
+            return Err(Error::Config(
+                "the json format needs at least one declared column".into(),
+            ));
         }
         let mut names = std::collections::HashSet::new();
         for c in &columns {
@@ -25,13 +27,18 @@ impl JsonDecoder {
                 return Err(Error::Config(format!("column '{}' is declared twice", c.name)));
             }
         }
-        Ok(JsonDecoder { columns: columns.into_iter().map(ColumnBuilder::new).collect(), scratch: Vec::new(), rows: 0 })
+        Ok(JsonDecoder {
+            columns: columns.into_iter().map(ColumnBuilder::new).collect(),
+            scratch: Vec::new(),
+            rows: 0,
+        })
     }
 
     fn decode_object(&mut self, value: &[u8]) -> std::result::Result<(), String> {
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
-        let parsed = simd_json::to_borrowed_value(&mut self.scratch).map_err(|e| format!("malformed JSON: {e}"))?;
+        let parsed =
+            simd_json::to_borrowed_value(&mut self.scratch).map_err(|e| format!("malformed JSON: {e}"))?;
         let Value::Object(object) = parsed else {
             return Err(format!("expected a JSON object, got {}", kind(&parsed)));
         };
@@ -63,7 +70,9 @@ fn push_scalar(col: &mut ColumnBuilder, v: &Value) -> std::result::Result<(), St
         Value::Static(StaticNode::U64(u)) => col.values.push_num(Num::U(*u), ty),
         Value::Static(StaticNode::F64(f)) => col.values.push_num(Num::F(*f), ty),
         Value::Static(StaticNode::Bool(b)) => col.values.push_bool(*b, ty),
-        Value::String(s) if ty == crate::schema::ScalarType::Binary => col.values.push_bytes(s.as_bytes(), ty),
+        Value::String(s) if ty == crate::schema::ScalarType::Binary => {
+            col.values.push_bytes(s.as_bytes(), ty)
+        }
         Value::String(s) => col.values.push_str(s, ty),
         other => Err(format!("expected {}, got {}", ty.name(), kind(other))),
     }
@@ -74,7 +83,11 @@ fn append(col: &mut ColumnBuilder, v: &Value) -> std::result::Result<(), String>
         Shape::Scalar => push_scalar(col, v)?,
         Shape::Fixed(_) | Shape::Variable => {
             let Value::Array(items) = v else {
-                return Err(format!("expected an array of {}, got {}", col.spec.ty.name(), kind(v)));
+                return Err(format!(
+                    "expected an array of {}, got {}",
+                    col.spec.ty.name(),
+                    kind(v)
+                ));
             };
             for (i, item) in items.iter().enumerate() {
                 push_scalar(col, item).map_err(|e| format!("element {i}: {e}"))?;
@@ -130,12 +143,19 @@ mod tests {
     #[test]
     fn decodes_declared_fields() {
         let mut d = decoder();
-        d.decode(None, Some(br#"{"id": 7, "x": [1, 2.5, 3], "note": "hi", "extra": true}"#)).unwrap();
+        d.decode(
+            None,
+            Some(br#"{"id": 7, "x": [1, 2.5, 3], "note": "hi", "extra": true}"#),
+        )
+        .unwrap();
         d.decode(None, Some(br#"{"id": 8, "x": [0, 0, 0]}"#)).unwrap();
         let cols = d.finish();
         assert_eq!(cols[0].as_primitive::<Int64Type>().values(), &[7, 8]);
         let x = cols[1].as_fixed_size_list();
-        assert_eq!(x.values().as_primitive::<Float32Type>().values(), &[1.0, 2.5, 3.0, 0.0, 0.0, 0.0]);
+        assert_eq!(
+            x.values().as_primitive::<Float32Type>().values(),
+            &[1.0, 2.5, 3.0, 0.0, 0.0, 0.0]
+        );
         assert!(cols[2].is_null(1));
     }
 
@@ -146,10 +166,19 @@ mod tests {
         let cases: [(&[u8], &str); 6] = [
             (b"{not json", "malformed JSON"),
             (b"[1, 2]", "expected a JSON object, got array"),
-            (br#"{"id": "a", "x": [1, 2, 3]}"#, "field 'id': expected int64, got string"),
+            (
+                br#"{"id": "a", "x": [1, 2, 3]}"#,
+                "field 'id': expected int64, got string",
+            ),
             (br#"{"x": [1, 2, 3]}"#, "field 'id' is null or missing"),
-            (br#"{"id": 2, "x": [1, 2]}"#, "field 'x': expected 3 elements, got 2"),
-            (br#"{"id": 2, "x": [1, "b", 3]}"#, "element 1: expected float32, got string"),
+            (
+                br#"{"id": 2, "x": [1, 2]}"#,
+                "field 'x': expected 3 elements, got 2",
+            ),
+            (
+                br#"{"id": 2, "x": [1, "b", 3]}"#,
+                "element 1: expected float32, got string",
+            ),
         ];
         for (payload, want) in cases {
             let err = d.decode(None, Some(payload)).unwrap_err();

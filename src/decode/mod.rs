@@ -34,7 +34,10 @@ pub enum FormatSpec {
     /// Avro records. `schema` is the reader schema and defines the columns. With
     /// `registry_schemas`, values use the Confluent wire format (magic byte 0, 4-byte big-endian
     /// schema id) and are decoded with the writer schema of that id.
-    Avro { schema: String, registry_schemas: Vec<(u32, String)> },
+    Avro {
+        schema: String,
+        registry_schemas: Vec<(u32, String)>,
+    },
     /// Key and value bytes as binary columns.
     Raw,
 }
@@ -54,9 +57,10 @@ impl FormatSpec {
         Ok(match self {
             FormatSpec::Tensor { dtype, shape } => Box::new(TensorDecoder::new(*dtype, shape.clone())?),
             FormatSpec::Json { columns } => Box::new(JsonDecoder::new(columns.clone())?),
-            FormatSpec::Avro { schema, registry_schemas } => {
-                Box::new(AvroDecoder::new(schema, registry_schemas).map_err(Error::Config)?)
-            }
+            FormatSpec::Avro {
+                schema,
+                registry_schemas,
+            } => Box::new(AvroDecoder::new(schema, registry_schemas).map_err(Error::Config)?),
             FormatSpec::Raw => Box::new(RawDecoder::default()),
         })
     }

@@ -13,9 +13,17 @@ pub struct RawDecoder {
 impl Default for RawDecoder {
     fn default() -> Self {
         let col = |name: &str| {
-            ColumnBuilder::new(ColumnSpec { name: name.into(), ty: ScalarType::Binary, shape: Shape::Scalar, nullable: true })
+            ColumnBuilder::new(ColumnSpec {
+                name: name.into(),
+                ty: ScalarType::Binary,
+                shape: Shape::Scalar,
+                nullable: true,
+            })
         };
-        RawDecoder { key: col("key"), value: col("value") }
+        RawDecoder {
+            key: col("key"),
+            value: col("value"),
+        }
     }
 }
 

@@ -26,11 +26,22 @@ impl TensorDecoder {
             .byte_width()
             .ok_or_else(|| Error::Config(format!("tensor dtype must be numeric, got {}", dtype.name())))?;
         if shape.is_empty() || shape.contains(&0) {
-            return Err(Error::Config(format!("tensor shape must be non-empty with no zero dimension, got {shape:?}")));
+            return Err(Error::Config(format!(
+                "tensor shape must be non-empty with no zero dimension, got {shape:?}"
+            )));
         }
         let elements: usize = shape.iter().product();
-        let spec = ColumnSpec { name: "value".into(), ty: dtype, shape: Shape::Fixed(elements), nullable: false };
-        Ok(TensorDecoder { column: ColumnBuilder::new(spec), shape, row_bytes: elements * width })
+        let spec = ColumnSpec {
+            name: "value".into(),
+            ty: dtype,
+            shape: Shape::Fixed(elements),
+            nullable: false,
+        };
+        Ok(TensorDecoder {
+            column: ColumnBuilder::new(spec),
+            shape,
+            row_bytes: elements * width,
+        })
     }
 }
 
@@ -38,7 +49,10 @@ impl Decoder for TensorDecoder {
     fn fields(&self) -> Vec<FieldRef> {
         let shape = format!("{:?}", self.shape);
         let field: Field = self.column.spec.field();
-        vec![Arc::new(field.with_metadata(HashMap::from([(SHAPE_METADATA_KEY.to_string(), shape)])))]
+        vec![Arc::new(field.with_metadata(HashMap::from([(
+            SHAPE_METADATA_KEY.to_string(),
+            shape,
+        )])))]
     }
 
     fn decode(&mut self, _key: Option<&[u8]>, value: Option<&[u8]>) -> std::result::Result<(), String> {
@@ -71,7 +85,10 @@ mod tests {
     #[test]
     fn decodes_rows_and_rejects_wrong_length() {
         let mut d = TensorDecoder::new(ScalarType::Float32, vec![2, 2]).unwrap();
-        let row: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0].iter().flat_map(|f| f.to_le_bytes()).collect();
+        let row: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0]
+            .iter()
+            .flat_map(|f| f.to_le_bytes())
+            .collect();
         d.decode(None, Some(&row)).unwrap();
         let err = d.decode(None, Some(&row[..15])).unwrap_err();
         assert!(err.contains("15 bytes, expected 16"), "{err}");
@@ -80,7 +97,10 @@ mod tests {
         let cols = d.finish();
         let list = cols[0].as_fixed_size_list();
         assert_eq!(list.len(), 2);
-        assert_eq!(list.values().as_primitive::<Float32Type>().values(), &[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            list.values().as_primitive::<Float32Type>().values(),
+            &[1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0]
+        );
         assert_eq!(d.fields()[0].metadata()[SHAPE_METADATA_KEY], "[2, 2]");
     }
 }

@@ -46,7 +46,12 @@ where
     T::Native: Element,
 {
     let scalars = values.values();
-    let owner = Bound::new(py, ArrowBufferOwner { buffer: scalars.inner().clone() })?;
+    let owner = Bound::new(
+        py,
+        ArrowBufferOwner {
+            buffer: scalars.inner().clone(),
+        },
+    )?;
     // SAFETY: `scalars` holds exactly prod(shape) aligned elements (checked by the callers), and
     // the buffer outlives the array because `owner` becomes its base object.
     let array = unsafe {
@@ -61,16 +66,46 @@ where
 macro_rules! with_primitive {
     ($array:expr, $t:ident => $body:expr, $other:expr) => {
         match $array.data_type() {
-            DataType::Int8 => { type $t = Int8Type; $body }
-            DataType::Int16 => { type $t = Int16Type; $body }
-            DataType::Int32 => { type $t = Int32Type; $body }
-            DataType::Int64 => { type $t = Int64Type; $body }
-            DataType::UInt8 => { type $t = UInt8Type; $body }
-            DataType::UInt16 => { type $t = UInt16Type; $body }
-            DataType::UInt32 => { type $t = UInt32Type; $body }
-            DataType::UInt64 => { type $t = UInt64Type; $body }
-            DataType::Float32 => { type $t = Float32Type; $body }
-            DataType::Float64 => { type $t = Float64Type; $body }
+            DataType::Int8 => {
+                type $t = Int8Type;
+                $body
+            }
+            DataType::Int16 => {
+                type $t = Int16Type;
+                $body
+            }
+            DataType::Int32 => {
+                type $t = Int32Type;
+                $body
+            }
+            DataType::Int64 => {
+                type $t = Int64Type;
+                $body
+            }
+            DataType::UInt8 => {
+                type $t = UInt8Type;
+                $body
+            }
+            DataType::UInt16 => {
+                type $t = UInt16Type;
+                $body
+            }
+            DataType::UInt32 => {
+                type $t = UInt32Type;
+                $body
+            }
+            DataType::UInt64 => {
+                type $t = UInt64Type;
+                $body
+            }
+            DataType::Float32 => {
+                type $t = Float32Type;
+                $body
+            }
+            DataType::Float64 => {
+                type $t = Float64Type;
+                $body
+            }
             _ => $other,
         }
     };
@@ -108,7 +143,11 @@ pub fn column_to_numpy<'py>(py: Python<'py>, field: &Field, array: &ArrayRef) ->
                 return Err(not_viewable(field, "it has null rows"));
             }
             let offsets = list.value_offsets();
-            let width = if rows == 0 { 0 } else { (offsets[1] - offsets[0]) as usize };
+            let width = if rows == 0 {
+                0
+            } else {
+                (offsets[1] - offsets[0]) as usize
+            };
             if offsets.windows(2).any(|w| (w[1] - w[0]) as usize != width) {
                 return Err(not_viewable(field, "its rows have different lengths"));
             }
@@ -129,14 +168,21 @@ pub fn column_to_numpy<'py>(py: Python<'py>, field: &Field, array: &ArrayRef) ->
             let s = array.as_string::<i32>();
             let items: Vec<Py<PyAny>> = s
                 .iter()
-                .map(|v| v.map_or_else(|| py.None(), |v| v.into_pyobject(py).expect("str").into_any().unbind()))
+                .map(|v| {
+                    v.map_or_else(
+                        || py.None(),
+                        |v| v.into_pyobject(py).expect("str").into_any().unbind(),
+                    )
+                })
                 .collect();
             Ok(PyArray1::from_vec(py, items).into_any())
         }
         DataType::Binary => {
             let b = array.as_binary::<i32>();
-            let items: Vec<Py<PyAny>> =
-                b.iter().map(|v| v.map_or_else(|| py.None(), |v| PyBytes::new(py, v).into_any().unbind())).collect();
+            let items: Vec<Py<PyAny>> = b
+                .iter()
+                .map(|v| v.map_or_else(|| py.None(), |v| PyBytes::new(py, v).into_any().unbind()))
+                .collect();
             Ok(PyArray1::from_vec(py, items).into_any())
         }
         DataType::Timestamp(_, _) => {
@@ -156,9 +202,15 @@ pub fn column_to_numpy<'py>(py: Python<'py>, field: &Field, array: &ArrayRef) ->
             for w in offsets.windows(2) {
                 let pairs = PyList::empty(py);
                 for i in w[0] as usize..w[1] as usize {
-                    let v: Py<PyAny> =
-                        if values.is_null(i) { py.None() } else { PyBytes::new(py, values.value(i)).into_any().unbind() };
-                    pairs.append(PyTuple::new(py, [keys.value(i).into_pyobject(py)?.into_any().unbind(), v])?)?;
+                    let v: Py<PyAny> = if values.is_null(i) {
+                        py.None()
+                    } else {
+                        PyBytes::new(py, values.value(i)).into_any().unbind()
+                    };
+                    pairs.append(PyTuple::new(
+                        py,
+                        [keys.value(i).into_pyobject(py)?.into_any().unbind(), v],
+                    )?)?;
                 }
                 rows_out.push(pairs.into_any().unbind());
             }
@@ -174,7 +226,9 @@ pub fn column_to_numpy<'py>(py: Python<'py>, field: &Field, array: &ArrayRef) ->
                         let mask: Vec<bool> = (0..rows).map(|i| array.is_null(i)).collect();
                         let kwargs = PyDict::new(py);
                         kwargs.set_item("where", PyArray1::from_vec(py, mask))?;
-                        py.import("numpy")?.getattr("copyto")?.call((&copy, f64::NAN), Some(&kwargs))?;
+                        py.import("numpy")?
+                            .getattr("copyto")?
+                            .call((&copy, f64::NAN), Some(&kwargs))?;
                         Ok(copy)
                     }
                     _ => Err(not_viewable(field, "it has nulls")),
@@ -192,5 +246,8 @@ fn view_or_err<'py>(py: Python<'py>, field: &Field, array: &ArrayRef) -> PyResul
 }
 
 fn parse_shape(s: &str) -> Vec<usize> {
-    s.trim_matches(|c| c == '[' || c == ']').split(',').filter_map(|d| d.trim().parse().ok()).collect()
+    s.trim_matches(|c| c == '[' || c == ']')
+        .split(',')
+        .filter_map(|d| d.trim().parse().ok())
+        .collect()
 }

@@ -17,6 +17,9 @@ use pyo3_arrow::ffi::{to_array_pycapsules, to_schema_pycapsule, to_stream_pycaps
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// `(topic, partition, start, end)` of one partition of a read plan.
+type PlanRow = (String, i32, i64, Option<i64>);
+
 fn config_error(msg: String) -> PyErr {
     to_pyerr(Error::Config(msg))
 }
@@ -28,7 +31,9 @@ fn parse_position(obj: &Bound<'_, PyAny>, what: &str, default_for_offsets: Posit
             "earliest" => Ok(Position::Earliest),
             "latest" => Ok(Position::Latest),
             "committed" => Ok(Position::Committed),
-            _ => Err(config_error(format!("{what}='{s}': expected 'earliest', 'latest' or 'committed'"))),
+            _ => Err(config_error(format!(
+                "{what}='{s}': expected 'earliest', 'latest' or 'committed'"
+            ))),
         };
     }
     if let Ok((kind, ms)) = obj.extract::<(String, i64)>() {
@@ -37,7 +42,10 @@ fn parse_position(obj: &Bound<'_, PyAny>, what: &str, default_for_offsets: Posit
         }
     }
     if let Ok(map) = obj.extract::<std::collections::HashMap<(String, i32), i64>>() {
-        return Ok(Position::Offsets { offsets: map.into_iter().collect(), default: Box::new(default_for_offsets) });
+        return Ok(Position::Offsets {
+            offsets: map.into_iter().collect(),
+            default: Box::new(default_for_offsets),
+        });
     }
     Err(config_error(format!(
         "{what}: expected 'earliest', 'latest', 'committed', a datetime, or {{(topic, partition): offset}}, got {}",
@@ -56,12 +64,14 @@ fn parse_format(
     Ok(match format {
         "tensor" => {
             let dtype = dtype.ok_or_else(|| config_error("format='tensor' needs dtype".into()))?;
-            let dtype = ScalarType::parse(&dtype).ok_or_else(|| config_error(format!("unknown dtype '{dtype}'")))?;
+            let dtype =
+                ScalarType::parse(&dtype).ok_or_else(|| config_error(format!("unknown dtype '{dtype}'")))?;
             let shape = shape.ok_or_else(|| config_error("format='tensor' needs shape".into()))?;
             FormatSpec::Tensor { dtype, shape }
         }
         "json" => {
-            let columns = columns.ok_or_else(|| config_error("format='json' needs a schema of columns".into()))?;
+            let columns =
+                columns.ok_or_else(|| config_error("format='json' needs a schema of columns".into()))?;
             let columns = columns
                 .iter()
                 .map(|(n, t)| ColumnSpec::parse(n, t))
@@ -70,13 +80,21 @@ fn parse_format(
             FormatSpec::Json { columns }
         }
         "avro" => {
-            let schema = avro_schema.ok_or_else(|| config_error("format='avro' needs an Avro schema".into()))?;
+            let schema =
+                avro_schema.ok_or_else(|| config_error("format='avro' needs an Avro schema".into()))?;
             let mut registry: Vec<(u32, String)> = registry_schemas.unwrap_or_default().into_iter().collect();
             registry.sort();
-            FormatSpec::Avro { schema, registry_schemas: registry }
+            FormatSpec::Avro {
+                schema,
+                registry_schemas: registry,
+            }
         }
         "raw" => FormatSpec::Raw,
-        other => return Err(config_error(format!("unknown format '{other}' (expected tensor, json, avro or raw)"))),
+        other => {
+            return Err(config_error(format!(
+                "unknown format '{other}' (expected tensor, json, avro or raw)"
+            )))
+        }
     })
 }
 
@@ -135,7 +153,9 @@ impl KafkaDataset {
             None if group => Position::Committed,
             None => Position::Earliest,
         };
-        let end = end.map(|e| parse_position(&e, "end", Position::Latest)).transpose()?;
+        let end = end
+            .map(|e| parse_position(&e, "end", Position::Latest))
+            .transpose()?;
         let metadata = metadata
             .iter()
             .map(|m| {
@@ -150,13 +170,21 @@ impl KafkaDataset {
             ("error", _) => ErrorPolicy::Raise,
             ("skip", _) => ErrorPolicy::Skip,
             ("dead_letter", Some(topic)) => ErrorPolicy::DeadLetter { topic },
-            ("dead_letter", None) => return Err(config_error("on_error='dead_letter' needs dead_letter_topic".into())),
+            ("dead_letter", None) => {
+                return Err(config_error(
+                    "on_error='dead_letter' needs dead_letter_topic".into(),
+                ))
+            }
             (other, _) => {
-                return Err(config_error(format!("on_error='{other}': expected 'error', 'skip' or 'dead_letter'")))
+                return Err(config_error(format!(
+                    "on_error='{other}': expected 'error', 'skip' or 'dead_letter'"
+                )))
             }
         };
-        if !(max_wait.is_finite() && max_wait >= 0.0) || !(timeout.is_finite() && timeout > 0.0) {
-            return Err(config_error("max_wait and timeout must be finite, non-negative seconds".into()));
+        if !(max_wait.is_finite() && max_wait >= 0.0 && timeout.is_finite() && timeout > 0.0) {
+            return Err(config_error(
+                "max_wait and timeout must be finite, non-negative seconds".into(),
+            ));
         }
         let options = DatasetOptions {
             config: config.into_iter().collect(),
@@ -182,8 +210,12 @@ impl KafkaDataset {
 
     /// `[(topic, partition, start, end)]` of a bounded or explicitly assigned read; None when the
     /// consumer group assigns partitions.
-    fn plan(&self) -> Option<Vec<(String, i32, i64, Option<i64>)>> {
-        self.inner.plan().map(|p| p.iter().map(|r| (r.topic.clone(), r.partition, r.start, r.end)).collect())
+    fn plan(&self) -> Option<Vec<PlanRow>> {
+        self.inner.plan().map(|p| {
+            p.iter()
+                .map(|r| (r.topic.clone(), r.partition, r.start, r.end))
+                .collect()
+        })
     }
 
     fn is_bounded(&self) -> bool {
@@ -192,7 +224,12 @@ impl KafkaDataset {
 
     /// Column names of the batches.
     fn column_names(&self) -> Vec<String> {
-        self.inner.schema().fields().iter().map(|f| f.name().clone()).collect()
+        self.inner
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     fn __arrow_c_schema__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
@@ -201,10 +238,16 @@ impl KafkaDataset {
 
     /// Starts one pass; `resume` is `{(topic, partition): next_offset}` from a `state_dict`.
     #[pyo3(signature = (resume=None))]
-    fn reader(&self, py: Python<'_>, resume: Option<std::collections::HashMap<(String, i32), i64>>) -> PyResult<BatchReader> {
+    fn reader(
+        &self,
+        py: Python<'_>,
+        resume: Option<std::collections::HashMap<(String, i32), i64>>,
+    ) -> PyResult<BatchReader> {
         let resume: Option<OffsetMap> = resume.map(|m| m.into_iter().collect());
         let reader = py.detach(|| self.inner.reader(resume.as_ref())).py_err()?;
-        Ok(BatchReader { inner: Arc::new(Mutex::new(reader)) })
+        Ok(BatchReader {
+            inner: Arc::new(Mutex::new(reader)),
+        })
     }
 }
 
@@ -294,15 +337,16 @@ pub struct Batch {
 
 impl Batch {
     fn new(b: KafkaBatch) -> Self {
-        Batch { batch: b.record_batch, next_offsets: b.next_offsets }
+        Batch {
+            batch: b.record_batch,
+            next_offsets: b.next_offsets,
+        }
     }
 
     fn field_and_column(&self, name: &str) -> PyResult<(&Field, &arrow_array::ArrayRef)> {
-        let idx = self
-            .batch
-            .schema_ref()
-            .index_of(name)
-            .map_err(|_| PyKeyError::new_err(format!("no column '{name}' (columns: {:?})", self.column_names())))?;
+        let idx = self.batch.schema_ref().index_of(name).map_err(|_| {
+            PyKeyError::new_err(format!("no column '{name}' (columns: {:?})", self.column_names()))
+        })?;
         Ok((self.batch.schema_ref().field(idx), self.batch.column(idx)))
     }
 }
@@ -320,7 +364,12 @@ impl Batch {
 
     #[getter]
     fn column_names(&self) -> Vec<String> {
-        self.batch.schema().fields().iter().map(|f| f.name().clone()).collect()
+        self.batch
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 
     /// `{(topic, partition): next_offset}` after this batch.
@@ -381,7 +430,11 @@ impl Batch {
     }
 
     fn __repr__(&self) -> String {
-        format!("Batch(num_rows={}, columns={:?})", self.batch.num_rows(), self.column_names())
+        format!(
+            "Batch(num_rows={}, columns={:?})",
+            self.batch.num_rows(),
+            self.column_names()
+        )
     }
 }
 

@@ -11,7 +11,9 @@ pub struct EmbeddedCluster {
 
 impl EmbeddedCluster {
     fn get(&self) -> PyResult<&embedded::EmbeddedCluster> {
-        self.inner.as_ref().ok_or_else(|| super::errors::to_pyerr(crate::error::Error::Closed("EmbeddedCluster")))
+        self.inner
+            .as_ref()
+            .ok_or_else(|| super::errors::to_pyerr(crate::error::Error::Closed("EmbeddedCluster")))
     }
 }
 
@@ -20,7 +22,9 @@ impl EmbeddedCluster {
     #[new]
     #[pyo3(signature = (brokers = 1))]
     fn new(brokers: i32) -> PyResult<Self> {
-        Ok(EmbeddedCluster { inner: Some(embedded::EmbeddedCluster::new(brokers).py_err()?) })
+        Ok(EmbeddedCluster {
+            inner: Some(embedded::EmbeddedCluster::new(brokers).py_err()?),
+        })
     }
 
     #[getter]
@@ -30,7 +34,9 @@ impl EmbeddedCluster {
 
     #[pyo3(signature = (name, partitions = 1, replication_factor = 1))]
     fn create_topic(&self, name: &str, partitions: i32, replication_factor: i32) -> PyResult<()> {
-        self.get()?.create_topic(name, partitions, replication_factor).py_err()
+        self.get()?
+            .create_topic(name, partitions, replication_factor)
+            .py_err()
     }
 
     fn close(&mut self) {

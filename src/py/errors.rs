@@ -11,11 +11,15 @@ use pyo3::types::{PyDict, PyModule};
 static EXCEPTIONS: PyOnceLock<Py<PyModule>> = PyOnceLock::new();
 
 fn exception(py: Python<'_>, class: &str, message: String, kwargs: &Bound<'_, PyDict>) -> PyErr {
-    let module = match EXCEPTIONS.get_or_try_init(py, || py.import("kafka_ml.exceptions").map(Bound::unbind)) {
+    let module = match EXCEPTIONS.get_or_try_init(py, || py.import("kafka_ml.exceptions").map(Bound::unbind))
+    {
         Ok(m) => m.bind(py),
         Err(e) => return e,
     };
-    match module.getattr(class).and_then(|cls| cls.call((message,), Some(kwargs))) {
+    match module
+        .getattr(class)
+        .and_then(|cls| cls.call((message,), Some(kwargs)))
+    {
         Ok(instance) => PyErr::from_value(instance),
         Err(e) => PyRuntimeError::new_err(format!("cannot raise kafka_ml.exceptions.{class}: {e}")),
     }

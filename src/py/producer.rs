@@ -24,11 +24,14 @@ impl Producer {
     #[new]
     fn new(config: HashMap<String, String>) -> PyResult<Self> {
         let config: Vec<(String, String)> = config.into_iter().collect();
-        Ok(Producer { inner: Arc::new(producer::Producer::new(&config).py_err()?) })
+        Ok(Producer {
+            inner: Arc::new(producer::Producer::new(&config).py_err()?),
+        })
     }
 
     /// Queues one message.
     #[pyo3(signature = (topic, value=None, key=None, partition=None, headers=None, timestamp=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn produce(
         &self,
         py: Python<'_>,
@@ -68,7 +71,9 @@ impl Producer {
     ) -> PyResult<usize> {
         let buffer = PyBuffer::<u8>::get(rows)?;
         if !buffer.is_c_contiguous() {
-            return Err(super::errors::to_pyerr(Error::Config("send_rows needs a C-contiguous buffer".into())));
+            return Err(super::errors::to_pyerr(Error::Config(
+                "send_rows needs a C-contiguous buffer".into(),
+            )));
         }
         let len = buffer.len_bytes();
         if row_bytes == 0 || len % row_bytes != 0 {
@@ -82,7 +87,14 @@ impl Producer {
         let inner = self.inner.clone();
         py.detach(|| {
             for row in data.chunks_exact(row_bytes) {
-                let msg = OutgoingMessage { topic, key: None, value: Some(row), partition, timestamp: None, headers: vec![] };
+                let msg = OutgoingMessage {
+                    topic,
+                    key: None,
+                    value: Some(row),
+                    partition,
+                    timestamp: None,
+                    headers: vec![],
+                };
                 inner.send(&msg, ENQUEUE_TIMEOUT)?;
             }
             inner.poll();
@@ -100,7 +112,11 @@ impl Producer {
         let out = blocking(py, None, move |slice| {
             let now = std::time::Instant::now();
             let last = now + slice >= deadline;
-            match inner.flush(if last { deadline.saturating_duration_since(now) } else { slice }) {
+            match inner.flush(if last {
+                deadline.saturating_duration_since(now)
+            } else {
+                slice
+            }) {
                 Err(Error::Timeout { .. }) if !last => None,
                 other => Some(other),
             }

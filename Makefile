@@ -1,0 +1,48 @@
+# The commands CI and the README use. Build outputs are cached outside the clone.
+export CARGO_TARGET_DIR ?= $(HOME)/.cache/kafka-ml/target
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test setup build broker lint rust-test py-test bench clean
+
+demo: build
+	$(VENV)/bin/kafka-ml demo
+
+test: build broker lint rust-test py-test
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "maturin>=1.9,<2"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# Builds the native module into the venv with the dev extras (incremental when nothing changed).
+build: setup
+	$(VENV)/bin/maturin develop --release --extras dev
+
+# Resolves the Apache Kafka broker's jars from Maven Central (cached in ~/.m2).
+broker:
+	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import launcher; launcher.ensure_jars()"
+
+lint: setup
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
+	$(VENV)/bin/ruff check python tests kafka bench
+	$(VENV)/bin/ruff format --check python tests kafka bench
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest kafka_ml._native
+
+rust-test:
+	cargo test --release
+
+py-test: build broker
+	$(VENV)/bin/pytest
+
+bench: build broker
+	$(PY) bench/consume_bench.py
+
+clean:
+	rm -rf $(VENV) kafka/target

@@ -1,0 +1,71 @@
+"""Ctrl-C, close(), threads and async iteration."""
+
+from __future__ import annotations
+
+import _thread
+import asyncio
+import os
+import threading
+import time
+
+import kafka_ml as km
+import numpy as np
+import pytest
+
+
+def native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_blocked_iteration_wakes_on_ctrl_c(config, new_topic):
+    topic = new_topic()
+    ds = km.KafkaDataset(topic, config, format="raw")  # unbounded and empty: blocks
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        next(iter(ds))
+    assert time.monotonic() - t0 < 5
+    ds.close()
+
+
+def test_close_leaves_no_threads(config, new_topic, produce):
+    topic = new_topic()
+    produce(topic, [b"x"] * 10)
+    before = native_threads()
+    for _ in range(3):
+        with km.KafkaDataset(topic, config, format="raw", batch_size=2) as ds:
+            next(iter(ds))
+    time.sleep(1)  # librdkafka's threads exit asynchronously after destroy
+    assert native_threads() <= before
+
+
+def test_async_for_does_not_block_the_event_loop(config, new_topic, produce):
+    topic = new_topic()
+    ds = km.KafkaDataset(topic, config, format="tensor", dtype="int64", shape=1, max_wait=0.05)
+
+    async def main() -> tuple[int, list[int]]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(lambda: None)
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.5, lambda: produce(topic, [np.array([7], np.int64).tobytes()]))
+        got: list[int] = []
+        async for batch in ds:
+            got += batch["value"][:, 0].tolist()
+            break
+        task.cancel()
+        return ticks, got
+
+    ticks, got = asyncio.run(main())
+    ds.close()
+    assert got == [7]
+    assert ticks > 30, "the event loop kept running while waiting for Kafka"

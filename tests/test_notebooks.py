@@ -1,0 +1,26 @@
+"""Every notebook in notebooks/ executes without error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_runs(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
+    ).execute()
+    assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
+
+
+def test_demo_command_runs() -> None:
+    from kafka_ml.cli import main
+
+    assert main(["demo", "--rows", "20000"]) == 0
