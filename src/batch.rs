@@ -135,6 +135,46 @@ pub struct MessageView<'a> {
 /// The next offset to read, per (topic, partition).
 pub type OffsetMap = BTreeMap<(String, i32), i64>;
 
+/// Small integer ids for (topic, partition) pairs, so the per-message path compares and indexes
+/// instead of allocating and hashing strings. Messages arrive in runs from one partition, so the
+/// last id is checked first.
+#[derive(Debug, Default)]
+pub struct PartitionIds {
+    names: Vec<(String, i32)>,
+    last: usize,
+}
+
+impl PartitionIds {
+    pub fn id(&mut self, topic: &str, partition: i32) -> usize {
+        if let Some((t, p)) = self.names.get(self.last) {
+            if *p == partition && t == topic {
+                return self.last;
+            }
+        }
+        let id = match self.names.iter().position(|(t, p)| *p == partition && t == topic) {
+            Some(i) => i,
+            None => {
+                self.names.push((topic.to_string(), partition));
+                self.names.len() - 1
+            }
+        };
+        self.last = id;
+        id
+    }
+
+    pub fn name(&self, id: usize) -> &(String, i32) {
+        &self.names[id]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
 /// A finished batch: its rows and the offsets it moves each partition to.
 #[derive(Debug, Clone)]
 pub struct KafkaBatch {
@@ -154,10 +194,15 @@ pub struct BatchBuilder {
     meta: Vec<MetaBuilder>,
     schema: SchemaRef,
     rows: usize,
-    next_offsets: OffsetMap,
+    /// Next offset per partition id advanced in this batch (`NOT_ADVANCED` where none).
+    next_offsets: Vec<i64>,
+    /// Ids advanced in this batch, in first-seen order.
+    advanced: Vec<usize>,
     skipped: u64,
     dead_lettered: u64,
 }
+
+const NOT_ADVANCED: i64 = -1;
 
 impl BatchBuilder {
     pub fn new(decoder: Box<dyn Decoder>, meta_columns: &[MetaColumn]) -> Result<Self> {
@@ -176,7 +221,8 @@ impl BatchBuilder {
             meta: meta_columns.iter().map(|m| MetaBuilder::new(*m)).collect(),
             schema: Arc::new(Schema::new(fields)),
             rows: 0,
-            next_offsets: OffsetMap::new(),
+            next_offsets: Vec::new(),
+            advanced: Vec::new(),
             skipped: 0,
             dead_lettered: 0,
         })
@@ -192,51 +238,63 @@ impl BatchBuilder {
 
     /// True when the builder holds rows or offset progress that has not been handed out.
     pub fn has_progress(&self) -> bool {
-        !self.next_offsets.is_empty()
+        !self.advanced.is_empty()
     }
 
-    /// Decodes and appends one message; on failure appends nothing and returns the reason.
-    pub fn append(&mut self, m: &MessageView<'_>) -> std::result::Result<(), String> {
+    /// Whether the `headers` column was asked for (collecting headers costs a call per message).
+    pub fn wants_headers(&self) -> bool {
+        self.meta.iter().any(|m| matches!(m, MetaBuilder::Headers(_)))
+    }
+
+    /// Decodes and appends one message of partition `id`; on failure appends nothing and
+    /// returns the reason.
+    pub fn append(&mut self, m: &MessageView<'_>, id: usize) -> std::result::Result<(), String> {
         self.decoder.decode(m.key, m.value)?;
         for b in &mut self.meta {
             b.append(m);
         }
         self.rows += 1;
-        self.advance(m.topic, m.partition, m.offset);
+        self.advance(id, m.offset);
         Ok(())
     }
 
     /// Records that a message was consumed without producing a row (skipped or dead-lettered).
-    pub fn advance_past(&mut self, m: &MessageView<'_>, dead_lettered: bool) {
+    pub fn advance_past(&mut self, id: usize, offset: i64, dead_lettered: bool) {
         if dead_lettered {
             self.dead_lettered += 1;
         } else {
             self.skipped += 1;
         }
-        self.advance(m.topic, m.partition, m.offset);
+        self.advance(id, offset);
     }
 
-    fn advance(&mut self, topic: &str, partition: i32, offset: i64) {
-        match self.next_offsets.get_mut(&(topic.to_string(), partition)) {
-            Some(next) => *next = offset + 1,
-            None => {
-                self.next_offsets
-                    .insert((topic.to_string(), partition), offset + 1);
-            }
+    fn advance(&mut self, id: usize, offset: i64) {
+        if id >= self.next_offsets.len() {
+            self.next_offsets.resize(id + 1, NOT_ADVANCED);
         }
+        if self.next_offsets[id] == NOT_ADVANCED {
+            self.advanced.push(id);
+        }
+        self.next_offsets[id] = offset + 1;
     }
 
     /// Closes the batch: the rows so far become a `RecordBatch`, and the builder starts over.
-    pub fn finish(&mut self) -> KafkaBatch {
+    /// `ids` names the partition ids used in `append`.
+    pub fn finish(&mut self, ids: &PartitionIds) -> KafkaBatch {
         let mut columns = self.decoder.finish();
         columns.extend(self.meta.iter_mut().map(|b| b.finish()));
         let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(self.rows));
         let record_batch = RecordBatch::try_new_with_options(self.schema.clone(), columns, &options)
             .expect("decoders build columns that match their declared fields");
         self.rows = 0;
+        let mut next_offsets = OffsetMap::new();
+        for id in self.advanced.drain(..) {
+            next_offsets.insert(ids.name(id).clone(), self.next_offsets[id]);
+            self.next_offsets[id] = NOT_ADVANCED;
+        }
         KafkaBatch {
             record_batch,
-            next_offsets: std::mem::take(&mut self.next_offsets),
+            next_offsets,
             skipped: std::mem::take(&mut self.skipped),
             dead_lettered: std::mem::take(&mut self.dead_lettered),
         }
@@ -268,10 +326,12 @@ mod tests {
             value: Some(b"v"),
             headers: vec![("h", Some(b"1".as_slice()))],
         };
-        b.append(&msg(5)).unwrap();
-        b.advance_past(&msg(6), false);
-        b.append(&msg(7)).unwrap();
-        let batch = b.finish();
+        let mut ids = PartitionIds::default();
+        let id = ids.id("t", 0);
+        b.append(&msg(5), id).unwrap();
+        b.advance_past(id, 6, false);
+        b.append(&msg(7), id).unwrap();
+        let batch = b.finish(&ids);
         assert_eq!(batch.record_batch.num_rows(), 2);
         assert_eq!(batch.next_offsets[&("t".to_string(), 0)], 8);
         assert_eq!(batch.skipped, 1);

@@ -11,7 +11,7 @@
 //! never commits data the user did not get (at-least-once). On a rebalance, what was delivered for
 //! the revoked partitions is committed before they go.
 
-use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap};
+use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
 use crate::decode::FormatSpec;
 use crate::error::{Error, MessagePosition, Result};
 use crate::producer::{OutgoingMessage, Producer};
@@ -194,6 +194,12 @@ fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Resu
     cc.set("enable.auto.commit", "false");
     cc.set("enable.auto.offset.store", "false");
     cc.set("enable.partition.eof", "true");
+    if config_value(config, "fetch.queue.backoff.ms").is_none() {
+        // librdkafka pauses fetching for this long whenever its prefetch queue is above
+        // `queued.min.messages`; its 1 s default stalls a consumer that drains the queue faster
+        // than that, which a batch decoder does.
+        cc.set("fetch.queue.backoff.ms", "10");
+    }
     if config_value(config, "auto.offset.reset").is_none() {
         // A training set starts at the beginning unless the user says otherwise.
         cc.set("auto.offset.reset", "earliest");
@@ -558,7 +564,8 @@ impl Reader {
                 shared: shared.clone(),
             },
         )?);
-        let mut ends = BTreeMap::new();
+        let mut ids = PartitionIds::default();
+        let mut ends: Vec<Option<i64>> = Vec::new();
         match &plan {
             Some(plan) => {
                 let mut tpl = TopicPartitionList::new();
@@ -581,7 +588,9 @@ impl Reader {
                         continue; // nothing to read here
                     }
                     if let Some(end) = r.end {
-                        ends.insert(tp, end);
+                        let id = ids.id(&tp.0, tp.1);
+                        ends.resize(id + 1, None);
+                        ends[id] = Some(end);
                     }
                     tpl.add_partition_offset(&r.topic, r.partition, Offset::Offset(start))
                         .map_err(|e| Error::kafka("bad start offset", e))?;
@@ -625,6 +634,8 @@ impl Reader {
             max_wait: options.max_wait,
             policy: options.on_error.clone(),
             dead_letter,
+            remaining: ends.iter().flatten().count(),
+            ids,
             ends,
             bounded,
             timeout: options.timeout,
@@ -781,8 +792,12 @@ struct Engine {
     max_wait: Duration,
     policy: ErrorPolicy,
     dead_letter: Option<(Producer, String)>,
-    /// Exclusive end offset of every partition still being read (bounded reads).
-    ends: BTreeMap<(String, i32), i64>,
+    ids: PartitionIds,
+    /// Exclusive end offset per partition id while it is still being read (bounded reads);
+    /// `None` once finished.
+    ends: Vec<Option<i64>>,
+    /// Partitions of a bounded read not yet finished.
+    remaining: usize,
     bounded: bool,
     timeout: Duration,
 }
@@ -794,103 +809,129 @@ enum Stop {
     Failed(Error),
 }
 
+/// How many messages are handled between two looks at the clock while messages keep coming.
+const CLOCK_EVERY: u32 = 64;
+
 impl Engine {
     fn run(mut self) {
-        let outcome = self.poll_loop();
-        if let Err(stop) = outcome {
-            if let Stop::Failed(e) = stop {
+        match self.poll_loop() {
+            Ok(()) => {
+                let _ = self.emit();
+            }
+            Err(Stop::Failed(e)) => {
                 // Hand out what was decoded before the failure, then the failure.
                 if self.emit().is_ok() {
                     let _ = self.push(Item::Error(e));
                 }
             }
-        } else {
-            let _ = self.emit();
+            Err(Stop::Closed) => {}
         }
         self.shared.queue.close();
     }
 
     fn poll_loop(&mut self) -> Result<(), Stop> {
-        let mut first_row_at: Option<Instant> = None;
+        const IDLE_POLL: Duration = Duration::from_millis(100);
+        // When the open batch must be handed out even if not full (the latency bound).
+        let mut deadline: Option<Instant> = None;
+        let mut since_clock = 0u32;
         loop {
             if self.shared.stop.load(Ordering::Relaxed) {
                 return Err(Stop::Closed);
             }
-            if self.bounded && self.ends.is_empty() {
+            if self.bounded && self.remaining == 0 {
                 return Ok(());
             }
-            let wait = match first_row_at {
-                Some(t) => self
-                    .max_wait
-                    .saturating_sub(t.elapsed())
-                    .min(Duration::from_millis(100)),
-                None => Duration::from_millis(100),
-            };
-            // A local handle: the message borrows the consumer while `self` is mutated.
+            // Messages usually wait in librdkafka's queue: take them without a timeout (and
+            // without reading the clock); only an empty queue waits.
             let consumer = self.consumer.clone();
-            match consumer.poll(wait) {
+            let mut polled = consumer.poll(Duration::ZERO);
+            if polled.is_none() {
+                let wait = deadline.map_or(IDLE_POLL, |d| {
+                    d.saturating_duration_since(Instant::now()).min(IDLE_POLL)
+                });
+                polled = consumer.poll(wait);
+                since_clock = CLOCK_EVERY;
+            }
+            match polled {
                 None => {}
                 Some(Ok(msg)) => {
                     let progressed = self.handle(&msg)?;
-                    if progressed && first_row_at.is_none() {
-                        first_row_at = Some(Instant::now());
+                    if progressed && deadline.is_none() {
+                        deadline = Some(Instant::now() + self.max_wait);
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(_))) => self.check_positions(),
                 Some(Err(e)) => self.handle_error(e)?,
             }
-            let due = first_row_at.is_some_and(|t| t.elapsed() >= self.max_wait);
-            if self.builder.rows() >= self.batch_size || (due && self.builder.has_progress()) {
+            since_clock += 1;
+            let full = self.builder.rows() >= self.batch_size;
+            let due = since_clock >= CLOCK_EVERY && {
+                since_clock = 0;
+                deadline.is_some_and(|d| Instant::now() >= d)
+            };
+            if full || (due && self.builder.has_progress()) {
                 self.emit()?;
-                first_row_at = None;
+                deadline = None;
             }
         }
     }
 
     /// Decodes one message. Returns whether the builder gained progress.
     fn handle(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Result<bool, Stop> {
-        let tp = (msg.topic().to_string(), msg.partition());
+        let id = self.ids.id(msg.topic(), msg.partition());
+        let offset = msg.offset();
         if self.bounded {
-            match self.ends.get(&tp) {
-                Some(end) if msg.offset() < *end => {}
+            match self.ends.get(id).copied().flatten() {
+                Some(end) if offset < end => {}
                 // Past the snapshot end (fetched in the same batch) or a finished partition.
                 _ => {
-                    self.finish_partition(&tp);
+                    self.finish_partition(id);
                     return Ok(false);
                 }
             }
         }
-        let headers: Vec<(&str, Option<&[u8]>)> = msg
-            .headers()
-            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-            .unwrap_or_default();
         let view = MessageView {
             topic: msg.topic(),
             partition: msg.partition(),
-            offset: msg.offset(),
+            offset,
             timestamp: msg.timestamp().to_millis(),
             key: msg.key(),
             value: msg.payload(),
-            headers,
+            headers: if self.builder.wants_headers() {
+                message_headers(msg)
+            } else {
+                Vec::new()
+            },
         };
-        if let Err(reason) = self.builder.append(&view) {
+        if let Err(reason) = self.builder.append(&view, id) {
             let position = MessagePosition {
-                topic: tp.0.clone(),
-                partition: tp.1,
-                offset: msg.offset(),
+                topic: view.topic.to_string(),
+                partition: view.partition,
+                offset,
             };
             match &self.policy {
                 ErrorPolicy::Raise => return Err(Stop::Failed(Error::Decode { position, reason })),
-                ErrorPolicy::Skip => self.builder.advance_past(&view, false),
+                ErrorPolicy::Skip => self.builder.advance_past(id, offset, false),
                 ErrorPolicy::DeadLetter { .. } => {
+                    let view = MessageView {
+                        headers: message_headers(msg),
+                        ..view
+                    };
                     self.dead_letter(&view, &position, &reason)
                         .map_err(Stop::Failed)?;
-                    self.builder.advance_past(&view, true);
+                    self.builder.advance_past(id, offset, true);
                 }
             }
         }
-        if self.bounded && self.ends.get(&tp).is_some_and(|end| msg.offset() + 1 >= *end) {
-            self.finish_partition(&tp);
+        if self.bounded
+            && self
+                .ends
+                .get(id)
+                .copied()
+                .flatten()
+                .is_some_and(|end| offset + 1 >= end)
+        {
+            self.finish_partition(id);
         }
         Ok(true)
     }
@@ -922,12 +963,16 @@ impl Engine {
         Ok(())
     }
 
-    fn finish_partition(&mut self, tp: &(String, i32)) {
-        if self.ends.remove(tp).is_some() {
-            let mut tpl = TopicPartitionList::new();
-            tpl.add_partition(&tp.0, tp.1);
-            // Stop fetching it; the remaining partitions keep the bandwidth.
-            let _ = self.consumer.pause(&tpl);
+    fn finish_partition(&mut self, id: usize) {
+        if let Some(slot) = self.ends.get_mut(id) {
+            if slot.take().is_some() {
+                self.remaining -= 1;
+                let (topic, partition) = self.ids.name(id);
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition(topic, *partition);
+                // Stop fetching it; the remaining partitions keep the bandwidth.
+                let _ = self.consumer.pause(&tpl);
+            }
         }
     }
 
@@ -940,19 +985,13 @@ impl Engine {
         let Ok(positions) = self.consumer.position() else {
             return;
         };
-        let done: Vec<(String, i32)> = positions
-            .elements()
-            .iter()
-            .filter_map(|e| {
-                let tp = (e.topic().to_string(), e.partition());
-                match (e.offset(), self.ends.get(&tp)) {
-                    (Offset::Offset(pos), Some(end)) if pos >= *end => Some(tp),
-                    _ => None,
+        for e in positions.elements() {
+            let id = self.ids.id(e.topic(), e.partition());
+            if let (Offset::Offset(pos), Some(Some(end))) = (e.offset(), self.ends.get(id)) {
+                if pos >= *end {
+                    self.finish_partition(id);
                 }
-            })
-            .collect();
-        for tp in done {
-            self.finish_partition(&tp);
+            }
         }
     }
 
@@ -988,7 +1027,7 @@ impl Engine {
         if let Some((producer, _)) = &self.dead_letter {
             producer.flush(self.timeout).map_err(Stop::Failed)?;
         }
-        let batch = self.builder.finish();
+        let batch = self.builder.finish(&self.ids);
         self.push(Item::Batch(batch))
     }
 
@@ -1011,4 +1050,10 @@ impl Engine {
             }
         }
     }
+}
+
+fn message_headers<'a>(msg: &'a rdkafka::message::BorrowedMessage<'_>) -> Vec<(&'a str, Option<&'a [u8]>)> {
+    msg.headers()
+        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+        .unwrap_or_default()
 }

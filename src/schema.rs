@@ -280,10 +280,18 @@ macro_rules! numeric_storage {
             pub fn extend_le_bytes(&mut self, bytes: &[u8]) {
                 match self {
                     $(Values::$variant(v) => {
-                        const W: usize = std::mem::size_of::<<$arrow as ArrowPrimitiveType>::Native>();
-                        v.extend(bytes.chunks_exact(W).map(|c| {
-                            <<$arrow as ArrowPrimitiveType>::Native>::from_le_bytes(c.try_into().expect("chunk width"))
-                        }));
+                        type N = <$arrow as ArrowPrimitiveType>::Native;
+                        const W: usize = std::mem::size_of::<N>();
+                        let count = bytes.len() / W;
+                        debug_assert_eq!(bytes.len() % W, 0);
+                        v.reserve(count);
+                        // SAFETY: `reserve` made room for `count` elements; every bit pattern is
+                        // a valid number of this type, and the target is little-endian (checked
+                        // at compile time in `decode::tensor`), so a byte copy is the decode.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().add(v.len()).cast::<u8>(), count * W);
+                            v.set_len(v.len() + count);
+                        }
                     })*
                     Values::Bool(v) => v.extend(bytes.iter().map(|b| *b != 0)),
                     Values::Bytes { .. } => unreachable!("tensor elements are fixed-width"),

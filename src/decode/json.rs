@@ -5,12 +5,18 @@ use crate::error::{Error, Result};
 use crate::schema::{ColumnBuilder, ColumnSpec, Num, Shape};
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
-use simd_json::{BorrowedValue as Value, StaticNode};
+use simd_json::prelude::{TypedValue, ValueAsScalar};
+use simd_json::tape::Value;
+use simd_json::{Buffers, Tape, ValueType};
 
 pub struct JsonDecoder {
     columns: Vec<ColumnBuilder>,
     /// simd-json parses in place, so each payload is copied into this reused buffer first.
     scratch: Vec<u8>,
+    /// Parser scratch space and the parsed tape, reused across messages: parsing allocates
+    /// nothing per message once they have grown to the largest payload.
+    buffers: Buffers,
+    tape: Option<Tape<'static>>,
     rows: usize,
 }
 
@@ -30,6 +36,8 @@ impl JsonDecoder {
         Ok(JsonDecoder {
             columns: columns.into_iter().map(ColumnBuilder::new).collect(),
             scratch: Vec::new(),
+            buffers: Buffers::default(),
+            tape: Some(Tape::null()),
             rows: 0,
         })
     }
@@ -37,52 +45,61 @@ impl JsonDecoder {
     fn decode_object(&mut self, value: &[u8]) -> std::result::Result<(), String> {
         self.scratch.clear();
         self.scratch.extend_from_slice(value);
-        let parsed =
-            simd_json::to_borrowed_value(&mut self.scratch).map_err(|e| format!("malformed JSON: {e}"))?;
-        let Value::Object(object) = parsed else {
-            return Err(format!("expected a JSON object, got {}", kind(&parsed)));
-        };
-        for col in &mut self.columns {
-            match object.get(col.spec.name.as_str()) {
-                None | Some(Value::Static(StaticNode::Null)) => col.push_null()?,
-                Some(v) => append(col, v).map_err(|e| format!("field '{}': {e}", col.spec.name))?,
+        let mut tape = self.tape.take().unwrap_or_else(Tape::null).reset();
+        let result = simd_json::fill_tape(&mut self.scratch, &mut self.buffers, &mut tape)
+            .map_err(|e| format!("malformed JSON: {e}"))
+            .and_then(|()| append_object(&mut self.columns, tape.as_value()));
+        self.tape = Some(tape.reset());
+        result
+    }
+}
+
+fn append_object(columns: &mut [ColumnBuilder], parsed: Value<'_, '_>) -> std::result::Result<(), String> {
+    let Some(object) = parsed.as_object() else {
+        return Err(format!("expected a JSON object, got {}", kind(&parsed)));
+    };
+    for col in columns {
+        match object.get(col.spec.name.as_str()) {
+            Some(v) if v.value_type() != ValueType::Null => {
+                append(col, &v).map_err(|e| format!("field '{}': {e}", col.spec.name))?
             }
+            _ => col.push_null()?,
         }
-        Ok(())
+    }
+    Ok(())
+}
+
+fn kind(v: &Value<'_, '_>) -> &'static str {
+    match v.value_type() {
+        ValueType::Null => "null",
+        ValueType::Bool => "boolean",
+        ValueType::String => "string",
+        ValueType::Array => "array",
+        ValueType::Object => "object",
+        _ => "number",
     }
 }
 
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Static(StaticNode::Null) => "null",
-        Value::Static(StaticNode::Bool(_)) => "boolean",
-        Value::Static(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-fn push_scalar(col: &mut ColumnBuilder, v: &Value) -> std::result::Result<(), String> {
+fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
     let ty = col.spec.ty;
-    match v {
-        Value::Static(StaticNode::I64(i)) => col.values.push_num(Num::I(*i), ty),
-        Value::Static(StaticNode::U64(u)) => col.values.push_num(Num::U(*u), ty),
-        Value::Static(StaticNode::F64(f)) => col.values.push_num(Num::F(*f), ty),
-        Value::Static(StaticNode::Bool(b)) => col.values.push_bool(*b, ty),
-        Value::String(s) if ty == crate::schema::ScalarType::Binary => {
-            col.values.push_bytes(s.as_bytes(), ty)
+    match v.value_type() {
+        ValueType::I64 => col.values.push_num(Num::I(v.as_i64().expect("i64")), ty),
+        ValueType::U64 => col.values.push_num(Num::U(v.as_u64().expect("u64")), ty),
+        ValueType::F64 => col.values.push_num(Num::F(v.as_f64().expect("f64")), ty),
+        ValueType::Bool => col.values.push_bool(v.as_bool().expect("bool"), ty),
+        ValueType::String if ty == crate::schema::ScalarType::Binary => {
+            col.values.push_bytes(v.as_str().expect("str").as_bytes(), ty)
         }
-        Value::String(s) => col.values.push_str(s, ty),
-        other => Err(format!("expected {}, got {}", ty.name(), kind(other))),
+        ValueType::String => col.values.push_str(v.as_str().expect("str"), ty),
+        _ => Err(format!("expected {}, got {}", ty.name(), kind(v))),
     }
 }
 
-fn append(col: &mut ColumnBuilder, v: &Value) -> std::result::Result<(), String> {
+fn append(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
     match col.spec.shape {
         Shape::Scalar => push_scalar(col, v)?,
         Shape::Fixed(_) | Shape::Variable => {
-            let Value::Array(items) = v else {
+            let Some(items) = v.as_array() else {
                 return Err(format!(
                     "expected an array of {}, got {}",
                     col.spec.ty.name(),
@@ -90,7 +107,7 @@ fn append(col: &mut ColumnBuilder, v: &Value) -> std::result::Result<(), String>
                 ));
             };
             for (i, item) in items.iter().enumerate() {
-                push_scalar(col, item).map_err(|e| format!("element {i}: {e}"))?;
+                push_scalar(col, &item).map_err(|e| format!("element {i}: {e}"))?;
             }
         }
     }
