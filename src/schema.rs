@@ -283,7 +283,7 @@ macro_rules! numeric_storage {
                         type N = <$arrow as ArrowPrimitiveType>::Native;
                         const W: usize = std::mem::size_of::<N>();
                         let count = bytes.len() / W;
-                        debug_assert_eq!(bytes.len() % W, 0);
+                        debug_assert_eq!(count * W, bytes.len());
                         v.reserve(count);
                         // SAFETY: `reserve` made room for `count` elements; every bit pattern is
                         // a valid number of this type, and the target is little-endian (checked
