@@ -12,6 +12,7 @@
 //! the revoked partitions is committed before they go.
 
 use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
+use crate::batch_consume::{BatchQueue, RawMessage};
 use crate::decode::FormatSpec;
 use crate::error::{Error, MessagePosition, Result};
 use crate::producer::{OutgoingMessage, Producer};
@@ -626,8 +627,13 @@ impl Reader {
             }
             _ => None,
         };
+        // SAFETY: in assign mode without a user group the consumer never subscribes or commits,
+        // and the engine (owner of the queue) ends before the reader drops the consumer.
+        let batch_queue =
+            (plan.is_some() && !group).then(|| unsafe { BatchQueue::new(&consumer, BATCH_CONSUME) });
         let engine = Engine {
             shared: shared.clone(),
+            batch_queue,
             consumer: consumer.clone(),
             builder: BatchBuilder::new(options.format.decoder()?, &options.metadata)?,
             batch_size: options.batch_size,
@@ -786,6 +792,9 @@ fn is_common_property(key: &str) -> bool {
 /// The consumer thread.
 struct Engine {
     shared: Arc<Shared>,
+    /// Batch reads of the consumer queue, for assigned readers that never commit (declared
+    /// before `consumer` so it is released first).
+    batch_queue: Option<BatchQueue>,
     consumer: Arc<BaseConsumer<GroupContext>>,
     builder: BatchBuilder,
     batch_size: usize,
@@ -809,6 +818,9 @@ enum Stop {
     Failed(Error),
 }
 
+/// Messages taken per call of librdkafka's batch consume API.
+const BATCH_CONSUME: usize = 1024;
+
 /// How many messages are handled between two looks at the clock while messages keep coming.
 const CLOCK_EVERY: u32 = 64;
 
@@ -830,7 +842,6 @@ impl Engine {
     }
 
     fn poll_loop(&mut self) -> Result<(), Stop> {
-        const IDLE_POLL: Duration = Duration::from_millis(100);
         // When the open batch must be handed out even if not full (the latency bound).
         let mut deadline: Option<Instant> = None;
         let mut since_clock = 0u32;
@@ -841,43 +852,85 @@ impl Engine {
             if self.bounded && self.remaining == 0 {
                 return Ok(());
             }
-            // Messages usually wait in librdkafka's queue: take them without a timeout (and
-            // without reading the clock); only an empty queue waits.
-            let consumer = self.consumer.clone();
-            let mut polled = consumer.poll(Duration::ZERO);
-            if polled.is_none() {
-                let wait = deadline.map_or(IDLE_POLL, |d| {
-                    d.saturating_duration_since(Instant::now()).min(IDLE_POLL)
-                });
-                polled = consumer.poll(wait);
-                since_clock = CLOCK_EVERY;
-            }
-            match polled {
-                None => {}
-                Some(Ok(msg)) => {
-                    let progressed = self.handle(&msg)?;
-                    if progressed && deadline.is_none() {
-                        deadline = Some(Instant::now() + self.max_wait);
-                    }
-                }
-                Some(Err(KafkaError::PartitionEOF(_))) => self.check_positions(),
-                Some(Err(e)) => self.handle_error(e)?,
+            let progressed = if self.batch_queue.is_some() {
+                since_clock = CLOCK_EVERY; // one clock read per batch call is cheap
+                self.poll_batch(deadline)?
+            } else {
+                self.poll_one(deadline, &mut since_clock)?
+            };
+            if progressed && deadline.is_none() {
+                deadline = Some(Instant::now() + self.max_wait);
             }
             since_clock += 1;
-            let full = self.builder.rows() >= self.batch_size;
             let due = since_clock >= CLOCK_EVERY && {
                 since_clock = 0;
                 deadline.is_some_and(|d| Instant::now() >= d)
             };
-            if full || (due && self.builder.has_progress()) {
+            if self.builder.rows() >= self.batch_size || (due && self.builder.has_progress()) {
                 self.emit()?;
                 deadline = None;
             }
         }
     }
 
+    /// How long an empty queue may be waited on without missing the batch deadline.
+    fn idle_wait(deadline: Option<Instant>) -> Duration {
+        const IDLE_POLL: Duration = Duration::from_millis(100);
+        deadline.map_or(IDLE_POLL, |d| {
+            d.saturating_duration_since(Instant::now()).min(IDLE_POLL)
+        })
+    }
+
+    /// One message through rust-rdkafka's `poll` (group consumers: serves rebalances and
+    /// commit replies). Returns whether the builder gained progress.
+    fn poll_one(&mut self, deadline: Option<Instant>, since_clock: &mut u32) -> Result<bool, Stop> {
+        // Messages usually wait in librdkafka's queue: take them without a timeout (and
+        // without reading the clock); only an empty queue waits.
+        let consumer = self.consumer.clone();
+        let mut polled = consumer.poll(Duration::ZERO);
+        if polled.is_none() {
+            polled = consumer.poll(Self::idle_wait(deadline));
+            *since_clock = CLOCK_EVERY;
+        }
+        match polled {
+            None => Ok(false),
+            Some(Ok(msg)) => self.handle(&msg),
+            Some(Err(KafkaError::PartitionEOF(_))) => {
+                self.check_positions();
+                Ok(false)
+            }
+            Some(Err(e)) => self.handle_error(e).map(|()| false),
+        }
+    }
+
+    /// Up to `BATCH_CONSUME` messages through librdkafka's batch API. A batch closes exactly at
+    /// `batch_size` rows even in the middle of what one call returned.
+    fn poll_batch(&mut self, deadline: Option<Instant>) -> Result<bool, Stop> {
+        let queue = self.batch_queue.as_mut().expect("batch path has a queue");
+        let mut messages = queue
+            .fill(Duration::ZERO)
+            .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
+        if messages.is_empty() {
+            messages = queue
+                .fill(Self::idle_wait(deadline))
+                .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
+        }
+        let mut progressed = false;
+        for msg in &messages {
+            match msg.error() {
+                None => progressed |= self.handle(msg)?,
+                Some(RDKafkaErrorCode::PartitionEOF) => self.check_positions(),
+                Some(code) => self.handle_error(KafkaError::MessageConsumption(code))?,
+            }
+            if self.builder.rows() >= self.batch_size {
+                self.emit()?;
+            }
+        }
+        Ok(progressed)
+    }
+
     /// Decodes one message. Returns whether the builder gained progress.
-    fn handle(&mut self, msg: &rdkafka::message::BorrowedMessage<'_>) -> Result<bool, Stop> {
+    fn handle(&mut self, msg: &impl IncomingMessage) -> Result<bool, Stop> {
         let id = self.ids.id(msg.topic(), msg.partition());
         let offset = msg.offset();
         if self.bounded {
@@ -894,11 +947,11 @@ impl Engine {
             topic: msg.topic(),
             partition: msg.partition(),
             offset,
-            timestamp: msg.timestamp().to_millis(),
+            timestamp: msg.timestamp_ms(),
             key: msg.key(),
             value: msg.payload(),
             headers: if self.builder.wants_headers() {
-                message_headers(msg)
+                msg.header_list()
             } else {
                 Vec::new()
             },
@@ -914,7 +967,7 @@ impl Engine {
                 ErrorPolicy::Skip => self.builder.advance_past(id, offset, false),
                 ErrorPolicy::DeadLetter { .. } => {
                     let view = MessageView {
-                        headers: message_headers(msg),
+                        headers: msg.header_list(),
                         ..view
                     };
                     self.dead_letter(&view, &position, &reason)
@@ -1052,8 +1105,63 @@ impl Engine {
     }
 }
 
-fn message_headers<'a>(msg: &'a rdkafka::message::BorrowedMessage<'_>) -> Vec<(&'a str, Option<&'a [u8]>)> {
-    msg.headers()
-        .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
-        .unwrap_or_default()
+/// What the engine reads of a message, from either consume path.
+trait IncomingMessage {
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn timestamp_ms(&self) -> Option<i64>;
+    fn key(&self) -> Option<&[u8]>;
+    fn payload(&self) -> Option<&[u8]>;
+    fn header_list(&self) -> Vec<(&str, Option<&[u8]>)>;
+}
+
+impl IncomingMessage for rdkafka::message::BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        Message::timestamp(self).to_millis()
+    }
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        Message::payload(self)
+    }
+    fn header_list(&self) -> Vec<(&str, Option<&[u8]>)> {
+        Message::headers(self)
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl IncomingMessage for RawMessage {
+    fn topic(&self) -> &str {
+        RawMessage::topic(self)
+    }
+    fn partition(&self) -> i32 {
+        RawMessage::partition(self)
+    }
+    fn offset(&self) -> i64 {
+        RawMessage::offset(self)
+    }
+    fn timestamp_ms(&self) -> Option<i64> {
+        RawMessage::timestamp(self)
+    }
+    fn key(&self) -> Option<&[u8]> {
+        RawMessage::key(self)
+    }
+    fn payload(&self) -> Option<&[u8]> {
+        RawMessage::payload(self)
+    }
+    fn header_list(&self) -> Vec<(&str, Option<&[u8]>)> {
+        RawMessage::headers(self)
+    }
 }

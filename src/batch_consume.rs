@@ -1,0 +1,155 @@
+//! librdkafka's batch consume API (`rd_kafka_consume_batch_queue`): many messages per call
+//! under one queue lock, without the per-message event wrapper, clock read and allocation of
+//! rust-rdkafka's `poll`. confluent-kafka-python's `consume(n)` uses the same call.
+//!
+//! It serves non-message operations on the queue itself and would abort on ones it cannot turn
+//! into messages (commit replies without a callback, rebalances without one). So it is only used
+//! for explicitly assigned consumers that never commit; group consumers go through `poll`.
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka_sys::bindings as rd;
+use std::ffi::CStr;
+use std::time::Duration;
+
+/// The consumer's queue, read in batches.
+pub struct BatchQueue {
+    queue: *mut rd::rd_kafka_queue_t,
+    slots: Vec<*mut rd::rd_kafka_message_t>,
+}
+
+// SAFETY: librdkafka queue handles may be used from any thread; this one is used by one
+// thread at a time (the engine's).
+unsafe impl Send for BatchQueue {}
+
+impl BatchQueue {
+    /// # Safety
+    /// The consumer must not be subscribed and must never commit offsets (see module docs), and
+    /// the `BatchQueue` must be dropped before the consumer.
+    pub unsafe fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, capacity: usize) -> Self {
+        // SAFETY: the client pointer is valid while the consumer lives.
+        let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
+        BatchQueue {
+            queue,
+            slots: vec![std::ptr::null_mut(); capacity.max(1)],
+        }
+    }
+
+    /// Takes up to `capacity` messages, waiting up to `timeout` for the first.
+    pub fn fill(&mut self, timeout: Duration) -> Result<Vec<RawMessage>, KafkaError> {
+        let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `slots` has room for `slots.len()` message pointers.
+        let n = unsafe {
+            rd::rd_kafka_consume_batch_queue(
+                self.queue,
+                timeout_ms,
+                self.slots.as_mut_ptr(),
+                self.slots.len(),
+            )
+        };
+        if n < 0 {
+            // SAFETY: reads librdkafka's thread-local last error.
+            let code: RDKafkaErrorCode = unsafe { rd::rd_kafka_last_error() }.into();
+            return Err(KafkaError::MessageConsumption(code));
+        }
+        Ok(self.slots[..n as usize].iter().map(|p| RawMessage(*p)).collect())
+    }
+}
+
+impl Drop for BatchQueue {
+    fn drop(&mut self) {
+        // SAFETY: the handle came from rd_kafka_queue_get_consumer and is released once.
+        unsafe { rd::rd_kafka_queue_destroy(self.queue) };
+    }
+}
+
+/// One message (or per-partition event such as EOF) owned until dropped.
+pub struct RawMessage(*mut rd::rd_kafka_message_t);
+
+impl Drop for RawMessage {
+    fn drop(&mut self) {
+        // SAFETY: each message returned by the batch call is destroyed exactly once.
+        unsafe { rd::rd_kafka_message_destroy(self.0) };
+    }
+}
+
+/// A byte slice from a librdkafka pointer and length (None for a null pointer).
+///
+/// # Safety
+/// `ptr` must point to `len` readable bytes that live as long as `'a`.
+unsafe fn bytes<'a>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        None
+    } else {
+        // SAFETY: guaranteed by the caller.
+        Some(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+    }
+}
+
+impl RawMessage {
+    fn inner(&self) -> &rd::rd_kafka_message_t {
+        // SAFETY: the pointer is a live message until `drop`.
+        unsafe { &*self.0 }
+    }
+
+    /// The per-message error (`_PARTITION_EOF`, fetch errors), if any.
+    pub fn error(&self) -> Option<RDKafkaErrorCode> {
+        let err = self.inner().err;
+        (err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR).then(|| err.into())
+    }
+
+    pub fn topic(&self) -> &str {
+        // SAFETY: a message's topic handle and its NUL-terminated name live as long as it.
+        unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.inner().rkt)) }
+            .to_str()
+            .unwrap_or("")
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.inner().partition
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.inner().offset
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        // SAFETY: librdkafka owns the key for the message's lifetime.
+        unsafe { bytes(self.inner().key, self.inner().key_len) }
+    }
+
+    pub fn payload(&self) -> Option<&[u8]> {
+        // SAFETY: librdkafka owns the payload for the message's lifetime.
+        unsafe { bytes(self.inner().payload, self.inner().len) }
+    }
+
+    pub fn timestamp(&self) -> Option<i64> {
+        let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+        // SAFETY: reads the message's timestamp into a local.
+        let ts = unsafe { rd::rd_kafka_message_timestamp(self.0, &mut kind) };
+        (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0).then_some(ts)
+    }
+
+    pub fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
+        let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+        // SAFETY: librdkafka parses the headers into storage owned by the message.
+        let err = unsafe { rd::rd_kafka_message_headers(self.0, &mut hdrs) };
+        if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for idx in 0.. {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+            // SAFETY: index-based read of the message's header list.
+            let err = unsafe { rd::rd_kafka_header_get_all(hdrs, idx, &mut name, &mut value, &mut size) };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                break;
+            }
+            // SAFETY: header names and values live as long as the message.
+            let key = unsafe { CStr::from_ptr(name) }.to_str().unwrap_or("");
+            out.push((key, unsafe { bytes(value, size) }));
+        }
+        out
+    }
+}
