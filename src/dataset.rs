@@ -424,6 +424,9 @@ struct Shared {
     skipped: AtomicU64,
     dead_lettered: AtomicU64,
     group: bool,
+    /// Set while the consumer thread waits for room in a full queue with a group's partitions
+    /// paused (so partitions assigned meanwhile are paused too).
+    paused: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -493,11 +496,15 @@ impl ConsumerContext for GroupContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
             let mut owned = lock(&self.shared.owned);
             for e in tpl.elements() {
                 owned.insert((e.topic().to_string(), e.partition()));
+            }
+            if self.shared.paused.load(Ordering::SeqCst) {
+                // The reader's queue is full: new partitions wait like the others.
+                let _ = consumer.pause(tpl);
             }
         }
     }
@@ -558,6 +565,7 @@ impl Reader {
             skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
             group,
+            paused: AtomicBool::new(false),
         });
         let consumer = Arc::new(new_consumer(
             &options.config,
@@ -1089,17 +1097,65 @@ impl Engine {
             Item::Batch(b) => b.record_batch.get_array_memory_size(),
             Item::Error(_) => 0,
         };
+        // A group member that stops polling for `max.poll.interval.ms` is evicted, and its
+        // partitions are re-read from the last commit by whoever takes them. While a subscribed
+        // reader waits for room, it pauses its partitions and keeps polling instead.
+        let keep_polling = self.batch_queue.is_none() && self.shared.group && !self.bounded;
         let mut item = item;
         loop {
-            match self.shared.queue.push(item, bytes, Duration::from_millis(100)) {
-                Ok(()) => return Ok(()),
+            let wait = if keep_polling {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(100)
+            };
+            match self.shared.queue.push(item, bytes, wait) {
+                Ok(()) => {
+                    self.resume_if_paused();
+                    return Ok(());
+                }
                 Err(PushError::Closed) => return Err(Stop::Closed),
                 Err(PushError::Full(back)) => {
                     if self.shared.stop.load(Ordering::Relaxed) {
                         return Err(Stop::Closed);
                     }
                     item = back;
+                    if keep_polling {
+                        self.poll_while_paused();
+                    }
                 }
+            }
+        }
+    }
+
+    /// One poll with every assigned partition paused: serves the group (heartbeat deadline,
+    /// rebalances, commit replies) without taking data.
+    fn poll_while_paused(&self) {
+        if !self.shared.paused.swap(true, Ordering::SeqCst) {
+            if let Ok(assignment) = self.consumer.assignment() {
+                let _ = self.consumer.pause(&assignment);
+            }
+        }
+        match self.consumer.poll(Duration::from_millis(100)) {
+            // Fetched before the pause took effect: rewind so it is read again after resume.
+            Some(Ok(msg)) => {
+                let (topic, partition, offset) = (
+                    Message::topic(&msg),
+                    Message::partition(&msg),
+                    Message::offset(&msg),
+                );
+                let _ = self
+                    .consumer
+                    .seek(topic, partition, Offset::Offset(offset), self.timeout);
+            }
+            Some(Err(e)) => log::warn!("consumer error while the reader's queue is full: {e}"),
+            None => {}
+        }
+    }
+
+    fn resume_if_paused(&self) {
+        if self.shared.paused.swap(false, Ordering::SeqCst) {
+            if let Ok(assignment) = self.consumer.assignment() {
+                let _ = self.consumer.resume(&assignment);
             }
         }
     }

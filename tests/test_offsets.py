@@ -99,3 +99,24 @@ def test_rebalance_between_two_members_loses_nothing(config, new_topic, produce)
     tb.join(10)
     assert set(got["a"]) | set(got["b"]) == set(range(2000)), "at-least-once: every message delivered"
     assert got["b"], "the second member received partitions"
+
+
+def test_slow_group_reader_keeps_its_partitions(config, new_topic, produce):
+    """A reader that leaves a full queue unread past max.poll.interval.ms is not evicted: the
+    consumer thread keeps polling with its partitions paused, so nothing is read twice."""
+    topic = new_topic(partitions=2)
+    for p in range(2):
+        produce(topic, rows(p * 500, 500), partition=p)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    cfg = {**config, "group.id": group, "session.timeout.ms": 6000, "max.poll.interval.ms": 7000}
+    ds = km.KafkaDataset(
+        topic, cfg, format="tensor", dtype="int64", shape=1, batch_size=10, max_wait=0.2, queue_bytes=1
+    )
+    it = iter(ds)
+    got = [int(v) for v in next(it)["value"][:, 0]]
+    time.sleep(10)  # longer than max.poll.interval.ms, with the queue full
+    deadline = time.monotonic() + 60
+    while len(got) < 1000 and time.monotonic() < deadline:
+        got += [int(v) for v in next(it)["value"][:, 0]]
+    ds.close()
+    assert sorted(got) == list(range(1000)), "every message exactly once: no eviction, no re-read"
