@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 pub struct DeliveryTracker {
     pub delivered: AtomicU64,
     pub failed: AtomicU64,
+    /// Failures not yet reported by a `flush`: each failure is raised once.
+    unreported: AtomicU64,
     first_failure: Mutex<Option<(String, KafkaError)>>,
 }
 
@@ -32,6 +34,7 @@ impl ProducerContext for DeliveryTracker {
             }
             Err((err, msg)) => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
+                self.unreported.fetch_add(1, Ordering::Relaxed);
                 use rdkafka::Message;
                 let mut first = self.first_failure.lock().unwrap_or_else(|p| p.into_inner());
                 if first.is_none() {
@@ -125,7 +128,7 @@ impl Producer {
     pub fn flush(&self, timeout: Duration) -> Result<()> {
         let flushed = self.inner.flush(timeout);
         let tracker = self.inner.context();
-        let failed = tracker.failed.load(Ordering::Relaxed);
+        let failed = tracker.unreported.swap(0, Ordering::Relaxed);
         if failed > 0 {
             let first = tracker
                 .first_failure
