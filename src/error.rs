@@ -89,6 +89,10 @@ pub enum Error {
         reason: String,
     },
 
+    /// Data to send does not fit the declared format or schema (nothing was sent).
+    #[error("cannot encode: {0}")]
+    Encode(String),
+
     /// A topic or partition the user named does not exist on the cluster.
     #[error("unknown topic or partition: {what}")]
     UnknownTopic { what: String, kafka: Option<KafkaCode> },

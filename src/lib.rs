@@ -2,7 +2,7 @@
 //!
 //! The pyo3-free core (everything but `py`) compiles and is tested with `cargo test`:
 //! - [`dataset`]: the consumer engine (plans, background polling, offsets, commits);
-//! - [`decode`]: payload formats → Arrow columns; [`batch`]: record batches with metadata;
+//! - [`decode`]: payload formats → Arrow columns; [`encode`]: Arrow rows → payloads; [`batch`]: record batches with metadata;
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
 //! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
 //! - [`embedded`]: the in-process mock cluster.
@@ -14,6 +14,7 @@ pub mod batch_consume;
 pub mod dataset;
 pub mod decode;
 pub mod embedded;
+pub mod encode;
 pub mod error;
 pub mod producer;
 pub mod queue;

@@ -62,6 +62,20 @@ pub struct Producer {
     inner: BaseProducer<DeliveryTracker>,
     /// Messages handed to librdkafka so far.
     sent: AtomicU64,
+    /// librdkafka's `message.max.bytes`: larger rows are refused before anything is sent.
+    max_message_bytes: usize,
+    /// Topics whose existence was checked already.
+    known_topics: Mutex<std::collections::HashSet<String>>,
+}
+
+/// The rows of one `send`: encoded values, optional keys, and where they go.
+pub struct RowBatch<'a> {
+    pub topic: &'a str,
+    pub values: &'a crate::encode::EncodedRows,
+    pub keys: Option<&'a crate::encode::EncodedRows>,
+    pub partition: Option<i32>,
+    pub timestamp: Option<i64>,
+    pub headers: &'a [(String, Option<Vec<u8>>)],
 }
 
 impl Producer {
@@ -75,9 +89,17 @@ impl Producer {
         let inner = cc
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| Error::kafka("cannot create producer", e))?;
+        let max_message_bytes = config
+            .iter()
+            .rev()
+            .find(|(k, _)| k == "message.max.bytes")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(1_000_000);
         Ok(Producer {
             inner,
             sent: AtomicU64::new(0),
+            max_message_bytes,
+            known_topics: Mutex::new(Default::default()),
         })
     }
 
@@ -116,6 +138,82 @@ impl Producer {
                 Err((e, _)) => return Err(Error::kafka(format!("cannot send to topic '{}'", m.topic), e)),
             }
         }
+    }
+
+    /// Fails unless `topic` exists (or the cluster creates it on first use): a metadata round
+    /// trip once per topic, so a typo fails before anything is queued.
+    pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<()> {
+        if self
+            .known_topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(topic)
+        {
+            return Ok(());
+        }
+        use rdkafka::producer::Producer as _;
+        let md = self
+            .inner
+            .client()
+            .fetch_metadata(Some(topic), timeout)
+            .map_err(|e| Error::kafka(format!("cannot fetch metadata of topic '{topic}'"), e))?;
+        match md.topics().iter().find(|t| t.name() == topic) {
+            Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                self.known_topics
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(topic.to_string());
+                Ok(())
+            }
+            _ => Err(Error::UnknownTopic {
+                what: format!("topic '{topic}' (and the cluster does not create it on first use)"),
+                kafka: Some(KafkaCode::from_code(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+                )),
+            }),
+        }
+    }
+
+    /// Refuses rows above `message.max.bytes` before any is sent, naming the first.
+    pub fn check_sizes(&self, values: &crate::encode::EncodedRows) -> Result<()> {
+        match values.first_longer_than(self.max_message_bytes) {
+            Some((row, len)) => Err(Error::Encode(format!(
+                "row {row} encodes to {len} bytes, above message.max.bytes ({})",
+                self.max_message_bytes
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues every row of `batch`; returns how many were queued.
+    pub fn send_rows(&self, batch: &RowBatch<'_>, timeout: Duration) -> Result<usize> {
+        let headers: Vec<(&str, Option<&[u8]>)> = batch
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        for row in 0..batch.values.len() {
+            let msg = OutgoingMessage {
+                topic: batch.topic,
+                key: batch.keys.and_then(|k| k.row(row)),
+                value: batch.values.row(row),
+                partition: batch.partition,
+                timestamp: batch.timestamp,
+                headers: headers.clone(),
+            };
+            self.send(&msg, timeout).map_err(|e| match e {
+                Error::Kafka { what, kafka } | Error::Delivery { what, kafka } => Error::Delivery {
+                    what: format!(
+                        "row {row} of {} could not be queued ({row} before it were): {what}",
+                        batch.values.len()
+                    ),
+                    kafka,
+                },
+                other => other,
+            })?;
+        }
+        self.poll();
+        Ok(batch.values.len())
     }
 
     /// Serves delivery reports without blocking.

@@ -44,7 +44,7 @@ def test_failed_delivery_is_raised_once(config):
 
 def test_bad_rows_are_rejected_before_sending(config):
     producer = km.Producer(config)
-    with pytest.raises(km.ConfigError, match="at least 2-D"):
+    with pytest.raises(km.EncodeError, match="at least 2-D"):
         producer.send("t", np.zeros(3))
-    with pytest.raises(km.ConfigError, match="numeric"):
+    with pytest.raises(km.EncodeError, match="numeric"):
         producer.send("t", np.array([["a"]], dtype=object))

@@ -94,6 +94,22 @@ class Producer:
         timestamp: int | None = None,
     ) -> None: ...
     def send_rows(self, topic: str, rows: object, row_bytes: int, partition: int | None = None) -> int: ...
+    def send_arrow(
+        self,
+        topic: str,
+        data: object,
+        format: str,
+        *,
+        columns: list[tuple[str, str]] | None = None,
+        avro_schema: str | None = None,
+        schema_id: int | None = None,
+        key_column: str | None = None,
+        keys: object | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        timestamp: int | None = None,
+        timeout: float = 30.0,
+    ) -> int: ...
     def flush(self, timeout: float = 30.0) -> None: ...
     @property
     def delivered(self) -> int: ...

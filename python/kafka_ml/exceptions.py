@@ -12,6 +12,7 @@ __all__ = [
     "ConfigError",
     "DecodeError",
     "DeliveryError",
+    "EncodeError",
     "KafkaError",
     "KafkaMLError",
     "KafkaTimeoutError",
@@ -59,6 +60,12 @@ class DecodeError(KafkaMLError):
         self.partition = partition
         self.offset = offset
         self.reason = reason
+
+
+class EncodeError(KafkaMLError, ValueError):
+    """Data to send does not fit the declared format or schema; names the column and row.
+
+    Raised before anything of the failing ``send`` is sent."""
 
 
 class UnknownTopicError(KafkaMLError):

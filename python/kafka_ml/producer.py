@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _native
-from .dataset import _config
-from .exceptions import ConfigError
+from .dataset import ColumnType, _column_decl, _config
+from .exceptions import EncodeError
 
 __all__ = ["Producer"]
 
@@ -39,15 +40,67 @@ class Producer:
         """Queues one message."""
         self._native.produce(topic, value, key, partition, list(headers) if headers else None, timestamp)
 
-    def send(self, topic: str, data: Any, *, format: str = "tensor", partition: int | None = None) -> int:
-        """Queues one message per row of ``data`` (an N-D NumPy array); returns the row count."""
-        if format != "tensor":
-            raise ConfigError(f"format={format!r}: this producer writes the 'tensor' format")
+    def send(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        format: Literal["tensor", "json", "avro", "raw"] = "tensor",
+        schema: Mapping[str, ColumnType] | None = None,
+        key: str | Sequence[Any] | np.ndarray | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        timestamp: int | None = None,
+        avro_schema: Mapping[str, Any] | str | None = None,
+        schema_id: int | None = None,
+        timeout: float = 30.0,
+    ) -> int:
+        """Queues one message per row of ``data``; returns the number of rows queued.
+
+        ``data`` is an N-D NumPy array (``tensor``: one row per message, any trailing shape), a
+        dict of equal-length arrays (2-D arrays become fixed-length list columns), a pyarrow
+        Table or RecordBatch, or anything exporting the Arrow PyCapsule interface (polars,
+        pandas). Rows are encoded in Rust as ``tensor``, ``json``, ``avro`` (with ``schema_id``
+        in the Confluent wire format) or ``raw`` (the ``value`` column's bytes).
+
+        ``schema`` declares the columns as ``KafkaDataset`` reads them (``{"id": "int64",
+        "x": ("float32", 16)}``): the data is checked and cast to it first — a missing column, a
+        null or NaN in a non-nullable integer column, a fraction bound for an integer, a list
+        row of the wrong length raise :class:`~kafka_ml.EncodeError` naming column and row.
+        Every row is encoded and checked (size against ``message.max.bytes``, the topic's
+        existence) before the first is queued: a failed ``send`` sends nothing.
+
+        ``key`` is a column name (partitioning then follows the key) or one key per row.
+        """
+        if format == "tensor" and isinstance(data, np.ndarray) and schema is None and key is None:
+            return self._send_tensor_rows(topic, data, partition)
+        stream = _arrow_stream(data, format)
+        key_column = key if isinstance(key, str) else None
+        keys = _key_array(key) if key is not None and not isinstance(key, str) else None
+        columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
+        return self._native.send_arrow(
+            topic,
+            stream,
+            format,
+            columns=columns,
+            avro_schema=(avro_schema if isinstance(avro_schema, str) else json.dumps(avro_schema))
+            if avro_schema is not None
+            else None,
+            schema_id=schema_id,
+            key_column=key_column,
+            keys=keys,
+            partition=partition,
+            headers=list(headers) if headers else None,
+            timestamp=timestamp,
+            timeout=timeout,
+        )
+
+    def _send_tensor_rows(self, topic: str, data: np.ndarray, partition: int | None) -> int:
         array = np.asarray(data)
         if array.ndim < 2 or array.shape[0] == 0:
-            raise ConfigError(f"expected an array of rows (at least 2-D, non-empty), got shape {array.shape}")
+            raise EncodeError(f"expected an array of rows (at least 2-D, non-empty), got shape {array.shape}")
         if array.dtype.kind not in "iuf":
-            raise ConfigError(f"tensor rows must be numeric, got dtype {array.dtype}")
+            raise EncodeError(f"tensor rows must be numeric, got dtype {array.dtype}")
         little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         row_bytes = little.strides[0]
         return self._native.send_rows(topic, little.reshape(-1).view(np.uint8).data, row_bytes, partition)
@@ -73,3 +126,53 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pyarrow() -> Any:
+    try:
+        import pyarrow
+    except ImportError as e:  # pragma: no cover - exercised only without the extra
+        raise ImportError("sending tables needs pyarrow: pip install 'kafka-ml[arrow]'") from e
+    return pyarrow
+
+
+def _column(pa: Any, name: str, values: Any) -> Any:
+    """One input column as an Arrow array; 2-D NumPy arrays become fixed-size lists."""
+    array = np.asarray(values) if not hasattr(values, "__arrow_c_array__") else values
+    if isinstance(array, np.ndarray):
+        if array.dtype == object:
+            try:
+                return pa.array(array)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+                raise EncodeError(f"column '{name}': objects that cannot be encoded ({e})") from e
+        if array.ndim >= 2:
+            width = int(np.prod(array.shape[1:]))
+            flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+            return pa.FixedSizeListArray.from_arrays(flat, width)
+    return pa.array(array)
+
+
+def _arrow_stream(data: Any, format: str) -> Any:
+    """`data` as an object exporting `__arrow_c_stream__`."""
+    pa = _pyarrow()
+    if isinstance(data, np.ndarray):
+        if format != "tensor":
+            raise EncodeError(f"format={format!r} needs named columns: pass a dict or a table, not an array")
+        return pa.table({"value": _column(pa, "value", data)})
+    if isinstance(data, Mapping):
+        return pa.table({str(k): _column(pa, str(k), v) for k, v in data.items()})
+    if hasattr(data, "__arrow_c_stream__"):
+        return data
+    if hasattr(data, "__arrow_c_array__"):
+        return pa.table(pa.record_batch(data))
+    raise EncodeError(
+        f"cannot send {type(data).__name__}: expected a NumPy array, a dict of arrays, or an Arrow table"
+    )
+
+
+def _key_array(keys: Sequence[Any] | np.ndarray) -> Any:
+    pa = _pyarrow()
+    array = np.asarray(keys)
+    if array.dtype.kind in "iu":
+        return pa.array(array)
+    return pa.array([k if isinstance(k, (bytes, str)) else str(k) for k in array.tolist()])

@@ -43,6 +43,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
                 let _ = kwargs.set_item("reason", reason);
                 "DecodeError"
             }
+            Error::Encode(_) => "EncodeError",
             Error::UnknownTopic { .. } => "UnknownTopicError",
             Error::Timeout { .. } => "KafkaTimeoutError",
             Error::Delivery { .. } => "DeliveryError",

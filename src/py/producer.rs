@@ -1,11 +1,17 @@
 //! Bindings of the delivery-tracked producer.
 
 use super::blocking;
+use super::errors::to_pyerr;
 use super::errors::IntoPyResult;
+use crate::encode::{self, EncodeFormat};
 use crate::error::Error;
-use crate::producer::{self, OutgoingMessage};
+use crate::producer::{self, OutgoingMessage, RowBatch};
+use crate::schema::ColumnSpec;
+use arrow_array::Array;
+use arrow_array::RecordBatchReader as _;
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
+use pyo3_arrow::{PyArray, PyRecordBatchReader};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -99,6 +105,108 @@ impl Producer {
             }
             inner.poll();
             Ok::<_, Error>(len / row_bytes)
+        })
+        .py_err()
+    }
+
+    /// Encodes every row of an Arrow stream (anything with `__arrow_c_stream__`) in `format`
+    /// and queues one message per row. Everything is validated and encoded before the first
+    /// message is queued, so bad data sends nothing. Returns the number of rows queued.
+    #[pyo3(signature = (
+        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
+        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
+    ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
+    fn send_arrow(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        data: PyRecordBatchReader,
+        format: &str,
+        columns: Option<Vec<(String, String)>>,
+        avro_schema: Option<String>,
+        schema_id: Option<u32>,
+        key_column: Option<String>,
+        keys: Option<PyArray>,
+        partition: Option<i32>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        timestamp: Option<i64>,
+        timeout: f64,
+    ) -> PyResult<usize> {
+        let columns = columns
+            .map(|cs| {
+                cs.iter()
+                    .map(|(n, t)| ColumnSpec::parse(n, t))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()
+            .map_err(|e| to_pyerr(Error::Config(e)))?;
+        let format = match format {
+            "tensor" => EncodeFormat::Tensor,
+            "json" => EncodeFormat::Json,
+            "raw" => EncodeFormat::Raw,
+            "avro" => {
+                let text = avro_schema
+                    .ok_or_else(|| to_pyerr(Error::Config("format='avro' needs avro_schema".into())))?;
+                let schema = apache_avro::Schema::parse_str(&text)
+                    .map_err(|e| to_pyerr(Error::Config(format!("invalid Avro schema: {e}"))))?;
+                EncodeFormat::Avro { schema, schema_id }
+            }
+            other => {
+                return Err(to_pyerr(Error::Config(format!(
+                    "unknown format '{other}' (expected tensor, json, avro or raw)"
+                ))))
+            }
+        };
+        let reader = data.into_reader()?;
+        let keys = keys.map(|k| k.into_inner().0);
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let headers = headers.unwrap_or_default();
+        let inner = self.inner.clone();
+        py.detach(|| {
+            // Validate and encode everything first: a bad row anywhere sends nothing. The input
+            // is one table (row numbers in errors count from its start).
+            let schema = reader.schema();
+            let batches = reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Encode(format!("cannot read the input: {e}")))?;
+            let batch = match batches.len() {
+                1 => batches.into_iter().next().expect("one batch"),
+                _ => arrow_select::concat::concat_batches(&schema, &batches)
+                    .map_err(|e| Error::Encode(e.to_string()))?,
+            };
+            let batch = match &columns {
+                Some(cs) => encode::conform(&batch, cs).map_err(Error::Encode)?,
+                None => batch,
+            };
+            let values = encode::encode(&batch, &format).map_err(Error::Encode)?;
+            inner.check_sizes(&values)?;
+            let key_rows = match (&key_column, &keys) {
+                (Some(name), _) => Some(encode::keys_from_column(&batch, name).map_err(Error::Encode)?),
+                (None, Some(array)) => {
+                    if array.len() != values.len() {
+                        return Err(Error::Encode(format!(
+                            "{} keys for {} rows",
+                            array.len(),
+                            values.len()
+                        )));
+                    }
+                    let one = arrow_array::RecordBatch::try_from_iter([("key", array.clone())])
+                        .map_err(|e| Error::Encode(e.to_string()))?;
+                    Some(encode::keys_from_column(&one, "key").map_err(Error::Encode)?)
+                }
+                (None, None) => None,
+            };
+            inner.check_topic(topic, timeout)?;
+            let rows = RowBatch {
+                topic,
+                values: &values,
+                keys: key_rows.as_ref(),
+                partition,
+                timestamp,
+                headers: &headers,
+            };
+            inner.send_rows(&rows, ENQUEUE_TIMEOUT)
         })
         .py_err()
     }

@@ -1,0 +1,511 @@
+//! Encoders: Arrow record batches → one Kafka message value per row, written in Rust with no
+//! Python object per row. The mirror of `decode`: a topic written in a format with declared
+//! columns reads back through `decode` with the same declarations.
+
+use crate::schema::{ColumnSpec, Shape};
+use apache_avro::types::Value as AvroValue;
+use apache_avro::Schema as AvroSchema;
+use arrow_array::cast::AsArray;
+use arrow_array::types::*;
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_cast::cast::{cast_with_options, CastOptions};
+use arrow_schema::{DataType, Field, Schema};
+use std::sync::Arc;
+
+/// How rows become message values.
+#[derive(Debug, Clone)]
+pub enum EncodeFormat {
+    /// The single fixed-size-list column's elements, raw little-endian.
+    Tensor,
+    /// One JSON object per row.
+    Json,
+    /// Avro binary with `schema`; with `schema_id`, in the Confluent wire format.
+    Avro {
+        schema: AvroSchema,
+        schema_id: Option<u32>,
+    },
+    /// The `value` column's bytes as they are.
+    Raw,
+}
+
+/// Encoded values of a batch: row `i` is `data[ends[i-1]..ends[i]]`, or no value (a tombstone)
+/// where `present[i]` is false.
+#[derive(Debug, Default)]
+pub struct EncodedRows {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    present: Option<Vec<bool>>,
+}
+
+impl EncodedRows {
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn row(&self, i: usize) -> Option<&[u8]> {
+        if self.present.as_ref().is_some_and(|p| !p[i]) {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..self.ends[i]])
+    }
+
+    /// The first row longer than `limit` bytes, with its length.
+    pub fn first_longer_than(&self, limit: usize) -> Option<(usize, usize)> {
+        (0..self.len())
+            .map(|i| (i, self.row(i).map_or(0, <[u8]>::len)))
+            .find(|(_, n)| *n > limit)
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        self.data.extend_from_slice(bytes);
+        self.ends.push(self.data.len());
+    }
+}
+
+fn column_error(name: &str, row: usize, what: impl std::fmt::Display) -> String {
+    format!("column '{name}' row {row}: {what}")
+}
+
+/// Checks `batch` against declared columns (the declarations `KafkaDataset(format="json")`
+/// takes) and casts it to them: every declared column present, no null in a non-nullable one,
+/// integers only where integers are declared (no NaN, no fractions), list rows of the declared
+/// length, values in range. The result has exactly the declared columns, in order.
+pub fn conform(batch: &RecordBatch, columns: &[ColumnSpec]) -> Result<RecordBatch, String> {
+    let mut fields = Vec::with_capacity(columns.len());
+    let mut arrays = Vec::with_capacity(columns.len());
+    for spec in columns {
+        let array = batch.column_by_name(&spec.name).ok_or_else(|| {
+            let have: Vec<&str> = batch
+                .schema_ref()
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect();
+            format!(
+                "column '{}' is declared but missing (columns: {have:?})",
+                spec.name
+            )
+        })?;
+        if !spec.nullable && array.null_count() > 0 {
+            let row = (0..array.len()).find(|i| array.is_null(*i)).unwrap_or(0);
+            return Err(column_error(
+                &spec.name,
+                row,
+                "null in a column that is not nullable",
+            ));
+        }
+        let target = spec.field();
+        let elements = match (array.data_type(), spec.shape) {
+            (DataType::FixedSizeList(_, width), Shape::Fixed(n)) if *width as usize != n => {
+                return Err(format!(
+                    "column '{}' has {width} elements per row, declared {n}",
+                    spec.name
+                ));
+            }
+            (DataType::List(_), Shape::Fixed(n)) => {
+                let list = array.as_list::<i32>();
+                let offsets = list.value_offsets();
+                if let Some(row) = (0..list.len()).find(|i| (offsets[i + 1] - offsets[*i]) as usize != n) {
+                    let got = offsets[row + 1] - offsets[row];
+                    return Err(column_error(
+                        &spec.name,
+                        row,
+                        format!("{got} elements, declared {n} (ragged rows)"),
+                    ));
+                }
+                Some(list.values().clone())
+            }
+            (DataType::FixedSizeList(_, _) | DataType::List(_), _) if spec.shape == Shape::Scalar => {
+                return Err(format!(
+                    "column '{}' holds lists but is declared a scalar {}",
+                    spec.name,
+                    spec.ty.name()
+                ));
+            }
+            (DataType::FixedSizeList(_, _), _) => Some(array.as_fixed_size_list().values().clone()),
+            (DataType::List(_), _) => Some(array.as_list::<i32>().values().clone()),
+            (_, Shape::Fixed(_) | Shape::Variable) => {
+                return Err(format!(
+                    "column '{}' is declared a list but holds {}",
+                    spec.name,
+                    array.data_type()
+                ));
+            }
+            _ => None,
+        };
+        if spec.ty.is_integer() {
+            check_integral(&spec.name, elements.as_ref().unwrap_or(array), spec.shape)?;
+        }
+        let options = CastOptions {
+            safe: false,
+            ..Default::default()
+        };
+        let cast = cast_with_options(array, target.data_type(), &options).map_err(|e| {
+            format!(
+                "column '{}' cannot be stored as {}: {e}",
+                spec.name,
+                target.data_type()
+            )
+        })?;
+        fields.push(target);
+        arrays.push(cast);
+    }
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    RecordBatch::try_new_with_options(Arc::new(Schema::new(fields)), arrays, &options)
+        .map_err(|e| e.to_string())
+}
+
+/// Floats bound for an integer column must be whole numbers (NaN is not).
+fn check_integral(name: &str, values: &ArrayRef, shape: Shape) -> Result<(), String> {
+    let width = match shape {
+        Shape::Fixed(n) => n,
+        _ => 1,
+    };
+    let bad = |i: usize, v: f64| {
+        let what = if v.is_nan() {
+            "NaN cannot be stored as an integer".to_string()
+        } else {
+            format!("{v} is not an integer")
+        };
+        column_error(name, i / width, what)
+    };
+    let check = |vals: &mut dyn Iterator<Item = (usize, f64)>| -> Result<(), String> {
+        for (i, v) in vals {
+            if !v.is_finite() || v.fract() != 0.0 {
+                return Err(bad(i, v));
+            }
+        }
+        Ok(())
+    };
+    match values.data_type() {
+        DataType::Float32 => {
+            let a = values.as_primitive::<Float32Type>();
+            check(
+                &mut a
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, v)| v.map(|v| (i, f64::from(v)))),
+            )
+        }
+        DataType::Float64 => {
+            let a = values.as_primitive::<Float64Type>();
+            check(&mut a.iter().enumerate().filter_map(|(i, v)| v.map(|v| (i, v))))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Encodes every row of `batch`.
+pub fn encode(batch: &RecordBatch, format: &EncodeFormat) -> Result<EncodedRows, String> {
+    match format {
+        EncodeFormat::Tensor => encode_tensor(batch),
+        EncodeFormat::Json => encode_json(batch),
+        EncodeFormat::Avro { schema, schema_id } => encode_avro(batch, schema, *schema_id),
+        EncodeFormat::Raw => encode_raw(batch),
+    }
+}
+
+fn encode_tensor(batch: &RecordBatch) -> Result<EncodedRows, String> {
+    if batch.num_columns() != 1 {
+        return Err(format!(
+            "the tensor format writes one column, got {}",
+            batch.num_columns()
+        ));
+    }
+    let column = batch.column(0);
+    let DataType::FixedSizeList(item, width) = column.data_type() else {
+        return Err(format!(
+            "the tensor format needs fixed-size rows, got {}",
+            column.data_type()
+        ));
+    };
+    let byte_width = item
+        .data_type()
+        .primitive_width()
+        .ok_or_else(|| format!("tensor elements must be numbers, got {}", item.data_type()))?;
+    let list = column.as_fixed_size_list();
+    if list.null_count() > 0 || list.values().null_count() > 0 {
+        return Err("tensor rows cannot hold nulls".into());
+    }
+    let row_bytes = *width as usize * byte_width;
+    let values = list.values().to_data();
+    let buffer = &values.buffers()[0];
+    let start = values.offset() * byte_width;
+    let mut out = EncodedRows {
+        data: Vec::with_capacity(row_bytes * list.len()),
+        ..Default::default()
+    };
+    // Little-endian already (the tensor format's byte order on every supported target).
+    out.data
+        .extend_from_slice(&buffer.as_slice()[start..start + row_bytes * list.len()]);
+    out.ends = (1..=list.len()).map(|i| i * row_bytes).collect();
+    Ok(out)
+}
+
+fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
+    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
+        reject_non_finite(field, column)?;
+    }
+    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+    writer
+        .write(batch)
+        .map_err(|e| format!("cannot write JSON: {e}"))?;
+    writer.finish().map_err(|e| format!("cannot write JSON: {e}"))?;
+    let data = writer.into_inner();
+    // One object per line; JSON strings escape newlines, so every '\n' ends a row.
+    let mut out = EncodedRows {
+        data: Vec::with_capacity(data.len()),
+        ..Default::default()
+    };
+    for line in data.split(|b| *b == b'\n').take(batch.num_rows()) {
+        out.push(line);
+    }
+    Ok(out)
+}
+
+/// JSON has no NaN or infinity (arrow-json would silently write null).
+fn reject_non_finite(field: &Field, column: &ArrayRef) -> Result<(), String> {
+    let values = match column.data_type() {
+        DataType::FixedSizeList(_, _) => column.as_fixed_size_list().values().clone(),
+        DataType::List(_) => column.as_list::<i32>().values().clone(),
+        _ => column.clone(),
+    };
+    let width = match column.data_type() {
+        DataType::FixedSizeList(_, w) => *w as usize,
+        _ => 1,
+    };
+    let bad = match values.data_type() {
+        DataType::Float32 => values
+            .as_primitive::<Float32Type>()
+            .iter()
+            .position(|v| v.is_some_and(|v| !v.is_finite())),
+        DataType::Float64 => values
+            .as_primitive::<Float64Type>()
+            .iter()
+            .position(|v| v.is_some_and(|v| !v.is_finite())),
+        _ => None,
+    };
+    match bad {
+        Some(i) => Err(column_error(
+            field.name(),
+            i / width,
+            "NaN or infinity has no JSON representation",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn encode_raw(batch: &RecordBatch) -> Result<EncodedRows, String> {
+    let column = batch
+        .column_by_name("value")
+        .ok_or("the raw format writes the 'value' column, which is missing")?;
+    let mut out = EncodedRows::default();
+    let mut present = Vec::with_capacity(column.len());
+    let mut put = |v: Option<&[u8]>| {
+        present.push(v.is_some());
+        out.push(v.unwrap_or_default());
+    };
+    match column.data_type() {
+        DataType::Binary => column.as_binary::<i32>().iter().for_each(&mut put),
+        DataType::LargeBinary => column.as_binary::<i64>().iter().for_each(&mut put),
+        DataType::Utf8 => column
+            .as_string::<i32>()
+            .iter()
+            .for_each(|v| put(v.map(str::as_bytes))),
+        DataType::LargeUtf8 => column
+            .as_string::<i64>()
+            .iter()
+            .for_each(|v| put(v.map(str::as_bytes))),
+        other => {
+            return Err(format!(
+                "the raw format needs a binary or string 'value' column, got {other}"
+            ))
+        }
+    }
+    out.present = present.iter().any(|p| !p).then_some(present);
+    Ok(out)
+}
+
+fn encode_avro(
+    batch: &RecordBatch,
+    schema: &AvroSchema,
+    schema_id: Option<u32>,
+) -> Result<EncodedRows, String> {
+    let AvroSchema::Record(record) = schema else {
+        return Err("the Avro schema must be a record".into());
+    };
+    let columns: Vec<(&str, &ArrayRef)> = record
+        .fields
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(&f.name)
+                .map(|c| (f.name.as_str(), c))
+                .ok_or_else(|| format!("Avro field '{}' has no column", f.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut out = EncodedRows::default();
+    for row in 0..batch.num_rows() {
+        let fields = columns
+            .iter()
+            .zip(&record.fields)
+            .map(|((name, column), field)| {
+                avro_value(column, row, &field.schema)
+                    .map(|v| (name.to_string(), v))
+                    .map_err(|e| column_error(name, row, e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let datum = apache_avro::to_avro_datum(schema, AvroValue::Record(fields))
+            .map_err(|e| format!("row {row} does not match the Avro schema: {e}"))?;
+        if let Some(id) = schema_id {
+            out.data.push(0);
+            out.data.extend_from_slice(&id.to_be_bytes());
+        }
+        out.push(&datum);
+    }
+    Ok(out)
+}
+
+/// One Arrow cell as an Avro value for a field of `schema` (a `["null", T]` union wraps it).
+fn avro_value(column: &ArrayRef, row: usize, schema: &AvroSchema) -> Result<AvroValue, String> {
+    if let AvroSchema::Union(u) = schema {
+        let null_at = u.variants().iter().position(|s| matches!(s, AvroSchema::Null));
+        let (idx, inner) = u
+            .variants()
+            .iter()
+            .enumerate()
+            .find(|(_, s)| !matches!(s, AvroSchema::Null))
+            .ok_or("a union of only null")?;
+        return Ok(if column.is_null(row) {
+            AvroValue::Union(
+                null_at.ok_or("null in a field whose union has no null")? as u32,
+                Box::new(AvroValue::Null),
+            )
+        } else {
+            AvroValue::Union(idx as u32, Box::new(avro_value(column, row, inner)?))
+        });
+    }
+    if column.is_null(row) {
+        return Err("null in a field that is not nullable".into());
+    }
+    let items = |values: ArrayRef, item_schema: &AvroSchema| -> Result<AvroValue, String> {
+        (0..values.len())
+            .map(|i| avro_value(&values, i, item_schema))
+            .collect::<Result<Vec<_>, _>>()
+            .map(AvroValue::Array)
+    };
+    Ok(match (column.data_type(), schema) {
+        (DataType::FixedSizeList(_, _), AvroSchema::Array(a)) => {
+            items(column.as_fixed_size_list().value(row), &a.items)?
+        }
+        (DataType::List(_), AvroSchema::Array(a)) => items(column.as_list::<i32>().value(row), &a.items)?,
+        (DataType::Boolean, _) => AvroValue::Boolean(column.as_boolean().value(row)),
+        (DataType::Utf8, _) => AvroValue::String(column.as_string::<i32>().value(row).to_string()),
+        (DataType::LargeUtf8, _) => AvroValue::String(column.as_string::<i64>().value(row).to_string()),
+        (DataType::Binary, _) => AvroValue::Bytes(column.as_binary::<i32>().value(row).to_vec()),
+        (DataType::Float32, AvroSchema::Double) => {
+            AvroValue::Double(f64::from(column.as_primitive::<Float32Type>().value(row)))
+        }
+        (DataType::Float32, _) => AvroValue::Float(column.as_primitive::<Float32Type>().value(row)),
+        (DataType::Float64, AvroSchema::Float) => {
+            AvroValue::Float(column.as_primitive::<Float64Type>().value(row) as f32)
+        }
+        (DataType::Float64, _) => AvroValue::Double(column.as_primitive::<Float64Type>().value(row)),
+        (dt, AvroSchema::Int) if dt.is_integer() => AvroValue::Int(
+            i32::try_from(integer(column, row)?)
+                .map_err(|_| "value out of range for Avro int".to_string())?,
+        ),
+        (dt, _) if dt.is_integer() => AvroValue::Long(integer(column, row)?),
+        (dt, s) => return Err(format!("{dt} cannot be written as Avro {s:?}")),
+    })
+}
+
+fn integer(column: &ArrayRef, row: usize) -> Result<i64, String> {
+    let as_i64 = cast_with_options(
+        &column.slice(row, 1),
+        &DataType::Int64,
+        &CastOptions {
+            safe: false,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(as_i64.as_primitive::<Int64Type>().value(0))
+}
+
+/// A key per row from a column: bytes and strings as they are, integers as decimal text.
+pub fn keys_from_column(batch: &RecordBatch, name: &str) -> Result<EncodedRows, String> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| format!("key column '{name}' is missing"))?;
+    let as_text = match column.data_type() {
+        DataType::Binary | DataType::Utf8 => column.clone(),
+        dt if dt.is_integer() => {
+            cast_with_options(column, &DataType::Utf8, &CastOptions::default()).map_err(|e| e.to_string())?
+        }
+        other => {
+            return Err(format!(
+                "key column '{name}' must hold bytes, strings or integers, got {other}"
+            ))
+        }
+    };
+    let key_batch = RecordBatch::try_new(
+        Arc::new(Schema::new(vec![Field::new(
+            "value",
+            as_text.data_type().clone(),
+            true,
+        )])),
+        vec![as_text],
+    )
+    .map_err(|e| e.to_string())?;
+    encode_raw(&key_batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::{Decoder, JsonDecoder};
+    use arrow_array::{Float64Array, Int64Array};
+
+    fn batch(id: Vec<f64>) -> RecordBatch {
+        RecordBatch::try_from_iter([("id", Arc::new(Float64Array::from(id)) as ArrayRef)]).unwrap()
+    }
+
+    #[test]
+    fn conform_checks_integers_and_nulls() {
+        let spec = vec![ColumnSpec::parse("id", "int64").unwrap()];
+        let ok = conform(&batch(vec![1.0, 2.0]), &spec).unwrap();
+        assert_eq!(ok.column(0).as_primitive::<Int64Type>().values(), &[1, 2]);
+        assert_eq!(
+            conform(&batch(vec![1.0, f64::NAN]), &spec).unwrap_err(),
+            "column 'id' row 1: NaN cannot be stored as an integer"
+        );
+        assert!(conform(&batch(vec![1.5]), &spec)
+            .unwrap_err()
+            .contains("1.5 is not an integer"));
+        let missing = vec![ColumnSpec::parse("x", "float32").unwrap()];
+        assert!(conform(&batch(vec![1.0]), &missing)
+            .unwrap_err()
+            .contains("'x' is declared but missing"));
+    }
+
+    #[test]
+    fn json_rows_decode_back() {
+        let b =
+            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![7, 8])) as ArrayRef)]).unwrap();
+        let rows = encode(&b, &EncodeFormat::Json).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows.row(0).unwrap(), br#"{"id":7}"#);
+        let mut d = JsonDecoder::new(vec![ColumnSpec::parse("id", "int64").unwrap()]).unwrap();
+        d.decode(None, rows.row(1)).unwrap();
+        assert_eq!(d.finish()[0].as_primitive::<Int64Type>().values(), &[8]);
+        assert!(encode(&batch(vec![f64::INFINITY]), &EncodeFormat::Json)
+            .unwrap_err()
+            .contains("no JSON representation"));
+    }
+}
