@@ -81,6 +81,9 @@ pub struct DatasetOptions {
     pub end: Option<Position>,
     pub on_error: ErrorPolicy,
     pub queue_bytes: usize,
+    /// With a `group.id`: commit what was handed out to the group (false when the offsets go
+    /// to the group through a producer transaction instead).
+    pub commit: bool,
     /// Bound on metadata, watermark and commit round trips.
     pub timeout: Duration,
 }
@@ -423,7 +426,8 @@ struct Shared {
     committed: Mutex<OffsetMap>,
     skipped: AtomicU64,
     dead_lettered: AtomicU64,
-    group: bool,
+    /// Whether this reader commits what it hands out to the group.
+    commits: bool,
     /// Set while the consumer thread waits for room in a full queue with a group's partitions
     /// paused (so partitions assigned meanwhile are paused too).
     paused: AtomicBool,
@@ -485,7 +489,12 @@ impl ConsumerContext for GroupContext {
                 .iter()
                 .map(|e| (e.topic().to_string(), e.partition()))
                 .collect();
-            let pending = self.shared.uncommitted(Some(&revoked));
+            // Without commits (offsets go through producer transactions) nothing is committed here.
+            let pending = if self.shared.commits {
+                self.shared.uncommitted(Some(&revoked))
+            } else {
+                TopicPartitionList::new()
+            };
             if let Err(e) = self.shared.commit(consumer, pending, CommitMode::Sync) {
                 log::warn!("commit before rebalance failed: {e}");
             }
@@ -555,7 +564,7 @@ impl Reader {
         resume: Option<&OffsetMap>,
         schema: SchemaRef,
     ) -> Result<Self> {
-        let group = config_value(&options.config, "group.id").is_some();
+        let commits = options.commit && config_value(&options.config, "group.id").is_some();
         let shared = Arc::new(Shared {
             queue: ByteBoundedQueue::new(options.queue_bytes),
             stop: AtomicBool::new(false),
@@ -564,7 +573,7 @@ impl Reader {
             committed: Mutex::new(OffsetMap::new()),
             skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
-            group,
+            commits,
             paused: AtomicBool::new(false),
         });
         let consumer = Arc::new(new_consumer(
@@ -635,10 +644,10 @@ impl Reader {
             }
             _ => None,
         };
-        // SAFETY: in assign mode without a user group the consumer never subscribes or commits,
+        // SAFETY: in assign mode without commits the consumer never subscribes or commits,
         // and the engine (owner of the queue) ends before the reader drops the consumer.
         let batch_queue =
-            (plan.is_some() && !group).then(|| unsafe { BatchQueue::new(&consumer, BATCH_CONSUME) });
+            (plan.is_some() && !commits).then(|| unsafe { BatchQueue::new(&consumer, BATCH_CONSUME) });
         let engine = Engine {
             shared: shared.clone(),
             batch_queue,
@@ -652,6 +661,7 @@ impl Reader {
             ids,
             ends,
             bounded,
+            subscribed: plan.is_none(),
             timeout: options.timeout,
         };
         let thread = std::thread::Builder::new()
@@ -734,7 +744,7 @@ impl Reader {
     }
 
     fn commit_delivered(&self, mode: CommitMode) -> Result<()> {
-        let Some(consumer) = self.consumer.as_ref().filter(|_| self.shared.group) else {
+        let Some(consumer) = self.consumer.as_ref().filter(|_| self.shared.commits) else {
             return Ok(());
         };
         let tpl = self.shared.uncommitted(None);
@@ -744,6 +754,11 @@ impl Reader {
     /// Commits, synchronously, everything handed out so far (with a `group.id`).
     pub fn commit(&self) -> Result<()> {
         self.commit_delivered(CommitMode::Sync)
+    }
+
+    /// The consumer's group membership, for sending offsets inside a producer transaction.
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.as_ref().and_then(|c| c.group_metadata())
     }
 
     /// The next offset to read in every partition: exactly after what the user received.
@@ -816,6 +831,8 @@ struct Engine {
     /// Partitions of a bounded read not yet finished.
     remaining: usize,
     bounded: bool,
+    /// Partitions come from the group (subscribe mode).
+    subscribed: bool,
     timeout: Duration,
 }
 
@@ -1020,7 +1037,6 @@ impl Engine {
             },
             self.timeout,
         )?;
-        producer.poll();
         Ok(())
     }
 
@@ -1100,7 +1116,7 @@ impl Engine {
         // A group member that stops polling for `max.poll.interval.ms` is evicted, and its
         // partitions are re-read from the last commit by whoever takes them. While a subscribed
         // reader waits for room, it pauses its partitions and keeps polling instead.
-        let keep_polling = self.batch_queue.is_none() && self.shared.group && !self.bounded;
+        let keep_polling = self.subscribed;
         let mut item = item;
         loop {
             let wait = if keep_polling {

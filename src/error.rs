@@ -120,8 +120,18 @@ impl Error {
     /// Wraps a librdkafka error with a sentence of context, choosing the variant by its code.
     pub fn kafka(context: impl fmt::Display, err: KafkaError) -> Self {
         let code = err.rdkafka_error_code();
-        let kafka = code.map(KafkaCode::from_code);
-        let what = format!("{context}: {err}");
+        let mut kafka = code.map(KafkaCode::from_code);
+        let mut what = format!("{context}: {err}");
+        if let KafkaError::Transaction(txn) = &err {
+            // Transactional errors say themselves whether a retry or an abort is needed.
+            if let Some(k) = kafka.as_mut() {
+                k.retriable = txn.is_retriable();
+                k.fatal = txn.is_fatal();
+            }
+            if txn.txn_requires_abort() {
+                what.push_str(" (the transaction must be aborted)");
+            }
+        }
         use RDKafkaErrorCode as C;
         match (&err, code) {
             (KafkaError::ClientConfig(..) | KafkaError::ClientCreation(_), _) => Error::Config(what),

@@ -6,7 +6,7 @@ use crate::error::{Error, KafkaCode, Result};
 use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer as _, ProducerContext};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -59,7 +59,9 @@ pub struct OutgoingMessage<'a> {
 }
 
 pub struct Producer {
-    inner: BaseProducer<DeliveryTracker>,
+    /// A background thread serves delivery reports, so they are counted (and transactions can
+    /// flush or abort) whatever the caller does.
+    inner: ThreadedProducer<DeliveryTracker>,
     /// Messages handed to librdkafka so far.
     sent: AtomicU64,
     /// librdkafka's `message.max.bytes`: larger rows are refused before anything is sent.
@@ -133,7 +135,8 @@ impl Producer {
                     if Instant::now() < deadline =>
                 {
                     record = rec;
-                    self.inner.poll(Duration::from_millis(10));
+                    // The poll thread drains delivery reports; wait for room.
+                    std::thread::sleep(Duration::from_millis(5));
                 }
                 Err((e, _)) => return Err(Error::kafka(format!("cannot send to topic '{}'", m.topic), e)),
             }
@@ -212,13 +215,50 @@ impl Producer {
                 other => other,
             })?;
         }
-        self.poll();
         Ok(batch.values.len())
     }
 
-    /// Serves delivery reports without blocking.
-    pub fn poll(&self) {
-        self.inner.poll(Duration::ZERO);
+    /// Registers the `transactional.id` with the cluster, fencing older producers that used it.
+    pub fn init_transactions(&self, timeout: Duration) -> Result<()> {
+        self.inner
+            .init_transactions(timeout)
+            .map_err(|e| Error::kafka("init_transactions", e))
+    }
+
+    pub fn begin_transaction(&self) -> Result<()> {
+        self.inner
+            .begin_transaction()
+            .map_err(|e| Error::kafka("begin_transaction", e))
+    }
+
+    /// Sends what is queued and commits it, with any offsets sent to the transaction, atomically.
+    pub fn commit_transaction(&self, timeout: Duration) -> Result<()> {
+        self.inner
+            .commit_transaction(timeout)
+            .map_err(|e| Error::kafka("commit_transaction", e))
+    }
+
+    pub fn abort_transaction(&self, timeout: Duration) -> Result<()> {
+        self.inner
+            .abort_transaction(timeout)
+            .map_err(|e| Error::kafka("abort_transaction", e))
+    }
+
+    /// Commits consumer offsets (next offset per partition) as part of the open transaction.
+    pub fn send_offsets_to_transaction(
+        &self,
+        offsets: &crate::batch::OffsetMap,
+        group: &rdkafka::consumer::ConsumerGroupMetadata,
+        timeout: Duration,
+    ) -> Result<()> {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, rdkafka::Offset::Offset(*offset))
+                .map_err(|e| Error::kafka("bad offset", e))?;
+        }
+        self.inner
+            .send_offsets_to_transaction(&tpl, group, timeout)
+            .map_err(|e| Error::kafka("send_offsets_to_transaction", e))
     }
 
     /// Waits until every queued message is delivered or failed; fails if any failed or some are

@@ -26,6 +26,7 @@ fn options(bootstrap: &str, topic: &str, format: FormatSpec) -> DatasetOptions {
         on_error: ErrorPolicy::Raise,
         queue_bytes: 1 << 20,
         timeout: Duration::from_secs(10),
+        commit: true,
     }
 }
 

@@ -100,6 +100,9 @@ class KafkaDataset:
             later offset is handed out).
         queue_bytes: bound of decoded batches waiting to be taken (memory stays flat).
         timeout: seconds for metadata, watermark and commit round trips.
+        commit: with a ``group.id``, commit what was handed out (set ``False`` when the offsets
+            go to the group inside a producer transaction, see
+            :meth:`Producer.send_offsets_to_transaction`).
     """
 
     def __init__(
@@ -123,6 +126,7 @@ class KafkaDataset:
         dead_letter_topic: str | None = None,
         queue_bytes: int = 64 << 20,
         timeout: float = 10.0,
+        commit: bool = True,
     ) -> None:
         if isinstance(topics, str):
             topics = [topics]
@@ -154,6 +158,7 @@ class KafkaDataset:
             dead_letter_topic=dead_letter_topic,
             queue_bytes=queue_bytes,
             timeout=timeout,
+            commit=commit,
         )
         self._reader: BatchReader | None = None
         self._resume: dict[tuple[str, int], int] | None = None

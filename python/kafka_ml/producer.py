@@ -9,8 +9,8 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _native
-from .dataset import ColumnType, _column_decl, _config
-from .exceptions import EncodeError
+from .dataset import ColumnType, KafkaDataset, _column_decl, _config
+from .exceptions import ConfigError, EncodeError
 
 __all__ = ["Producer"]
 
@@ -104,6 +104,32 @@ class Producer:
         little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         row_bytes = little.strides[0]
         return self._native.send_rows(topic, little.reshape(-1).view(np.uint8).data, row_bytes, partition)
+
+    # -- transactions (needs "transactional.id" in the config) -------------------------------
+
+    def init_transactions(self, timeout: float = 30.0) -> None:
+        """Registers the ``transactional.id``, fencing older producers that used it."""
+        self._native.init_transactions(timeout)
+
+    def begin_transaction(self) -> None:
+        self._native.begin_transaction()
+
+    def commit_transaction(self, timeout: float = 30.0) -> None:
+        """Delivers what was sent in the transaction and commits it, with its offsets, atomically."""
+        self._native.commit_transaction(timeout)
+
+    def abort_transaction(self, timeout: float = 30.0) -> None:
+        """Discards what was sent in the transaction: ``read_committed`` readers never see it."""
+        self._native.abort_transaction(timeout)
+
+    def send_offsets_to_transaction(self, dataset: KafkaDataset, timeout: float = 30.0) -> None:
+        """Commits, inside the open transaction, the offsets of every batch ``dataset`` has handed
+        out, to its consumer group (create it with ``commit=False``): input consumed and output
+        produced become visible together or not at all (exactly-once)."""
+        reader = dataset._reader
+        if reader is None:
+            raise ConfigError("the dataset has not been iterated yet: there are no offsets to send")
+        self._native.send_offsets_to_transaction(reader, timeout)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Waits until every queued message is delivered; raises if any failed or timed out."""

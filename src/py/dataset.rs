@@ -118,7 +118,8 @@ impl KafkaDataset {
     #[pyo3(signature = (
         config, *, topics=None, partitions=None, format="raw", columns=None, dtype=None, shape=None,
         avro_schema=None, registry_schemas=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
-        start=None, end=None, on_error="error", dead_letter_topic=None, queue_bytes=64 << 20, timeout=10.0
+        start=None, end=None, on_error="error", dead_letter_topic=None, queue_bytes=64 << 20, timeout=10.0,
+        commit=true
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -141,6 +142,7 @@ impl KafkaDataset {
         dead_letter_topic: Option<String>,
         queue_bytes: usize,
         timeout: f64,
+        commit: bool,
     ) -> PyResult<Self> {
         let source = match (topics, partitions) {
             (Some(t), None) => Source::Topics(t),
@@ -198,6 +200,7 @@ impl KafkaDataset {
             on_error,
             queue_bytes,
             timeout: Duration::from_secs_f64(timeout),
+            commit,
         };
         let inner = py.detach(|| Dataset::open(options)).py_err()?;
         Ok(KafkaDataset { inner })
@@ -259,6 +262,13 @@ fn lock(m: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct BatchReader {
     inner: Arc<Mutex<Reader>>,
+}
+
+impl BatchReader {
+    /// Runs `f` on the reader (for other bindings, e.g. producer transactions).
+    pub(crate) fn with_reader<R>(&self, f: impl FnOnce(&Reader) -> R) -> R {
+        f(&lock(&self.inner))
+    }
 }
 
 #[pymethods]

@@ -1,6 +1,7 @@
 //! Bindings of the delivery-tracked producer.
 
 use super::blocking;
+use super::dataset::BatchReader;
 use super::errors::to_pyerr;
 use super::errors::IntoPyResult;
 use crate::encode::{self, EncodeFormat};
@@ -103,7 +104,6 @@ impl Producer {
                 };
                 inner.send(&msg, ENQUEUE_TIMEOUT)?;
             }
-            inner.poll();
             Ok::<_, Error>(len / row_bytes)
         })
         .py_err()
@@ -232,6 +232,48 @@ impl Producer {
         out.expect("waits until the deadline").py_err()
     }
 
+    #[pyo3(signature = (timeout=30.0))]
+    fn init_transactions(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.detach(|| inner.init_transactions(seconds(timeout))).py_err()
+    }
+
+    fn begin_transaction(&self) -> PyResult<()> {
+        self.inner.begin_transaction().py_err()
+    }
+
+    #[pyo3(signature = (timeout=30.0))]
+    fn commit_transaction(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.detach(|| inner.commit_transaction(seconds(timeout))).py_err()
+    }
+
+    #[pyo3(signature = (timeout=30.0))]
+    fn abort_transaction(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
+        let inner = self.inner.clone();
+        py.detach(|| inner.abort_transaction(seconds(timeout))).py_err()
+    }
+
+    /// Commits, inside the open transaction, the offsets of everything `reader` handed out,
+    /// with its consumer group membership (so a fenced, stale member cannot commit).
+    #[pyo3(signature = (reader, timeout=30.0))]
+    fn send_offsets_to_transaction(
+        &self,
+        py: Python<'_>,
+        reader: &BatchReader,
+        timeout: f64,
+    ) -> PyResult<()> {
+        let (offsets, group) = reader.with_reader(|r| (r.positions(), r.group_metadata()));
+        let group = group.ok_or_else(|| {
+            to_pyerr(Error::Config(
+                "the dataset has no consumer group: set 'group.id' in its config".into(),
+            ))
+        })?;
+        let inner = self.inner.clone();
+        py.detach(|| inner.send_offsets_to_transaction(&offsets, &group, seconds(timeout)))
+            .py_err()
+    }
+
     #[getter]
     fn delivered(&self) -> u64 {
         self.inner.delivered()
@@ -246,6 +288,10 @@ impl Producer {
     fn sent(&self) -> u64 {
         self.inner.sent()
     }
+}
+
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() { s.max(0.0) } else { 0.0 })
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
