@@ -1026,7 +1026,7 @@ impl Engine {
         headers.push(("kafka_ml.source.topic", Some(position.topic.as_bytes())));
         headers.push(("kafka_ml.source.partition", Some(partition.as_bytes())));
         headers.push(("kafka_ml.source.offset", Some(offset.as_bytes())));
-        producer.send(
+        producer.send_one(
             &OutgoingMessage {
                 topic,
                 key: m.key,

@@ -54,6 +54,15 @@ impl EncodedRows {
         Some(&self.data[start..self.ends[i]])
     }
 
+    /// Rows of `row_bytes` each, copied from one contiguous buffer (the tensor fast path).
+    pub fn fixed_width(data: &[u8], row_bytes: usize) -> Self {
+        EncodedRows {
+            data: data.to_vec(),
+            ends: (1..=data.len() / row_bytes).map(|i| i * row_bytes).collect(),
+            present: None,
+        }
+    }
+
     /// The first row longer than `limit` bytes, with its length.
     pub fn first_longer_than(&self, limit: usize) -> Option<(usize, usize)> {
         (0..self.len())

@@ -8,8 +8,8 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
 use rdkafka::ClientContext;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Counts delivery reports; remembers the first failure.
@@ -24,10 +24,15 @@ pub struct DeliveryTracker {
 
 impl ClientContext for DeliveryTracker {}
 
-impl ProducerContext for DeliveryTracker {
-    type DeliveryOpaque = ();
+/// Which send a message belongs to, and its row there.
+pub type MessageTag = Box<(Arc<SendTracker>, usize)>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+impl ProducerContext for DeliveryTracker {
+    type DeliveryOpaque = MessageTag;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, tag: MessageTag) {
+        let (send, row) = *tag;
+        send.report(row, result.as_ref().err().map(|(e, _)| e));
         match result {
             Ok(_) => {
                 self.delivered.fetch_add(1, Ordering::Relaxed);
@@ -45,6 +50,130 @@ impl ProducerContext for DeliveryTracker {
                 }
             }
         }
+    }
+}
+
+/// Failed rows kept per send with their reasons (the count is exact beyond that).
+const FAILURES_KEPT: usize = 100;
+
+/// The delivery outcome of one `send` (or `produce`): counts as reports arrive, the failed rows
+/// with reasons, and completion, waited on blocking or asynchronously.
+pub struct SendTracker {
+    rows: usize,
+    pending: AtomicUsize,
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    failures: Mutex<Vec<(usize, String)>>,
+    finished: Condvar,
+    finished_lock: Mutex<()>,
+    finished_async: tokio::sync::Notify,
+}
+
+impl SendTracker {
+    pub fn new(rows: usize) -> Arc<Self> {
+        Arc::new(SendTracker {
+            rows,
+            pending: AtomicUsize::new(rows),
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failures: Mutex::new(Vec::new()),
+            finished: Condvar::new(),
+            finished_lock: Mutex::new(()),
+            finished_async: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn report(&self, row: usize, error: Option<&KafkaError>) {
+        match error {
+            None => self.delivered.fetch_add(1, Ordering::Relaxed),
+            Some(e) => {
+                let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+                if failures.len() < FAILURES_KEPT {
+                    failures.push((row, e.to_string()));
+                }
+                self.failed.fetch_add(1, Ordering::Relaxed)
+            }
+        };
+        self.settle(1);
+    }
+
+    /// `count` messages will get no report (they were never queued).
+    fn settle(&self, count: usize) {
+        if self.pending.fetch_sub(count, Ordering::AcqRel) == count {
+            let _guard = self.finished_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.finished.notify_all();
+            self.finished_async.notify_waiters();
+        }
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    pub fn failed(&self) -> u64 {
+        self.failed.load(Ordering::Relaxed)
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.load(Ordering::Acquire) == 0
+    }
+
+    /// The first failed rows (up to 100) with librdkafka's reason.
+    pub fn failures(&self) -> Vec<(usize, String)> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to `timeout` for every report; true when all arrived.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.finished_lock.lock().unwrap_or_else(|p| p.into_inner());
+        while !self.is_done() {
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            guard = self
+                .finished
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        true
+    }
+
+    /// Waits for every report without blocking a thread.
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.finished_async.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_done() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// An error describing the failed rows, if any.
+    pub fn outcome(&self) -> Result<()> {
+        let failed = self.failed();
+        if failed == 0 {
+            return Ok(());
+        }
+        let failures = self.failures();
+        let listed: Vec<String> = failures
+            .iter()
+            .take(5)
+            .map(|(row, why)| format!("row {row}: {why}"))
+            .collect();
+        Err(Error::Delivery {
+            what: format!("{failed} of {} rows failed ({})", self.rows, listed.join("; ")),
+            kafka: None,
+        })
     }
 }
 
@@ -106,12 +235,13 @@ impl Producer {
     }
 
     /// Queues one message, waiting (and serving delivery reports) while librdkafka's queue is full.
-    pub fn send(&self, m: &OutgoingMessage<'_>, timeout: Duration) -> Result<()> {
+    pub fn send(&self, m: &OutgoingMessage<'_>, tag: MessageTag, timeout: Duration) -> Result<()> {
         let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
         for (k, v) in &m.headers {
             headers = headers.insert(Header { key: k, value: *v });
         }
-        let mut record: BaseRecord<'_, [u8], [u8], ()> = BaseRecord::to(m.topic).headers(headers);
+        let mut record: BaseRecord<'_, [u8], [u8], MessageTag> =
+            BaseRecord::with_opaque_to(m.topic, tag).headers(headers);
         if let Some(k) = m.key {
             record = record.key(k);
         }
@@ -138,7 +268,12 @@ impl Producer {
                     // The poll thread drains delivery reports; wait for room.
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                Err((e, _)) => return Err(Error::kafka(format!("cannot send to topic '{}'", m.topic), e)),
+                Err((e, rec)) => {
+                    // Never queued: no report will come for it.
+                    let (send, _) = *rec.delivery_opaque;
+                    send.settle(1);
+                    return Err(Error::kafka(format!("cannot send to topic '{}'", m.topic), e));
+                }
             }
         }
     }
@@ -188,14 +323,17 @@ impl Producer {
         }
     }
 
-    /// Queues every row of `batch`; returns how many were queued.
-    pub fn send_rows(&self, batch: &RowBatch<'_>, timeout: Duration) -> Result<usize> {
+    /// Queues every row of `batch`; the tracker reports their delivery. A row that cannot be
+    /// queued fails the call, saying how many before it were (their reports still arrive).
+    pub fn send_rows(&self, batch: &RowBatch<'_>, timeout: Duration) -> Result<Arc<SendTracker>> {
         let headers: Vec<(&str, Option<&[u8]>)> = batch
             .headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
-        for row in 0..batch.values.len() {
+        let rows = batch.values.len();
+        let tracker = SendTracker::new(rows);
+        for row in 0..rows {
             let msg = OutgoingMessage {
                 topic: batch.topic,
                 key: batch.keys.and_then(|k| k.row(row)),
@@ -204,18 +342,27 @@ impl Producer {
                 timestamp: batch.timestamp,
                 headers: headers.clone(),
             };
-            self.send(&msg, timeout).map_err(|e| match e {
-                Error::Kafka { what, kafka } | Error::Delivery { what, kafka } => Error::Delivery {
-                    what: format!(
-                        "row {row} of {} could not be queued ({row} before it were): {what}",
-                        batch.values.len()
-                    ),
-                    kafka,
-                },
-                other => other,
-            })?;
+            if let Err(e) = self.send(&msg, Box::new((tracker.clone(), row)), timeout) {
+                tracker.settle(rows - row - 1);
+                return Err(match e {
+                    Error::Kafka { what, kafka } | Error::Delivery { what, kafka } => Error::Delivery {
+                        what: format!(
+                            "row {row} of {rows} could not be queued ({row} before it were): {what}"
+                        ),
+                        kafka,
+                    },
+                    other => other,
+                });
+            }
         }
-        Ok(batch.values.len())
+        Ok(tracker)
+    }
+
+    /// Queues one message; the tracker reports its delivery.
+    pub fn send_one(&self, m: &OutgoingMessage<'_>, timeout: Duration) -> Result<Arc<SendTracker>> {
+        let tracker = SendTracker::new(1);
+        self.send(m, Box::new((tracker.clone(), 0)), timeout)?;
+        Ok(tracker)
     }
 
     /// Registers the `transactional.id` with the cluster, fencing older producers that used it.

@@ -41,7 +41,7 @@ fn produce(bootstrap: &str, topic: &str, values: &[Vec<u8>]) {
             timestamp: None,
             headers: vec![],
         };
-        producer.send(&msg, Duration::from_secs(10)).unwrap();
+        producer.send_one(&msg, Duration::from_secs(10)).unwrap();
     }
     producer.flush(Duration::from_secs(10)).unwrap();
 }

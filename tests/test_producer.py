@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import kafka_ml as km
 import numpy as np
 import pytest
@@ -11,7 +13,7 @@ def test_tensor_rows_round_trip(config, new_topic):
     topic = new_topic()
     rows = np.arange(300, dtype=np.int16).reshape(100, 3)
     with km.Producer(config) as producer:
-        assert producer.send(topic, rows) == 100
+        assert producer.send(topic, rows).rows == 100
     assert producer.delivered == 100 and producer.failed == 0
     ds = km.KafkaDataset(topic, config, format="tensor", dtype="int16", shape=3, end="latest")
     np.testing.assert_array_equal(np.concatenate([b["value"] for b in ds]), rows)
@@ -48,3 +50,78 @@ def test_bad_rows_are_rejected_before_sending(config):
         producer.send("t", np.zeros(3))
     with pytest.raises(km.EncodeError, match="numeric"):
         producer.send("t", np.array([["a"]], dtype=object))
+
+
+@pytest.fixture
+def unwritable_topic(bootstrap_servers: str) -> str:
+    """A topic whose broker refuses every record batch: its max.message.bytes is tiny, below
+    what the client checks (so the failure is the broker's, reported per message)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    name = f"unwritable-{uuid.uuid4().hex[:8]}"
+    topic = NewTopic(name, num_partitions=1, replication_factor=1, config={"max.message.bytes": "200"})
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers})
+    admin.create_topics([topic])[name].result(timeout=30)
+    return name
+
+
+def test_send_report_names_failed_rows(config, new_topic, unwritable_topic):
+    producer = km.Producer({**config, "message.timeout.ms": 3000})
+    report = producer.send(unwritable_topic, np.zeros((3, 64), np.float32))
+    with pytest.raises(km.DeliveryError, match=r"3 of 3 rows failed \(row \d: .*MessageSizeTooLarge"):
+        report.wait(60)
+    assert report.done and report.failed == 3 and report.delivered == 0
+    assert sorted(row for row, _ in report.failures) == [0, 1, 2]
+    ok = producer.send(new_topic(), np.ones((4, 2), np.float32)).wait(30)
+    assert (ok.delivered, ok.failed) == (4, 0)
+
+
+def test_async_send_resolves_when_delivered_without_blocking_the_loop(config, new_topic):
+    import asyncio
+
+    import kafka_ml.aio
+
+    topic = new_topic()
+    data = {"id": np.arange(20_000, dtype=np.int64), "x": np.ones((20_000, 8), np.float32)}
+
+    async def main() -> tuple[km.SendReport, int]:
+        ticks = 0
+        stop = asyncio.Event()
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not stop.is_set():
+                await asyncio.sleep(0.001)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        async with kafka_ml.aio.Producer(config) as producer:
+            report = await producer.send(
+                topic, data, format="json", schema={"id": "int64", "x": ("float32", 8)}
+            )
+        stop.set()
+        await task
+        return report, ticks
+
+    report, ticks = asyncio.run(main())
+    assert report.done and report.delivered == 20_000
+    assert ticks > 5, "the loop ran while rows were encoded, queued and delivered"
+    ds = km.KafkaDataset(topic, config, format="json", schema={"id": "int64"}, end="latest")
+    assert sorted(i for b in ds for i in b["id"].tolist()) == list(range(20_000))
+
+
+def test_async_send_failure_raises(config, unwritable_topic):
+    import asyncio
+
+    import kafka_ml.aio
+
+    producer = kafka_ml.aio.Producer({**config, "message.timeout.ms": 3000})
+    with pytest.raises(km.DeliveryError, match="2 of 2 rows failed"):
+        asyncio.run(producer.send(unwritable_topic, {"v": ["x" * 300, "y" * 300]}, format="json"))
+
+
+def test_unknown_partition_fails_before_queueing(config, new_topic):
+    producer = km.Producer(config)
+    with pytest.raises(km.UnknownTopicError, match="Unknown partition"):
+        producer.send(new_topic(), np.zeros((3, 2), np.float32), partition=5)
+    assert producer.delivered == 0 and producer.failed == 0

@@ -56,7 +56,7 @@ def test_json_rows_read_back_and_interoperate(config, new_topic):
     topic = new_topic()
     data = features()
     with km.Producer(config) as p:
-        assert p.send(topic, data, format="json", schema=SCHEMA) == 50
+        assert p.send(topic, data, format="json", schema=SCHEMA).wait().delivered == 50
     out = read_back(config, topic, format="json", schema=SCHEMA)
     for name in SCHEMA:
         np.testing.assert_array_equal(out[name], data[name])

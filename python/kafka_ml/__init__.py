@@ -13,7 +13,7 @@ from .exceptions import (
     KafkaTimeoutError,
     UnknownTopicError,
 )
-from .producer import Producer
+from .producer import Producer, SendReport
 
 __all__ = [
     "Batch",
@@ -28,6 +28,7 @@ __all__ = [
     "KafkaMLError",
     "KafkaTimeoutError",
     "Producer",
+    "SendReport",
     "UnknownTopicError",
     "__version__",
     "librdkafka_version",

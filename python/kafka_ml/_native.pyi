@@ -1,5 +1,6 @@
 """Typed stubs of the native module (checked against it with mypy's stubtest)."""
 
+from collections.abc import Awaitable
 from typing import Any, final
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "EmbeddedCluster",
     "KafkaDataset",
     "Producer",
+    "SendReport",
     "__version__",
     "librdkafka_version",
 ]
@@ -93,8 +95,10 @@ class Producer:
         partition: int | None = None,
         headers: list[tuple[str, bytes | None]] | None = None,
         timestamp: int | None = None,
-    ) -> None: ...
-    def send_rows(self, topic: str, rows: object, row_bytes: int, partition: int | None = None) -> int: ...
+    ) -> SendReport: ...
+    def send_rows(
+        self, topic: str, rows: object, row_bytes: int, partition: int | None = None
+    ) -> SendReport: ...
     def send_arrow(
         self,
         topic: str,
@@ -110,7 +114,23 @@ class Producer:
         headers: list[tuple[str, bytes | None]] | None = None,
         timestamp: int | None = None,
         timeout: float = 30.0,
-    ) -> int: ...
+    ) -> SendReport: ...
+    def send_arrow_async(
+        self,
+        topic: str,
+        data: object,
+        format: str,
+        *,
+        columns: list[tuple[str, str]] | None = None,
+        avro_schema: str | None = None,
+        schema_id: int | None = None,
+        key_column: str | None = None,
+        keys: object | None = None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes | None]] | None = None,
+        timestamp: int | None = None,
+        timeout: float = 30.0,
+    ) -> Awaitable[SendReport]: ...
     def flush(self, timeout: float = 30.0) -> None: ...
     def init_transactions(self, timeout: float = 30.0) -> None: ...
     def begin_transaction(self) -> None: ...
@@ -123,6 +143,20 @@ class Producer:
     def failed(self) -> int: ...
     @property
     def sent(self) -> int: ...
+
+@final
+class SendReport:
+    @property
+    def rows(self) -> int: ...
+    @property
+    def delivered(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def done(self) -> bool: ...
+    @property
+    def failures(self) -> list[tuple[int, str]]: ...
+    def wait(self, timeout: float | None = None) -> SendReport: ...
 
 @final
 class EmbeddedCluster:

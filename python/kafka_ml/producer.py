@@ -9,10 +9,11 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _native
+from ._native import SendReport
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config
 from .exceptions import ConfigError, EncodeError
 
-__all__ = ["Producer"]
+__all__ = ["Producer", "SendReport"]
 
 
 class Producer:
@@ -36,9 +37,11 @@ class Producer:
         partition: int | None = None,
         headers: Sequence[tuple[str, bytes | None]] | None = None,
         timestamp: int | None = None,
-    ) -> None:
-        """Queues one message."""
-        self._native.produce(topic, value, key, partition, list(headers) if headers else None, timestamp)
+    ) -> SendReport:
+        """Queues one message; the report tells when it is delivered."""
+        return self._native.produce(
+            topic, value, key, partition, list(headers) if headers else None, timestamp
+        )
 
     def send(
         self,
@@ -54,8 +57,8 @@ class Producer:
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
         timeout: float = 30.0,
-    ) -> int:
-        """Queues one message per row of ``data``; returns the number of rows queued.
+    ) -> SendReport:
+        """Queues one message per row of ``data``; returns its :class:`SendReport`.
 
         ``data`` is an N-D NumPy array (``tensor``: one row per message, any trailing shape), a
         dict of equal-length arrays (2-D arrays become fixed-length list columns), a pyarrow
@@ -71,31 +74,18 @@ class Producer:
         existence) before the first is queued: a failed ``send`` sends nothing.
 
         ``key`` is a column name (partitioning then follows the key) or one key per row.
+
+        The returned report counts deliveries as they are reported; ``report.wait()`` blocks
+        until all are in and raises :class:`~kafka_ml.DeliveryError` naming the failed rows.
         """
         if format == "tensor" and isinstance(data, np.ndarray) and schema is None and key is None:
             return self._send_tensor_rows(topic, data, partition)
-        stream = _arrow_stream(data, format)
-        key_column = key if isinstance(key, str) else None
-        keys = _key_array(key) if key is not None and not isinstance(key, str) else None
-        columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
-        return self._native.send_arrow(
-            topic,
-            stream,
-            format,
-            columns=columns,
-            avro_schema=(avro_schema if isinstance(avro_schema, str) else json.dumps(avro_schema))
-            if avro_schema is not None
-            else None,
-            schema_id=schema_id,
-            key_column=key_column,
-            keys=keys,
-            partition=partition,
-            headers=list(headers) if headers else None,
-            timestamp=timestamp,
-            timeout=timeout,
+        stream, kwargs = _send_arguments(
+            data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
         )
+        return self._native.send_arrow(topic, stream, format, **kwargs)
 
-    def _send_tensor_rows(self, topic: str, data: np.ndarray, partition: int | None) -> int:
+    def _send_tensor_rows(self, topic: str, data: np.ndarray, partition: int | None) -> SendReport:
         array = np.asarray(data)
         if array.ndim < 2 or array.shape[0] == 0:
             raise EncodeError(f"expected an array of rows (at least 2-D, non-empty), got shape {array.shape}")
@@ -194,6 +184,34 @@ def _arrow_stream(data: Any, format: str) -> Any:
     raise EncodeError(
         f"cannot send {type(data).__name__}: expected a NumPy array, a dict of arrays, or an Arrow table"
     )
+
+
+def _send_arguments(
+    data: Any,
+    format: str,
+    schema: Mapping[str, ColumnType] | None,
+    key: str | Sequence[Any] | np.ndarray | None,
+    partition: int | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    timestamp: int | None,
+    avro_schema: Mapping[str, Any] | str | None,
+    schema_id: int | None,
+    timeout: float,
+) -> tuple[Any, dict[str, Any]]:
+    """`send`'s arguments in the native layer's terms (shared by the sync and async producer)."""
+    if avro_schema is not None and not isinstance(avro_schema, str):
+        avro_schema = json.dumps(avro_schema)
+    return _arrow_stream(data, format), {
+        "columns": [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None,
+        "avro_schema": avro_schema,
+        "schema_id": schema_id,
+        "key_column": key if isinstance(key, str) else None,
+        "keys": _key_array(key) if key is not None and not isinstance(key, str) else None,
+        "partition": partition,
+        "headers": list(headers) if headers else None,
+        "timestamp": timestamp,
+        "timeout": timeout,
+    }
 
 
 def _key_array(keys: Sequence[Any] | np.ndarray) -> Any:

@@ -1,15 +1,14 @@
-//! Bindings of the delivery-tracked producer.
+//! Bindings of the delivery-tracked producer: sync and async sends, delivery reports,
+//! transactions.
 
 use super::blocking;
 use super::dataset::BatchReader;
-use super::errors::to_pyerr;
-use super::errors::IntoPyResult;
-use crate::encode::{self, EncodeFormat};
+use super::errors::{to_pyerr, IntoPyResult};
+use crate::encode::{self, EncodeFormat, EncodedRows};
 use crate::error::Error;
-use crate::producer::{self, OutgoingMessage, RowBatch};
+use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker};
 use crate::schema::ColumnSpec;
-use arrow_array::Array;
-use arrow_array::RecordBatchReader as _;
+use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
@@ -20,106 +19,147 @@ use std::time::Duration;
 /// How long `send`/`produce` wait for room in librdkafka's queue before failing.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
+fn seconds(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() { s.max(0.0) } else { 0.0 })
+}
+
+/// The delivery outcome of one send: counts as reports arrive, failed rows, completion.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct SendReport {
+    tracker: Arc<SendTracker>,
+}
+
+#[pymethods]
+impl SendReport {
+    #[getter]
+    fn rows(&self) -> usize {
+        self.tracker.rows()
+    }
+
+    #[getter]
+    fn delivered(&self) -> u64 {
+        self.tracker.delivered()
+    }
+
+    #[getter]
+    fn failed(&self) -> u64 {
+        self.tracker.failed()
+    }
+
+    /// True once every row was reported delivered or failed.
+    #[getter]
+    fn done(&self) -> bool {
+        self.tracker.is_done()
+    }
+
+    /// `[(row, reason)]` of the first failed rows (up to 100).
+    #[getter]
+    fn failures(&self) -> Vec<(usize, String)> {
+        self.tracker.failures()
+    }
+
+    /// Waits for every report (serving Ctrl-C); raises `DeliveryError` naming the failed rows,
+    /// or `KafkaTimeoutError` if reports are still missing after `timeout` seconds.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(slf: Py<Self>, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Self>> {
+        let tracker = slf.get().tracker.clone();
+        let done = blocking(py, timeout.map(seconds), move |slice| {
+            tracker.wait(slice).then_some(())
+        })?;
+        let tracker = &slf.get().tracker;
+        if done.is_none() {
+            let missing = tracker.rows() as u64 - tracker.delivered() - tracker.failed();
+            return Err(to_pyerr(Error::Timeout {
+                what: format!("{missing} of {} rows not delivered yet", tracker.rows()),
+                kafka: None,
+            }));
+        }
+        tracker.outcome().py_err()?;
+        Ok(slf)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "SendReport(rows={}, delivered={}, failed={}, done={})",
+            self.rows(),
+            self.delivered(),
+            self.failed(),
+            self.done()
+        )
+    }
+}
+
+/// Everything one table send needs, owned, so it can run on the runtime's blocking pool.
+struct TableSend {
+    topic: String,
+    reader: Box<dyn RecordBatchReader + Send>,
+    format: EncodeFormat,
+    columns: Option<Vec<ColumnSpec>>,
+    key_column: Option<String>,
+    keys: Option<ArrayRef>,
+    partition: Option<i32>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    timestamp: Option<i64>,
+    timeout: Duration,
+}
+
+impl TableSend {
+    /// Validates and encodes every row (a bad row anywhere sends nothing), checks sizes and the
+    /// topic, then queues one message per row. Row numbers in errors count from the input's
+    /// first row.
+    fn run(self, producer: &producer::Producer) -> Result<Arc<SendTracker>, Error> {
+        let schema = self.reader.schema();
+        let batches = self
+            .reader
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Error::Encode(format!("cannot read the input: {e}")))?;
+        let batch = match batches.len() {
+            1 => batches.into_iter().next().expect("one batch"),
+            _ => arrow_select::concat::concat_batches(&schema, &batches)
+                .map_err(|e| Error::Encode(e.to_string()))?,
+        };
+        let batch = match &self.columns {
+            Some(cs) => encode::conform(&batch, cs).map_err(Error::Encode)?,
+            None => batch,
+        };
+        let values = encode::encode(&batch, &self.format).map_err(Error::Encode)?;
+        producer.check_sizes(&values)?;
+        let keys = match (&self.key_column, &self.keys) {
+            (Some(name), _) => Some(encode::keys_from_column(&batch, name).map_err(Error::Encode)?),
+            (None, Some(array)) => Some(keys_from_array(array, values.len())?),
+            (None, None) => None,
+        };
+        producer.check_topic(&self.topic, self.timeout)?;
+        let rows = RowBatch {
+            topic: &self.topic,
+            values: &values,
+            keys: keys.as_ref(),
+            partition: self.partition,
+            timestamp: self.timestamp,
+            headers: &self.headers,
+        };
+        producer.send_rows(&rows, ENQUEUE_TIMEOUT)
+    }
+}
+
+fn keys_from_array(array: &ArrayRef, rows: usize) -> Result<EncodedRows, Error> {
+    if array.len() != rows {
+        return Err(Error::Encode(format!("{} keys for {rows} rows", array.len())));
+    }
+    let one =
+        RecordBatch::try_from_iter([("key", array.clone())]).map_err(|e| Error::Encode(e.to_string()))?;
+    encode::keys_from_column(&one, "key").map_err(Error::Encode)
+}
+
 /// A librdkafka producer; every message is accounted delivered or failed.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct Producer {
     inner: Arc<producer::Producer>,
 }
 
-#[pymethods]
 impl Producer {
-    #[new]
-    fn new(config: HashMap<String, String>) -> PyResult<Self> {
-        let config: Vec<(String, String)> = config.into_iter().collect();
-        Ok(Producer {
-            inner: Arc::new(producer::Producer::new(&config).py_err()?),
-        })
-    }
-
-    /// Queues one message.
-    #[pyo3(signature = (topic, value=None, key=None, partition=None, headers=None, timestamp=None))]
-    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
-    fn produce(
-        &self,
-        py: Python<'_>,
-        topic: &str,
-        value: Option<Vec<u8>>,
-        key: Option<Vec<u8>>,
-        partition: Option<i32>,
-        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
-        timestamp: Option<i64>,
-    ) -> PyResult<()> {
-        let headers = headers.unwrap_or_default();
-        let inner = self.inner.clone();
-        py.detach(|| {
-            let msg = OutgoingMessage {
-                topic,
-                key: key.as_deref(),
-                value: value.as_deref(),
-                partition,
-                timestamp,
-                headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
-            };
-            inner.send(&msg, ENQUEUE_TIMEOUT)
-        })
-        .py_err()
-    }
-
-    /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
-    /// `tensor` format. The GIL is released while rows are queued.
-    #[pyo3(signature = (topic, rows, row_bytes, partition=None))]
-    fn send_rows(
-        &self,
-        py: Python<'_>,
-        topic: &str,
-        rows: &Bound<'_, PyAny>,
-        row_bytes: usize,
-        partition: Option<i32>,
-    ) -> PyResult<usize> {
-        let buffer = PyBuffer::<u8>::get(rows)?;
-        if !buffer.is_c_contiguous() {
-            return Err(super::errors::to_pyerr(Error::Config(
-                "send_rows needs a C-contiguous buffer".into(),
-            )));
-        }
-        let len = buffer.len_bytes();
-        if row_bytes == 0 || len % row_bytes != 0 {
-            return Err(super::errors::to_pyerr(Error::Config(format!(
-                "buffer of {len} bytes is not a whole number of {row_bytes}-byte rows"
-            ))));
-        }
-        // SAFETY: the buffer is held (and so pinned) for the duration of this call, and its
-        // exporter keeps it alive; it is only read.
-        let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) };
-        let inner = self.inner.clone();
-        py.detach(|| {
-            for row in data.chunks_exact(row_bytes) {
-                let msg = OutgoingMessage {
-                    topic,
-                    key: None,
-                    value: Some(row),
-                    partition,
-                    timestamp: None,
-                    headers: vec![],
-                };
-                inner.send(&msg, ENQUEUE_TIMEOUT)?;
-            }
-            Ok::<_, Error>(len / row_bytes)
-        })
-        .py_err()
-    }
-
-    /// Encodes every row of an Arrow stream (anything with `__arrow_c_stream__`) in `format`
-    /// and queues one message per row. Everything is validated and encoded before the first
-    /// message is queued, so bad data sends nothing. Returns the number of rows queued.
-    #[pyo3(signature = (
-        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
-        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
-    ))]
-    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
-    fn send_arrow(
-        &self,
-        py: Python<'_>,
+    #[allow(clippy::too_many_arguments)]
+    fn table_send(
         topic: &str,
         data: PyRecordBatchReader,
         format: &str,
@@ -132,7 +172,7 @@ impl Producer {
         headers: Option<Vec<(String, Option<Vec<u8>>)>>,
         timestamp: Option<i64>,
         timeout: f64,
-    ) -> PyResult<usize> {
+    ) -> PyResult<TableSend> {
         let columns = columns
             .map(|cs| {
                 cs.iter()
@@ -158,64 +198,211 @@ impl Producer {
                 ))))
             }
         };
-        let reader = data.into_reader()?;
-        let keys = keys.map(|k| k.into_inner().0);
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        Ok(TableSend {
+            topic: topic.to_string(),
+            reader: data.into_reader()?,
+            format,
+            columns,
+            key_column,
+            keys: keys.map(|k| k.into_inner().0),
+            partition,
+            headers: headers.unwrap_or_default(),
+            timestamp,
+            timeout: seconds(timeout),
+        })
+    }
+}
+
+#[pymethods]
+impl Producer {
+    #[new]
+    fn new(config: HashMap<String, String>) -> PyResult<Self> {
+        let config: Vec<(String, String)> = config.into_iter().collect();
+        Ok(Producer {
+            inner: Arc::new(producer::Producer::new(&config).py_err()?),
+        })
+    }
+
+    /// Queues one message.
+    #[pyo3(signature = (topic, value=None, key=None, partition=None, headers=None, timestamp=None))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
+    fn produce(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        value: Option<Vec<u8>>,
+        key: Option<Vec<u8>>,
+        partition: Option<i32>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        timestamp: Option<i64>,
+    ) -> PyResult<SendReport> {
         let headers = headers.unwrap_or_default();
         let inner = self.inner.clone();
-        py.detach(|| {
-            // Validate and encode everything first: a bad row anywhere sends nothing. The input
-            // is one table (row numbers in errors count from its start).
-            let schema = reader.schema();
-            let batches = reader
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| Error::Encode(format!("cannot read the input: {e}")))?;
-            let batch = match batches.len() {
-                1 => batches.into_iter().next().expect("one batch"),
-                _ => arrow_select::concat::concat_batches(&schema, &batches)
-                    .map_err(|e| Error::Encode(e.to_string()))?,
-            };
-            let batch = match &columns {
-                Some(cs) => encode::conform(&batch, cs).map_err(Error::Encode)?,
-                None => batch,
-            };
-            let values = encode::encode(&batch, &format).map_err(Error::Encode)?;
-            inner.check_sizes(&values)?;
-            let key_rows = match (&key_column, &keys) {
-                (Some(name), _) => Some(encode::keys_from_column(&batch, name).map_err(Error::Encode)?),
-                (None, Some(array)) => {
-                    if array.len() != values.len() {
-                        return Err(Error::Encode(format!(
-                            "{} keys for {} rows",
-                            array.len(),
-                            values.len()
-                        )));
-                    }
-                    let one = arrow_array::RecordBatch::try_from_iter([("key", array.clone())])
-                        .map_err(|e| Error::Encode(e.to_string()))?;
-                    Some(encode::keys_from_column(&one, "key").map_err(Error::Encode)?)
-                }
-                (None, None) => None,
-            };
-            inner.check_topic(topic, timeout)?;
-            let rows = RowBatch {
-                topic,
-                values: &values,
-                keys: key_rows.as_ref(),
-                partition,
-                timestamp,
-                headers: &headers,
-            };
-            inner.send_rows(&rows, ENQUEUE_TIMEOUT)
+        let tracker = py
+            .detach(|| {
+                let msg = OutgoingMessage {
+                    topic,
+                    key: key.as_deref(),
+                    value: value.as_deref(),
+                    partition,
+                    timestamp,
+                    headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+                };
+                inner.send_one(&msg, ENQUEUE_TIMEOUT)
+            })
+            .py_err()?;
+        Ok(SendReport { tracker })
+    }
+
+    /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
+    /// `tensor` format. The GIL is released while rows are queued.
+    #[pyo3(signature = (topic, rows, row_bytes, partition=None))]
+    fn send_rows(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        rows: &Bound<'_, PyAny>,
+        row_bytes: usize,
+        partition: Option<i32>,
+    ) -> PyResult<SendReport> {
+        let buffer = PyBuffer::<u8>::get(rows)?;
+        if !buffer.is_c_contiguous() {
+            return Err(to_pyerr(Error::Config(
+                "send_rows needs a C-contiguous buffer".into(),
+            )));
+        }
+        let len = buffer.len_bytes();
+        if row_bytes == 0 || len % row_bytes != 0 {
+            return Err(to_pyerr(Error::Config(format!(
+                "buffer of {len} bytes is not a whole number of {row_bytes}-byte rows"
+            ))));
+        }
+        // SAFETY: the buffer is held (and so pinned) for the duration of this call, and its
+        // exporter keeps it alive; it is only read.
+        let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) };
+        let inner = self.inner.clone();
+        let tracker = py
+            .detach(|| {
+                inner.check_topic(topic, ENQUEUE_TIMEOUT)?;
+                let values = EncodedRows::fixed_width(data, row_bytes);
+                inner.check_sizes(&values)?;
+                let batch = RowBatch {
+                    topic,
+                    values: &values,
+                    keys: None,
+                    partition,
+                    timestamp: None,
+                    headers: &[],
+                };
+                inner.send_rows(&batch, ENQUEUE_TIMEOUT)
+            })
+            .py_err()?;
+        Ok(SendReport { tracker })
+    }
+
+    /// Encodes every row of an Arrow stream (anything with `__arrow_c_stream__`) in `format`
+    /// and queues one message per row; see `kafka_ml.Producer.send`.
+    #[pyo3(signature = (
+        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
+        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
+    ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
+    fn send_arrow(
+        &self,
+        py: Python<'_>,
+        topic: &str,
+        data: PyRecordBatchReader,
+        format: &str,
+        columns: Option<Vec<(String, String)>>,
+        avro_schema: Option<String>,
+        schema_id: Option<u32>,
+        key_column: Option<String>,
+        keys: Option<PyArray>,
+        partition: Option<i32>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        timestamp: Option<i64>,
+        timeout: f64,
+    ) -> PyResult<SendReport> {
+        let send = Self::table_send(
+            topic,
+            data,
+            format,
+            columns,
+            avro_schema,
+            schema_id,
+            key_column,
+            keys,
+            partition,
+            headers,
+            timestamp,
+            timeout,
+        )?;
+        let inner = self.inner.clone();
+        let tracker = py.detach(|| send.run(&inner)).py_err()?;
+        Ok(SendReport { tracker })
+    }
+
+    /// Like `send_arrow`, as an awaitable that resolves to the `SendReport` once every row is
+    /// delivered (or raises `DeliveryError`). Encoding and queueing run on the shared runtime's
+    /// blocking pool and the wait is asynchronous: the event loop never blocks, and no thread
+    /// is started per call.
+    #[pyo3(signature = (
+        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
+        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
+    ))]
+    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
+    fn send_arrow_async<'py>(
+        &self,
+        py: Python<'py>,
+        topic: &str,
+        data: PyRecordBatchReader,
+        format: &str,
+        columns: Option<Vec<(String, String)>>,
+        avro_schema: Option<String>,
+        schema_id: Option<u32>,
+        key_column: Option<String>,
+        keys: Option<PyArray>,
+        partition: Option<i32>,
+        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        timestamp: Option<i64>,
+        timeout: f64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let send = Self::table_send(
+            topic,
+            data,
+            format,
+            columns,
+            avro_schema,
+            schema_id,
+            key_column,
+            keys,
+            partition,
+            headers,
+            timestamp,
+            timeout,
+        )?;
+        let inner = self.inner.clone();
+        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            let tracker = tokio::task::spawn_blocking(move || send.run(&inner))
+                .await
+                .map_err(|e| {
+                    to_pyerr(Error::Delivery {
+                        what: format!("send task failed: {e}"),
+                        kafka: None,
+                    })
+                })?
+                .py_err()?;
+            tracker.finished().await;
+            tracker.outcome().py_err()?;
+            Ok(SendReport { tracker })
         })
-        .py_err()
     }
 
     /// Waits for every queued message; raises if any failed or some are undelivered in time.
     #[pyo3(signature = (timeout=30.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
         let inner = self.inner.clone();
-        let deadline = std::time::Instant::now() + Duration::from_secs_f64(timeout.max(0.0));
+        let deadline = std::time::Instant::now() + seconds(timeout);
         // Flush in slices so Ctrl-C is honoured; the last slice reports the outcome.
         let out = blocking(py, None, move |slice| {
             let now = std::time::Instant::now();
@@ -290,10 +477,7 @@ impl Producer {
     }
 }
 
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(if s.is_finite() { s.max(0.0) } else { 0.0 })
-}
-
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Producer>()
+    m.add_class::<Producer>()?;
+    m.add_class::<SendReport>()
 }

@@ -1,0 +1,62 @@
+"""The asyncio API: a producer whose sends resolve when delivered, without blocking the loop.
+
+`async for batch in KafkaDataset(...)` is the asyncio way of reading (see `kafka_ml.KafkaDataset`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+
+from ._native import SendReport
+from .dataset import ColumnType
+from .producer import Producer as _SyncProducer
+from .producer import _send_arguments
+
+__all__ = ["Producer"]
+
+
+class Producer:
+    """``await producer.send(...)`` resolves to the :class:`~kafka_ml.SendReport` once every row
+    is delivered, or raises :class:`~kafka_ml.DeliveryError` naming the failed rows.
+
+    Rows are encoded and queued on the shared tokio runtime's blocking pool and delivery is
+    awaited asynchronously: the event loop keeps running, and no thread is started per call.
+    Arguments are those of :meth:`kafka_ml.Producer.send`.
+    """
+
+    def __init__(self, config: Mapping[str, object]) -> None:
+        self._producer = _SyncProducer(config)
+
+    async def send(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        format: Literal["tensor", "json", "avro", "raw"] = "tensor",
+        schema: Mapping[str, ColumnType] | None = None,
+        key: str | Sequence[Any] | np.ndarray | None = None,
+        partition: int | None = None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        timestamp: int | None = None,
+        avro_schema: Mapping[str, Any] | str | None = None,
+        schema_id: int | None = None,
+        timeout: float = 30.0,
+    ) -> SendReport:
+        stream, kwargs = _send_arguments(
+            data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
+        )
+        return await self._producer._native.send_arrow_async(topic, stream, format, **kwargs)
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        """Waits for every queued message (in the default executor: flushing is rare)."""
+        await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, timeout)
+
+    async def __aenter__(self) -> Producer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.flush()
