@@ -125,3 +125,10 @@ def test_unknown_partition_fails_before_queueing(config, new_topic):
     with pytest.raises(km.UnknownTopicError, match="Unknown partition"):
         producer.send(new_topic(), np.zeros((3, 2), np.float32), partition=5)
     assert producer.delivered == 0 and producer.failed == 0
+
+
+def test_progress_bar_follows_deliveries(config, new_topic, capsys):
+    topic = new_topic()
+    report = km.Producer(config).send(topic, np.zeros((5000, 4), np.float32), progress=True)
+    assert report.done and report.delivered == 5000
+    assert "5000/5000" in capsys.readouterr().err

@@ -57,6 +57,7 @@ class Producer:
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
         timeout: float = 30.0,
+        progress: bool = False,
     ) -> SendReport:
         """Queues one message per row of ``data``; returns its :class:`SendReport`.
 
@@ -77,13 +78,19 @@ class Producer:
 
         The returned report counts deliveries as they are reported; ``report.wait()`` blocks
         until all are in and raises :class:`~kafka_ml.DeliveryError` naming the failed rows.
+        With ``progress=True`` (needs tqdm) a progress bar follows the deliveries and ``send``
+        returns when they are all in.
         """
         if format == "tensor" and isinstance(data, np.ndarray) and schema is None and key is None:
-            return self._send_tensor_rows(topic, data, partition)
-        stream, kwargs = _send_arguments(
-            data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
-        )
-        return self._native.send_arrow(topic, stream, format, **kwargs)
+            report = self._send_tensor_rows(topic, data, partition)
+        else:
+            stream, kwargs = _send_arguments(
+                data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
+            )
+            report = self._native.send_arrow(topic, stream, format, **kwargs)
+        if progress:
+            _follow(report, topic)
+        return report
 
     def _send_tensor_rows(self, topic: str, data: np.ndarray, partition: int | None) -> SendReport:
         array = np.asarray(data)
@@ -142,6 +149,20 @@ class Producer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _follow(report: SendReport, topic: str) -> None:
+    """A tqdm bar of `report`'s deliveries until every row is reported."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError as e:
+        raise ImportError("progress=True needs tqdm: pip install tqdm") from e
+    with tqdm(total=report.rows, unit="msg", desc=f"send {topic}") as bar:
+        while not report.done:
+            report.join(0.1)
+            bar.update(report.delivered + report.failed - bar.n)
+        bar.update(report.delivered + report.failed - bar.n)
+    report.wait()
 
 
 def _pyarrow() -> Any:

@@ -58,6 +58,16 @@ impl SendReport {
         self.tracker.failures()
     }
 
+    /// Waits up to `timeout` seconds (GIL released, Ctrl-C served) for every report; returns
+    /// whether they are all in. Unlike `wait`, raises nothing about failed rows.
+    fn join(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let tracker = self.tracker.clone();
+        Ok(blocking(py, Some(seconds(timeout)), move |slice| {
+            tracker.wait(slice).then_some(())
+        })?
+        .is_some())
+    }
+
     /// Waits for every report (serving Ctrl-C); raises `DeliveryError` naming the failed rows,
     /// or `KafkaTimeoutError` if reports are still missing after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
