@@ -41,6 +41,7 @@ import re
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
@@ -166,7 +167,7 @@ def kafka_ml_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict[
         t0 = time.perf_counter()
         n = sent_rows(p.send(topic, data, format="json", schema=JSON_SCHEMA, partition=0))
         t1 = time.perf_counter()
-        p.flush(300)
+        p.flush(120)
         t2 = time.perf_counter()
         if p.delivered != n or p.failed:
             raise RuntimeError(f"kafka-ml json: delivered {p.delivered}, failed {p.failed} of {n}")
@@ -191,12 +192,13 @@ def confluent_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict
                     produce(topic, value, partition=0)
                     break
                 except BufferError:
-                    poll(0.01)
+                    if poll(0.01) == 0 and time.perf_counter() - t0 > 600:
+                        raise RuntimeError("confluent json: producer queue stuck full") from None
             n += 1
             if n % POLL_EVERY == 0:
                 poll(0)
         t1 = time.perf_counter()
-        left = p.flush(300)
+        left = p.flush(120)
         t2 = time.perf_counter()
         if left:
             raise RuntimeError(f"confluent json: {left} messages not delivered")
@@ -243,7 +245,7 @@ def kafka_ml_aio_json(bs: str, topic: str, data: dict[str, np.ndarray], props: d
         t0 = time.perf_counter()
         n = sent_rows(await p.send(topic, data, format="json", schema=JSON_SCHEMA, partition=0))
         t1 = time.perf_counter()
-        await maybe_await(p.flush(300))
+        await maybe_await(p.flush(120))
         t2 = time.perf_counter()
         close = getattr(p, "close", None)
         if close is not None:
@@ -261,7 +263,7 @@ def kafka_ml_tensor(bs: str, topic: str, rows: np.ndarray, props: dict[str, str]
         t0 = time.perf_counter()
         n = sent_rows(p.send(topic, rows, partition=0))
         t1 = time.perf_counter()
-        p.flush(300)
+        p.flush(120)
         t2 = time.perf_counter()
         if p.delivered != n or p.failed:
             raise RuntimeError(f"kafka-ml tensor: delivered {p.delivered}, failed {p.failed} of {n}")
@@ -303,6 +305,21 @@ def rdkafka_perf_tensor(binary: str, bs: str, topic: str, records: int, props: d
 
 
 # -- orchestration ---------------------------------------------------------------------------
+
+
+def watch_broker(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Ends the run if the broker dies: producers would otherwise retry until their timeouts."""
+
+    def watch() -> None:
+        while proc.poll() is None:
+            time.sleep(1.0)
+        if getattr(proc, "_bench_stopping", False):
+            return
+        tail = log_path.read_text(errors="replace")[-2000:] if log_path.exists() else ""
+        log(f"ERROR: the Kafka broker exited (status {proc.returncode}); log tail:\n{tail}")
+        os._exit(3)
+
+    threading.Thread(target=watch, name="broker-watchdog", daemon=True).start()
 
 
 class Topics:
@@ -430,6 +447,8 @@ def main() -> int:
         log("starting Kafka broker ...")
         broker = KafkaBroker().start()
         bs = broker.bootstrap_servers
+        if broker.proc is not None:
+            watch_broker(broker.proc, broker.log_path)
     log(f"broker at {bs}")
     result["params"]["external_broker"] = broker is None
     try:
@@ -497,6 +516,8 @@ def main() -> int:
         result["tensor"] = w2
     finally:
         if broker is not None:
+            if broker.proc is not None:
+                broker.proc._bench_stopping = True  # type: ignore[attr-defined]
             broker.stop()
     result["total_wall_s"] = time.perf_counter() - t_start
 

@@ -197,6 +197,9 @@ pub struct Producer {
     max_message_bytes: usize,
     /// Topics whose existence was checked already.
     known_topics: Mutex<std::collections::HashSet<String>>,
+    /// `allow.auto.create.topics` (librdkafka's producer default: true). When the client may
+    /// create topics on first use, a missing topic is not an error before sending.
+    auto_create: bool,
 }
 
 /// The rows of one `send`: encoded values, optional keys, and where they go.
@@ -231,17 +234,25 @@ impl Producer {
             sent: AtomicU64::new(0),
             max_message_bytes,
             known_topics: Mutex::new(Default::default()),
+            auto_create: config
+                .iter()
+                .rev()
+                .find(|(k, _)| k == "allow.auto.create.topics")
+                .is_none_or(|(_, v)| v != "false"),
         })
     }
 
     /// Queues one message, waiting (and serving delivery reports) while librdkafka's queue is full.
     pub fn send(&self, m: &OutgoingMessage<'_>, tag: MessageTag, timeout: Duration) -> Result<()> {
-        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
-        for (k, v) in &m.headers {
-            headers = headers.insert(Header { key: k, value: *v });
+        let mut record: BaseRecord<'_, [u8], [u8], MessageTag> = BaseRecord::with_opaque_to(m.topic, tag);
+        if !m.headers.is_empty() {
+            // Only when there are headers: an empty header list is still an allocation in C.
+            let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+            for (k, v) in &m.headers {
+                headers = headers.insert(Header { key: k, value: *v });
+            }
+            record = record.headers(headers);
         }
-        let mut record: BaseRecord<'_, [u8], [u8], MessageTag> =
-            BaseRecord::with_opaque_to(m.topic, tag).headers(headers);
         if let Some(k) = m.key {
             record = record.key(k);
         }
@@ -265,8 +276,8 @@ impl Producer {
                     if Instant::now() < deadline =>
                 {
                     record = rec;
-                    // The poll thread drains delivery reports; wait for room.
-                    std::thread::sleep(Duration::from_millis(5));
+                    // The poll thread drains delivery reports; wait briefly for room.
+                    std::thread::sleep(Duration::from_millis(1));
                 }
                 Err((e, rec)) => {
                     // Never queued: no report will come for it.
@@ -278,14 +289,16 @@ impl Producer {
         }
     }
 
-    /// Fails unless `topic` exists (or the cluster creates it on first use): a metadata round
-    /// trip once per topic, so a typo fails before anything is queued.
+    /// With `allow.auto.create.topics=false`, fails unless `topic` exists: a metadata round trip
+    /// once per topic, so a typo fails before anything is queued. Otherwise the first send asks
+    /// the cluster to create it (a cluster that will not reports the failure per message).
     pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<()> {
-        if self
-            .known_topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(topic)
+        if self.auto_create
+            || self
+                .known_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(topic)
         {
             return Ok(());
         }
@@ -304,7 +317,7 @@ impl Producer {
                 Ok(())
             }
             _ => Err(Error::UnknownTopic {
-                what: format!("topic '{topic}' (and the cluster does not create it on first use)"),
+                what: format!("topic '{topic}' (and allow.auto.create.topics is false)"),
                 kafka: Some(KafkaCode::from_code(
                     rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
                 )),

@@ -121,7 +121,8 @@ def test_async_send_failure_raises(config, unwritable_topic):
 
 
 def test_unknown_partition_fails_before_queueing(config, new_topic):
-    producer = km.Producer(config)
+    # Without auto-creation the producer checks the topic first, so it knows its partitions.
+    producer = km.Producer({**config, "allow.auto.create.topics": False})
     with pytest.raises(km.UnknownTopicError, match="Unknown partition"):
         producer.send(new_topic(), np.zeros((3, 2), np.float32), partition=5)
     assert producer.delivered == 0 and producer.failed == 0
