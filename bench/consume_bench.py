@@ -114,7 +114,7 @@ def machine_info(rdkafka_perf: str | None) -> dict[str, Any]:
         "numpy": np.__version__,
         "kafka_ml": getattr(kafka_ml, "__version__", "?"),
         "kafka_ml_librdkafka": kafka_ml.librdkafka_version,
-        "confluent_kafka": confluent_kafka.version()[0],
+        "confluent_kafka": confluent_kafka.__version__,
         "confluent_kafka_librdkafka": confluent_kafka.libversion()[0],
         "rdkafka_performance": rdkafka_perf,
         "broker": broker_jars[0].removesuffix(".jar") if broker_jars else None,
