@@ -69,3 +69,12 @@ def test_async_for_does_not_block_the_event_loop(config, new_topic, produce):
     ds.close()
     assert got == [7]
     assert ticks > 30, "the event loop kept running while waiting for Kafka"
+
+
+def test_opening_against_an_unreachable_broker_wakes_on_ctrl_c():
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        km.KafkaDataset("t", {"bootstrap.servers": "127.0.0.1:1"}, format="raw", timeout=60)
+    assert time.monotonic() - t0 < 5

@@ -202,7 +202,24 @@ impl KafkaDataset {
             timeout: Duration::from_secs_f64(timeout),
             commit,
         };
-        let inner = py.detach(|| Dataset::open(options)).py_err()?;
+        // Opening waits on the cluster (metadata, watermarks) for up to `timeout`: do it on a
+        // helper thread so the wait is interruptible (Ctrl-C raises at once; the thread ends
+        // with its own timeout).
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("kafka-ml-open".into())
+            .spawn(move || {
+                let _ = tx.send(Dataset::open(options));
+            })
+            .map_err(|e| config_error(format!("cannot start a thread: {e}")))?;
+        let opened = blocking(py, None, move |slice| match rx.recv_timeout(slice) {
+            Ok(result) => Some(result),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::Config(
+                "opening the dataset failed unexpectedly".into(),
+            ))),
+        })?;
+        let inner = opened.expect("waits without a timeout").py_err()?;
         Ok(KafkaDataset { inner })
     }
 
