@@ -9,6 +9,7 @@ __all__ = [
     "BatchReader",
     "EmbeddedCluster",
     "KafkaDataset",
+    "PreparedSend",
     "Producer",
     "SendReport",
     "__version__",
@@ -99,7 +100,7 @@ class Producer:
     def send_rows(
         self, topic: str, rows: object, row_bytes: int, partition: int | None = None
     ) -> SendReport: ...
-    def send_arrow(
+    def prepare_send(
         self,
         topic: str,
         data: object,
@@ -114,23 +115,9 @@ class Producer:
         headers: list[tuple[str, bytes | None]] | None = None,
         timestamp: int | None = None,
         timeout: float = 30.0,
-    ) -> SendReport: ...
-    def send_arrow_async(
-        self,
-        topic: str,
-        data: object,
-        format: str,
-        *,
-        columns: list[tuple[str, str]] | None = None,
-        avro_schema: str | None = None,
-        schema_id: int | None = None,
-        key_column: str | None = None,
-        keys: object | None = None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes | None]] | None = None,
-        timestamp: int | None = None,
-        timeout: float = 30.0,
-    ) -> Awaitable[SendReport]: ...
+    ) -> PreparedSend: ...
+    def send_prepared(self, prepared: PreparedSend) -> SendReport: ...
+    def send_prepared_async(self, prepared: PreparedSend) -> Awaitable[SendReport]: ...
     def flush(self, timeout: float = 30.0) -> None: ...
     def init_transactions(self, timeout: float = 30.0) -> None: ...
     def begin_transaction(self) -> None: ...
@@ -143,6 +130,9 @@ class Producer:
     def failed(self) -> int: ...
     @property
     def sent(self) -> int: ...
+
+@final
+class PreparedSend: ...
 
 @final
 class SendReport:

@@ -49,7 +49,8 @@ class Producer:
         stream, kwargs = _send_arguments(
             data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
         )
-        return await self._producer._native.send_arrow_async(topic, stream, format, **kwargs)
+        native = self._producer._native
+        return await native.send_prepared_async(native.prepare_send(topic, stream, format, **kwargs))
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits for every queued message (in the default executor: flushing is rare)."""

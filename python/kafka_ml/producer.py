@@ -87,7 +87,7 @@ class Producer:
             stream, kwargs = _send_arguments(
                 data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
             )
-            report = self._native.send_arrow(topic, stream, format, **kwargs)
+            report = self._native.send_prepared(self._native.prepare_send(topic, stream, format, **kwargs))
         if progress:
             _follow(report, topic)
         return report

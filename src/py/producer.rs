@@ -161,6 +161,22 @@ fn keys_from_array(array: &ArrayRef, rows: usize) -> Result<EncodedRows, Error> 
     encode::keys_from_column(&one, "key").map_err(Error::Encode)
 }
 
+/// A checked table send, run once by `send_prepared` or `send_prepared_async`.
+#[pyclass(module = "kafka_ml._native", frozen)]
+pub struct PreparedSend {
+    send: std::sync::Mutex<Option<TableSend>>,
+}
+
+impl PreparedSend {
+    fn take(&self) -> PyResult<TableSend> {
+        self.send
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| to_pyerr(Error::Config("this send was run already".into())))
+    }
+}
+
 /// A librdkafka producer; every message is accounted delivered or failed.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct Producer {
@@ -310,16 +326,15 @@ impl Producer {
         Ok(SendReport { tracker })
     }
 
-    /// Encodes every row of an Arrow stream (anything with `__arrow_c_stream__`) in `format`
-    /// and queues one message per row; see `kafka_ml.Producer.send`.
+    /// Checks the arguments of a table send (format, schema, keys) and takes the Arrow stream
+    /// (anything with `__arrow_c_stream__`); `send_prepared` or `send_prepared_async` runs it.
     #[pyo3(signature = (
         topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
         keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
-    fn send_arrow(
+    fn prepare_send(
         &self,
-        py: Python<'_>,
         topic: &str,
         data: PyRecordBatchReader,
         format: &str,
@@ -332,7 +347,7 @@ impl Producer {
         headers: Option<Vec<(String, Option<Vec<u8>>)>>,
         timestamp: Option<i64>,
         timeout: f64,
-    ) -> PyResult<SendReport> {
+    ) -> PyResult<PreparedSend> {
         let send = Self::table_send(
             topic,
             data,
@@ -347,50 +362,30 @@ impl Producer {
             timestamp,
             timeout,
         )?;
+        Ok(PreparedSend {
+            send: std::sync::Mutex::new(Some(send)),
+        })
+    }
+
+    /// Encodes every row of a prepared send and queues one message per row; see
+    /// `kafka_ml.Producer.send`.
+    fn send_prepared(&self, py: Python<'_>, prepared: &PreparedSend) -> PyResult<SendReport> {
+        let send = prepared.take()?;
         let inner = self.inner.clone();
         let tracker = py.detach(|| send.run(&inner)).py_err()?;
         Ok(SendReport { tracker })
     }
 
-    /// Like `send_arrow`, as an awaitable that resolves to the `SendReport` once every row is
+    /// Like `send_prepared`, as an awaitable that resolves to the `SendReport` once every row is
     /// delivered (or raises `DeliveryError`). Encoding and queueing run on the shared runtime's
     /// blocking pool and the wait is asynchronous: the event loop never blocks, and no thread
     /// is started per call.
-    #[pyo3(signature = (
-        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
-        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
-    ))]
-    #[allow(clippy::too_many_arguments)] // mirrors the Python signature
-    fn send_arrow_async<'py>(
+    fn send_prepared_async<'py>(
         &self,
         py: Python<'py>,
-        topic: &str,
-        data: PyRecordBatchReader,
-        format: &str,
-        columns: Option<Vec<(String, String)>>,
-        avro_schema: Option<String>,
-        schema_id: Option<u32>,
-        key_column: Option<String>,
-        keys: Option<PyArray>,
-        partition: Option<i32>,
-        headers: Option<Vec<(String, Option<Vec<u8>>)>>,
-        timestamp: Option<i64>,
-        timeout: f64,
+        prepared: &PreparedSend,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let send = Self::table_send(
-            topic,
-            data,
-            format,
-            columns,
-            avro_schema,
-            schema_id,
-            key_column,
-            keys,
-            partition,
-            headers,
-            timestamp,
-            timeout,
-        )?;
+        let send = prepared.take()?;
         let inner = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let tracker = tokio::task::spawn_blocking(move || send.run(&inner))
@@ -489,5 +484,6 @@ impl Producer {
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Producer>()?;
-    m.add_class::<SendReport>()
+    m.add_class::<SendReport>()?;
+    m.add_class::<PreparedSend>()
 }
