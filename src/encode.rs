@@ -8,6 +8,7 @@ use apache_avro::Schema as AvroSchema;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchOptions};
+use arrow_buffer::Buffer;
 use arrow_cast::cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, Field, Schema};
 use std::sync::Arc;
@@ -28,37 +29,41 @@ pub enum EncodeFormat {
     Raw,
 }
 
-/// Encoded values of a batch: row `i` is `data[ends[i-1]..ends[i]]`, or no value (a tombstone)
-/// where `present[i]` is false.
+/// Encoded values of a batch: row `i` is `data[ranges[i]]`, or no value (a tombstone) where
+/// `present[i]` is false. `data` is an Arrow buffer, so a tensor column's values and the JSON
+/// writer's output are sent from where they are, without another copy.
 #[derive(Debug, Default)]
 pub struct EncodedRows {
-    data: Vec<u8>,
-    ends: Vec<usize>,
+    data: Buffer,
+    ranges: Vec<(usize, usize)>,
     present: Option<Vec<bool>>,
 }
 
 impl EncodedRows {
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.ranges.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.ranges.is_empty()
     }
 
     pub fn row(&self, i: usize) -> Option<&[u8]> {
         if self.present.as_ref().is_some_and(|p| !p[i]) {
             return None;
         }
-        let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Some(&self.data[start..self.ends[i]])
+        let (start, end) = self.ranges[i];
+        Some(&self.data.as_slice()[start..end])
     }
 
-    /// Rows of `row_bytes` each, copied from one contiguous buffer (the tensor fast path).
-    pub fn fixed_width(data: &[u8], row_bytes: usize) -> Self {
+    /// Rows of `row_bytes` each, one after another in `data`.
+    pub fn fixed_width(data: Buffer, row_bytes: usize) -> Self {
+        let ranges = (0..data.len() / row_bytes)
+            .map(|i| (i * row_bytes, (i + 1) * row_bytes))
+            .collect();
         EncodedRows {
-            data: data.to_vec(),
-            ends: (1..=data.len() / row_bytes).map(|i| i * row_bytes).collect(),
+            data,
+            ranges,
             present: None,
         }
     }
@@ -69,10 +74,28 @@ impl EncodedRows {
             .map(|i| (i, self.row(i).map_or(0, <[u8]>::len)))
             .find(|(_, n)| *n > limit)
     }
+}
 
+/// Appends rows one by one (Avro, raw, keys).
+#[derive(Default)]
+struct RowsBuilder {
+    data: Vec<u8>,
+    ranges: Vec<(usize, usize)>,
+}
+
+impl RowsBuilder {
     fn push(&mut self, bytes: &[u8]) {
+        let start = self.data.len();
         self.data.extend_from_slice(bytes);
-        self.ends.push(self.data.len());
+        self.ranges.push((start, self.data.len()));
+    }
+
+    fn finish(self, present: Option<Vec<bool>>) -> EncodedRows {
+        EncodedRows {
+            data: Buffer::from_vec(self.data),
+            ranges: self.ranges,
+            present,
+        }
     }
 }
 
@@ -243,17 +266,11 @@ fn encode_tensor(batch: &RecordBatch) -> Result<EncodedRows, String> {
     }
     let row_bytes = *width as usize * byte_width;
     let values = list.values().to_data();
-    let buffer = &values.buffers()[0];
     let start = values.offset() * byte_width;
-    let mut out = EncodedRows {
-        data: Vec::with_capacity(row_bytes * list.len()),
-        ..Default::default()
-    };
-    // Little-endian already (the tensor format's byte order on every supported target).
-    out.data
-        .extend_from_slice(&buffer.as_slice()[start..start + row_bytes * list.len()]);
-    out.ends = (1..=list.len()).map(|i| i * row_bytes).collect();
-    Ok(out)
+    // The rows are the values buffer as it is: little-endian already (the tensor format's byte
+    // order on every supported target), and contiguous.
+    let data = values.buffers()[0].slice_with_length(start, row_bytes * list.len());
+    Ok(EncodedRows::fixed_width(data, row_bytes))
 }
 
 fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
@@ -266,15 +283,21 @@ fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
         .map_err(|e| format!("cannot write JSON: {e}"))?;
     writer.finish().map_err(|e| format!("cannot write JSON: {e}"))?;
     let data = writer.into_inner();
-    // One object per line; JSON strings escape newlines, so every '\n' ends a row.
-    let mut out = EncodedRows {
-        data: Vec::with_capacity(data.len()),
-        ..Default::default()
-    };
-    for line in data.split(|b| *b == b'\n').take(batch.num_rows()) {
-        out.push(line);
+    // One object per line; JSON strings escape newlines, so every '\n' ends a row. The rows are
+    // sent from the writer's buffer itself.
+    let mut ranges = Vec::with_capacity(batch.num_rows());
+    let mut start = 0;
+    for (i, byte) in data.iter().enumerate() {
+        if *byte == b'\n' {
+            ranges.push((start, i));
+            start = i + 1;
+        }
     }
-    Ok(out)
+    Ok(EncodedRows {
+        data: Buffer::from_vec(data),
+        ranges,
+        present: None,
+    })
 }
 
 /// JSON has no NaN or infinity (arrow-json would silently write null).
@@ -313,7 +336,7 @@ fn encode_raw(batch: &RecordBatch) -> Result<EncodedRows, String> {
     let column = batch
         .column_by_name("value")
         .ok_or("the raw format writes the 'value' column, which is missing")?;
-    let mut out = EncodedRows::default();
+    let mut out = RowsBuilder::default();
     let mut present = Vec::with_capacity(column.len());
     let mut put = |v: Option<&[u8]>| {
         present.push(v.is_some());
@@ -336,8 +359,8 @@ fn encode_raw(batch: &RecordBatch) -> Result<EncodedRows, String> {
             ))
         }
     }
-    out.present = present.iter().any(|p| !p).then_some(present);
-    Ok(out)
+    let present = present.iter().any(|p| !p).then_some(present);
+    Ok(out.finish(present))
 }
 
 fn encode_avro(
@@ -358,7 +381,8 @@ fn encode_avro(
                 .ok_or_else(|| format!("Avro field '{}' has no column", f.name))
         })
         .collect::<Result<_, _>>()?;
-    let mut out = EncodedRows::default();
+    let mut out = RowsBuilder::default();
+    let mut framed = Vec::new();
     for row in 0..batch.num_rows() {
         let fields = columns
             .iter()
@@ -371,13 +395,18 @@ fn encode_avro(
             .collect::<Result<Vec<_>, _>>()?;
         let datum = apache_avro::to_avro_datum(schema, AvroValue::Record(fields))
             .map_err(|e| format!("row {row} does not match the Avro schema: {e}"))?;
-        if let Some(id) = schema_id {
-            out.data.push(0);
-            out.data.extend_from_slice(&id.to_be_bytes());
+        match schema_id {
+            Some(id) => {
+                framed.clear();
+                framed.push(0);
+                framed.extend_from_slice(&id.to_be_bytes());
+                framed.extend_from_slice(&datum);
+                out.push(&framed);
+            }
+            None => out.push(&datum),
         }
-        out.push(&datum);
     }
-    Ok(out)
+    Ok(out.finish(None))
 }
 
 /// One Arrow cell as an Avro value for a field of `schema` (a `["null", T]` union wraps it).

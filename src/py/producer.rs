@@ -310,7 +310,8 @@ impl Producer {
         let tracker = py
             .detach(|| {
                 inner.check_topic(topic, ENQUEUE_TIMEOUT)?;
-                let values = EncodedRows::fixed_width(data, row_bytes);
+                // One copy into an Arrow buffer: the Python buffer must not outlive this call.
+                let values = EncodedRows::fixed_width(arrow_buffer::Buffer::from(data), row_bytes);
                 inner.check_sizes(&values)?;
                 let batch = RowBatch {
                     topic,
