@@ -97,7 +97,7 @@ pub struct PartitionRange {
     pub end: Option<i64>,
 }
 
-fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(crate) fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
     config
         .iter()
         .rev()
@@ -185,11 +185,11 @@ impl Dataset {
 }
 
 /// Consumer context without rebalance handling (planning and assign mode).
-struct PlainContext;
+pub(crate) struct PlainContext;
 impl ClientContext for PlainContext {}
 impl ConsumerContext for PlainContext {}
 
-fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Result<BaseConsumer<C>> {
+pub(crate) fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Result<BaseConsumer<C>> {
     let mut cc = ClientConfig::new();
     for (k, v) in config {
         cc.set(k, v);

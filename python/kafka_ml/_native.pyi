@@ -13,11 +13,20 @@ __all__ = [
     "Producer",
     "SendReport",
     "__version__",
+    "commit_offsets",
+    "committed_offsets",
     "librdkafka_version",
 ]
 
 __version__: str
 librdkafka_version: str
+
+def commit_offsets(
+    config: dict[str, str], offsets: dict[tuple[str, int], int], timeout: float = 30.0
+) -> None: ...
+def committed_offsets(
+    config: dict[str, str], partitions: list[tuple[str, int]], timeout: float = 30.0
+) -> dict[tuple[str, int], int | None]: ...
 
 @final
 class ArrowBufferOwner:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from . import _native
 from ._native import Batch, BatchReader
 from .exceptions import ClosedError, ConfigError
+
+if TYPE_CHECKING:
+    from .torch import KafkaIterableDataset
 
 __all__ = ["Batch", "KafkaDataset"]
 
@@ -128,6 +131,14 @@ class KafkaDataset:
         timeout: float = 10.0,
         commit: bool = True,
     ) -> None:
+        # Kept to build the same read elsewhere (`torch()`).
+        self._arguments: dict[str, Any] = {
+            "topics": topics, "config": dict(config or {}), "partitions": partitions, "format": format,
+            "schema": schema, "dtype": dtype, "shape": shape, "avro_schema": avro_schema,
+            "schema_registry": schema_registry, "metadata": list(metadata), "batch_size": batch_size,
+            "max_wait": max_wait, "start": start, "end": end, "on_error": on_error,
+            "dead_letter_topic": dead_letter_topic, "queue_bytes": queue_bytes, "timeout": timeout,
+        }  # fmt: skip
         if isinstance(topics, str):
             topics = [topics]
         columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
@@ -189,6 +200,15 @@ class KafkaDataset:
         if n is None:
             raise TypeError("an unbounded KafkaDataset (no end) has no length")
         return n
+
+    def torch(self, **options: Any) -> KafkaIterableDataset:
+        """This read as a PyTorch ``IterableDataset`` sharded over DataLoader workers and DDP ranks
+        (:class:`kafka_ml.torch.KafkaIterableDataset`; ``options`` are its own: ``shuffle_buffer``,
+        ``seed``, ``drop_last``, ``rank``, ``world_size``, ``num_workers``, or overrides)."""
+        from .torch import KafkaIterableDataset
+
+        arguments = {k: v for k, v in self._arguments.items() if k != "topics"}
+        return KafkaIterableDataset(self._arguments["topics"], **{**arguments, **options})
 
     # -- metadata ----------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+//! Consumer-group offsets outside a reading consumer: committing a checkpoint's positions and
+//! reading them back. Used where the process that saves a checkpoint is not the one that read
+//! the data (a training loop whose DataLoader workers read, but whose main process checkpoints).
+
+use crate::dataset::{config_value, new_consumer, PlainContext};
+use crate::error::{Error, Result};
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use std::time::Duration;
+
+/// Commits `offsets` (the next offset to read, per topic partition) for the config's `group.id`,
+/// synchronously: when this returns, the group's committed offsets are these.
+pub fn commit_offsets(config: &[(String, String)], offsets: &[((String, i32), i64)]) -> Result<()> {
+    if config_value(config, "group.id").is_none() {
+        return Err(Error::Config(
+            "committing offsets needs a 'group.id' in the config".into(),
+        ));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in offsets {
+        if *offset < 0 {
+            return Err(Error::Config(format!(
+                "cannot commit offset {offset} for topic '{topic}' partition {partition}"
+            )));
+        }
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(|e| Error::kafka(format!("bad offset for '{topic}' [{partition}]"), e))?;
+    }
+    if tpl.count() == 0 {
+        return Ok(());
+    }
+    let consumer = new_consumer(config, PlainContext)?;
+    consumer
+        .commit(&tpl, CommitMode::Sync)
+        .map_err(|e| Error::kafka("cannot commit offsets", e))
+}
+
+/// The group's committed offsets of `partitions`; `None` where the group has committed nothing.
+pub fn committed_offsets(
+    config: &[(String, String)],
+    partitions: &[(String, i32)],
+    timeout: Duration,
+) -> Result<Vec<((String, i32), Option<i64>)>> {
+    if config_value(config, "group.id").is_none() {
+        return Err(Error::Config(
+            "reading committed offsets needs a 'group.id' in the config".into(),
+        ));
+    }
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in partitions {
+        tpl.add_partition(topic, *partition);
+    }
+    let consumer = new_consumer(config, PlainContext)?;
+    let committed = consumer
+        .committed_offsets(tpl, timeout)
+        .map_err(|e| Error::kafka("cannot fetch committed offsets", e))?;
+    Ok(partitions
+        .iter()
+        .map(|(topic, partition)| {
+            let offset = match committed.find_partition(topic, *partition).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => Some(o),
+                _ => None,
+            };
+            ((topic.clone(), *partition), offset)
+        })
+        .collect())
+}

@@ -1,0 +1,61 @@
+//! Bindings of consumer-group offset management (`group`): commit a checkpoint's offsets, read them.
+
+use super::blocking;
+use super::errors::{to_pyerr, IntoPyResult};
+use crate::error::Error;
+use crate::group;
+use pyo3::prelude::*;
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn as_pairs(config: HashMap<String, String>) -> Vec<(String, String)> {
+    config.into_iter().collect()
+}
+
+/// Commits `{(topic, partition): next_offset}` for the config's `group.id` (synchronous).
+#[pyfunction]
+#[pyo3(signature = (config, offsets, timeout = 30.0))]
+fn commit_offsets(
+    py: Python<'_>,
+    config: HashMap<String, String>,
+    offsets: HashMap<(String, i32), i64>,
+    timeout: f64,
+) -> PyResult<()> {
+    let config = as_pairs(config);
+    let offsets: Vec<_> = offsets.into_iter().collect();
+    // The commit itself is synchronous inside librdkafka; run it off the GIL on its own thread
+    // so Ctrl-C and the timeout are honoured through the one blocking helper.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(group::commit_offsets(&config, &offsets));
+    });
+    let rx = std::sync::Mutex::new(rx);
+    let wait = |slice| rx.lock().ok().and_then(|rx| rx.recv_timeout(slice).ok());
+    match blocking(py, Some(Duration::from_secs_f64(timeout)), wait)? {
+        Some(result) => result.py_err(),
+        None => Err(to_pyerr(Error::Timeout {
+            what: format!("committing offsets did not finish within {timeout} s"),
+            kafka: None,
+        })),
+    }
+}
+
+/// The config's group's committed offsets of `partitions` (`None` where nothing is committed).
+#[pyfunction]
+#[pyo3(signature = (config, partitions, timeout = 30.0))]
+fn committed_offsets(
+    py: Python<'_>,
+    config: HashMap<String, String>,
+    partitions: Vec<(String, i32)>,
+    timeout: f64,
+) -> PyResult<HashMap<(String, i32), Option<i64>>> {
+    let config = as_pairs(config);
+    let timeout = Duration::from_secs_f64(timeout);
+    let out = py.detach(|| group::committed_offsets(&config, &partitions, timeout)).py_err()?;
+    Ok(out.into_iter().collect())
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(commit_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(committed_offsets, m)?)
+}

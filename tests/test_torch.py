@@ -1,0 +1,258 @@
+"""PyTorch DataLoader integration on a real broker: sharding, epochs, shuffling, resuming, commits."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch.utils.data import DataLoader  # noqa: E402
+from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
+
+import kafka_ml as km  # noqa: E402
+from kafka_ml import _native  # noqa: E402
+from kafka_ml.torch import KafkaIterableDataset, merge_state_dicts  # noqa: E402
+
+SCHEMA = {"id": "int64", "x": ("float32", 4)}
+
+
+def fill(config: dict[str, str], topic: str, n: int, partitions: int) -> tuple[np.ndarray, np.ndarray]:
+    """Writes rows ``id = 0..n-1`` (and ``x = id * [1, 2, 3, 4]``) round-robin over partitions."""
+    ids = np.arange(n, dtype=np.int64)
+    x = (ids[:, None] * np.array([1, 2, 3, 4])).astype(np.float32)
+    with km.Producer(config) as producer:
+        for p in range(partitions):
+            rows = slice(p, None, partitions)
+            producer.send(topic, {"id": ids[rows], "x": x[rows]}, format="json", schema=SCHEMA, partition=p)
+    return ids, x
+
+
+def ids_of(batches: list[dict[str, object]]) -> list[int]:
+    out: list[int] = []
+    for b in batches:
+        t = b["id"]
+        assert isinstance(t, torch.Tensor)
+        out.extend(t.tolist())
+    return out
+
+
+def make(config: dict[str, str], topic: str, **kw: object) -> KafkaIterableDataset:
+    options: dict[str, object] = dict(format="json", schema=SCHEMA, end="latest", batch_size=32)
+    options.update(kw)
+    return KafkaIterableDataset(topic, config, **options)  # type: ignore[arg-type]
+
+
+# -- sharding ---------------------------------------------------------------------------------
+
+
+def test_two_ranks_three_workers_deliver_each_message_once_per_epoch(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=8)
+    ids, x = fill(config, topic, 2000, 8)
+    for epoch in range(2):
+        seen: list[int] = []
+        total = 0.0
+        for rank in range(2):
+            ds = make(config, topic, rank=rank, world_size=2, num_workers=3)
+            ds.set_epoch(epoch)
+            loader = DataLoader(ds, batch_size=None, num_workers=3)
+            batches = list(loader)
+            assert len(batches) == len(loader)  # len() is exact for a bounded read
+            for b in batches:
+                assert b["x"].dtype == torch.float32 and b["x"].shape[1:] == (4,)
+                total += float(b["x"].sum(dtype=torch.float64))
+            seen.extend(ids_of(batches))
+        assert sorted(seen) == ids.tolist()  # every message exactly once, across 2 x 3 shards
+        assert total == pytest.approx(float(x.sum(dtype=np.float64)))
+
+
+def test_one_partition_is_split_into_offset_ranges_over_four_workers(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=1)
+    fill(config, topic, 1000, 1)
+    ds = make(config, topic, metadata=["offset"], batch_size=50, num_workers=4)
+    batches = list(DataLoader(ds, batch_size=None, num_workers=4))
+    # Worker k reads offsets [250k, 250k+250): every worker works, on its own contiguous range.
+    per_range = Counter(int(b["offset"][0]) // 250 for b in batches)
+    assert per_range == {0: 5, 1: 5, 2: 5, 3: 5}
+    for b in batches:
+        offsets = b["offset"].numpy()
+        assert np.all(np.diff(offsets) == 1) and offsets[0] // 250 == offsets[-1] // 250
+    assert sorted(int(o) for b in batches for o in b["offset"]) == list(range(1000))
+
+
+def test_batches_are_zero_copy_views_without_shuffling(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=1)
+    fill(config, topic, 256, 1)
+    ds = make(config, topic, batch_size=64, max_wait=2.0)
+    for b in ds:
+        assert b["x"].shape == (64, 4)
+        assert not b["x"].numpy().flags.owndata  # a view of the Arrow buffer, not a copy
+
+
+# -- shuffling and epochs -----------------------------------------------------------------------
+
+
+def test_shuffle_is_seeded_per_epoch_and_reproducible(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    ids, _ = fill(config, topic, 600, 2)
+
+    def order(epoch: int, seed: int = 7) -> list[int]:
+        ds = make(config, topic, shuffle_buffer=200, seed=seed, batch_size=25)
+        ds.set_epoch(epoch)
+        return ids_of(list(ds))
+
+    first = order(0)
+    assert sorted(first) == ids.tolist()
+    assert first == order(0)  # same seed and epoch: same order
+    assert first != order(1)  # another epoch: another order
+    assert first != sorted(first)  # actually shuffled
+
+
+def test_shuffled_batches_have_exact_size(config: dict[str, str], new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=1)
+    fill(config, topic, 250, 1)
+    sizes = [len(b["id"]) for b in make(config, topic, shuffle_buffer=100, batch_size=40)]
+    assert sizes == [40] * 6 + [10]
+    dropped = [len(b["id"]) for b in make(config, topic, shuffle_buffer=100, batch_size=40, drop_last=True)]
+    assert dropped == [40] * 6
+
+
+# -- resuming ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shuffle_buffer", [0, 150])
+def test_stateful_dataloader_resumes_mid_epoch_without_loss_or_repeat(
+    config: dict[str, str], new_topic: Callable[..., str], shuffle_buffer: int
+) -> None:
+    topic = new_topic(partitions=3)
+    ids, _ = fill(config, topic, 900, 3)
+    loader = StatefulDataLoader(
+        make(config, topic, shuffle_buffer=shuffle_buffer), batch_size=None, num_workers=2
+    )
+    before: list[int] = []
+    for i, b in enumerate(loader):
+        before.extend(ids_of([b]))
+        if i == 9:
+            state = loader.state_dict()
+            break
+    del loader
+
+    resumed = StatefulDataLoader(
+        make(config, topic, shuffle_buffer=shuffle_buffer), batch_size=None, num_workers=2
+    )
+    resumed.load_state_dict(state)
+    after = ids_of(list(resumed))
+    assert len(before) == 320
+    assert sorted(before + after) == ids.tolist()
+
+
+def test_resume_with_a_different_number_of_workers_and_ranks(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    ids, _ = fill(config, topic, 1200, 2)
+    # Run 1: 2 ranks x 2 workers, each rank stops after 6 batches and checkpoints.
+    before: list[int] = []
+    rank_states = []
+    for rank in range(2):
+        loader = StatefulDataLoader(
+            make(config, topic, rank=rank, world_size=2, shuffle_buffer=64), batch_size=None, num_workers=2
+        )
+        for i, b in enumerate(loader):
+            before.extend(ids_of([b]))
+            if i == 5:
+                rank_states.append(loader.state_dict())
+                break
+    # A single rank's checkpoint does not say what the other rank has left.
+    with pytest.raises(km.ConfigError, match="missing"):
+        merge_state_dicts(rank_states[0])
+    merged = merge_state_dicts(*rank_states)
+
+    # Run 2: 1 rank x 3 workers picks up exactly what is left.
+    ds = make(config, topic, shuffle_buffer=64)
+    ds.load_state_dict(merged)
+    after = ids_of(list(DataLoader(ds, batch_size=None, num_workers=3)))
+    assert len(before) == 2 * 6 * 32
+    assert sorted(before + after) == ids.tolist()
+
+    # The next epoch starts afresh.
+    ds.set_epoch(1)
+    assert sorted(ids_of(list(DataLoader(ds, batch_size=None, num_workers=3)))) == ids.tolist()
+
+
+def test_a_shard_state_is_refused_by_another_layout(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=1)
+    fill(config, topic, 100, 1)
+    state = make(config, topic, rank=1, world_size=2).state_dict()
+    ds = make(config, topic)
+    ds.load_state_dict(state)
+    with pytest.raises(km.ConfigError, match="shard 1 of 2"):
+        next(iter(ds))
+
+
+def test_commit_writes_the_checkpoint_to_the_group(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    fill(config, topic, 400, 2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    cfg = {**config, "group.id": group}
+    ds = make(cfg, topic, start="earliest", batch_size=50)
+    it = iter(ds)
+    handed_out: Counter[int] = Counter()
+    for _ in range(3):
+        batch = next(it)
+        handed_out.update((batch["id"] % 2).tolist())  # id % 2 is the partition (round-robin)
+    state = ds.state_dict()
+    tps = [(topic, 0), (topic, 1)]
+    assert _native.committed_offsets(cfg, tps) == {(topic, 0): None, (topic, 1): None}
+    # Without shuffling each partition was handed out as a prefix: its length is the offset.
+    expected = {(topic, 0): handed_out[0], (topic, 1): handed_out[1]}
+    assert sum(expected.values()) == 150
+    assert ds.commit(state) == expected
+    assert _native.committed_offsets(cfg, tps) == expected
+    # A new dataset of the group starts at the committed offsets.
+    again = make(cfg, topic, start="committed")
+    assert again.num_samples() == 400 - 150
+
+
+def test_streaming_read_yields_batches_as_they_arrive(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=2)
+    ds = KafkaIterableDataset(topic, config, format="json", schema=SCHEMA, batch_size=1000, max_wait=0.05)
+    with pytest.raises(TypeError):
+        len(ds)
+    fill(config, topic, 300, 2)
+    seen: list[int] = []
+    it = iter(ds)
+    while len(seen) < 300:
+        batch = next(it)
+        assert len(batch["id"]) < 1000  # handed out at the latency bound, not when full
+        seen.extend(batch["id"].tolist())
+    assert sorted(seen) == list(range(300))
+    state = ds.state_dict()
+    assert state["remaining"][topic] == {"0": [[150, None]], "1": [[150, None]]}
+
+
+def test_bad_arguments_are_refused(config: dict[str, str], new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=1)
+    with pytest.raises(km.ConfigError, match="bounded"):
+        KafkaIterableDataset(topic, config, format="raw", shuffle_buffer=10)
+    with pytest.raises(km.ConfigError, match="rank 2"):
+        KafkaIterableDataset(topic, config, format="raw", end="latest", rank=2, world_size=2)
+    with pytest.raises(km.UnknownTopicError):
+        KafkaIterableDataset(f"missing-{uuid.uuid4().hex[:6]}", config, format="raw", end="latest", timeout=5)
