@@ -6,16 +6,14 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
+import kafka_ml as km
 import numpy as np
 import pytest
-
-torch = pytest.importorskip("torch")
-from torch.utils.data import DataLoader  # noqa: E402
-from torchdata.stateful_dataloader import StatefulDataLoader  # noqa: E402
-
-import kafka_ml as km  # noqa: E402
-from kafka_ml import _native  # noqa: E402
-from kafka_ml.torch import KafkaIterableDataset, merge_state_dicts  # noqa: E402
+import torch
+from kafka_ml import _native
+from kafka_ml.torch import KafkaIterableDataset, merge_state_dicts
+from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 SCHEMA = {"id": "int64", "x": ("float32", 4)}
 
