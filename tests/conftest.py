@@ -40,7 +40,7 @@ def config(bootstrap_servers: str) -> dict[str, str]:
     return {"bootstrap.servers": bootstrap_servers}
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def new_topic(bootstrap_servers: str) -> Callable[..., str]:
     """Creates a uniquely named topic; returns its name."""
     admin = AdminClient({"bootstrap.servers": bootstrap_servers})

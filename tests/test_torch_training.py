@@ -39,21 +39,31 @@ def run_training(args: list[str], **kw: object) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, str(SCRIPTS / "train_resumable.py"), *args], **kw)  # type: ignore[call-overload]
 
 
+@pytest.fixture(scope="module")
+def training_topic(
+    config: dict[str, str], new_topic: Callable[..., str], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[str, list[int]]:
+    """A topic of 1200 rows, and the ids an uninterrupted training run trains on."""
+    topic = new_topic(partitions=3)
+    fill(config, topic, 1200, 3)
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    proc = run_training(
+        ["--bootstrap", config["bootstrap.servers"], "--topic", topic]
+        + ["--checkpoint", str(tmp / "ckpt"), "--out", str(tmp / "out.json")]
+    )
+    assert proc.wait(timeout=120) == 0
+    uninterrupted: list[int] = json.loads((tmp / "out.json").read_text())
+    assert sorted(uninterrupted) == list(range(1200))
+    return topic, uninterrupted
+
+
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("resume_workers", [2, 3])
 def test_training_killed_after_a_checkpoint_resumes_to_the_same_samples(
-    config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path, resume_workers: int
+    config: dict[str, str], training_topic: tuple[str, list[int]], tmp_path: Path, resume_workers: int
 ) -> None:
-    topic = new_topic(partitions=3)
-    fill(config, topic, 1200, 3)
+    topic, uninterrupted = training_topic
     common = ["--bootstrap", config["bootstrap.servers"], "--topic", topic]
-
-    # An uninterrupted run, for reference.
-    full_out = tmp_path / "full.json"
-    proc = run_training([*common, "--checkpoint", str(tmp_path / "full.ckpt"), "--out", str(full_out)])
-    assert proc.wait(timeout=120) == 0
-    uninterrupted = json.loads(full_out.read_text())
-    assert sorted(uninterrupted) == list(range(1200))
 
     # A run killed with SIGKILL once it has checkpointed a few times.
     ckpt, out = tmp_path / "run.ckpt", tmp_path / "run.json"
@@ -166,7 +176,7 @@ def test_mlp_on_digits_streamed_from_kafka_matches_in_memory_training(
 
     def from_kafka(epoch: int) -> object:
         stream.set_epoch(epoch)
-        return ((b["x"], b["y"]) for b in DataLoader(stream, batch_size=None, num_workers=2))
+        return ((b["x"], b["y"]) for b in stream)
 
     in_memory = DataLoader(
         TensorDataset(torch.from_numpy(x_train), torch.from_numpy(y_train)),
