@@ -12,15 +12,14 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import kafka_ml as km
 import numpy as np
 import pytest
 import torch
+from kafka_ml.torch import KafkaIterableDataset
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, TensorDataset
-
-import kafka_ml as km
-from kafka_ml.torch import KafkaIterableDataset
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 SCHEMA = {"id": "int64", "x": ("float32", 4)}
@@ -47,10 +46,8 @@ def training_topic(
     topic = new_topic(partitions=3)
     fill(config, topic, 1200, 3)
     tmp = tmp_path_factory.mktemp("uninterrupted")
-    proc = run_training(
-        ["--bootstrap", config["bootstrap.servers"], "--topic", topic]
-        + ["--checkpoint", str(tmp / "ckpt"), "--out", str(tmp / "out.json")]
-    )
+    common = ["--bootstrap", config["bootstrap.servers"], "--topic", topic]
+    proc = run_training([*common, "--checkpoint", str(tmp / "ckpt"), "--out", str(tmp / "out.json")])
     assert proc.wait(timeout=120) == 0
     uninterrupted: list[int] = json.loads((tmp / "out.json").read_text())
     assert sorted(uninterrupted) == list(range(1200))

@@ -12,11 +12,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from kafka_ml.torch import KafkaIterableDataset
 from torch.distributed.algorithms.join import Join
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-
-from kafka_ml.torch import KafkaIterableDataset
 
 
 def main() -> None:

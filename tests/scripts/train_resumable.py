@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import torch
-from torchdata.stateful_dataloader import StatefulDataLoader
-
 from kafka_ml.torch import KafkaIterableDataset, merge_state_dicts
+from torchdata.stateful_dataloader import StatefulDataLoader
 
 SCHEMA = {"id": "int64", "x": ("float32", 4)}
 
