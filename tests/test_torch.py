@@ -90,7 +90,11 @@ def test_batches_are_zero_copy_views_without_shuffling(
 ) -> None:
     topic = new_topic(partitions=1)
     fill(config, topic, 256, 1)
-    ds = make(config, topic, batch_size=64, max_wait=2.0)
+    reader = km.KafkaDataset(
+        topic, config, format="json", schema=SCHEMA, end="latest", batch_size=64, max_wait=2.0
+    )
+    ds = reader.torch()  # the same read, as a torch dataset
+    assert len(ds) == 4
     for b in ds:
         assert b["x"].shape == (64, 4)
         assert not b["x"].numpy().flags.owndata  # a view of the Arrow buffer, not a copy
