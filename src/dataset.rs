@@ -189,7 +189,10 @@ pub(crate) struct PlainContext;
 impl ClientContext for PlainContext {}
 impl ConsumerContext for PlainContext {}
 
-pub(crate) fn new_consumer<C: ConsumerContext>(config: &[(String, String)], ctx: C) -> Result<BaseConsumer<C>> {
+pub(crate) fn new_consumer<C: ConsumerContext>(
+    config: &[(String, String)],
+    ctx: C,
+) -> Result<BaseConsumer<C>> {
     let mut cc = ClientConfig::new();
     for (k, v) in config {
         cc.set(k, v);
@@ -754,6 +757,27 @@ impl Reader {
     /// Commits, synchronously, everything handed out so far (with a `group.id`).
     pub fn commit(&self) -> Result<()> {
         self.commit_delivered(CommitMode::Sync)
+    }
+
+    /// Commits exactly `offsets` (the positions after a batch whose results are safe, say) for
+    /// the partitions this reader still owns, synchronously, whether or not the reader commits by
+    /// itself: a partition revoked meanwhile belongs to another member, whose progress this must
+    /// not overwrite.
+    pub fn commit_offsets(&self, offsets: &OffsetMap) -> Result<()> {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return Err(Error::Closed("KafkaDataset reader"));
+        };
+        let mut tpl = TopicPartitionList::new();
+        {
+            let owned = lock(&self.shared.owned);
+            for (tp, off) in offsets {
+                if owned.contains(tp) {
+                    tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(*off))
+                        .map_err(|e| Error::kafka(format!("bad offset for '{}' [{}]", tp.0, tp.1), e))?;
+                }
+            }
+        }
+        self.shared.commit(consumer, tpl, CommitMode::Sync)
     }
 
     /// The consumer's group membership, for sending offsets inside a producer transaction.

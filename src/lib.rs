@@ -5,7 +5,7 @@
 //! - [`decode`]: payload formats → Arrow columns; [`encode`]: Arrow rows → payloads; [`batch`]: record batches with metadata;
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
 //! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
-//! - [`embedded`]: the in-process mock cluster; [`group`]: consumer-group offsets of checkpoints.
+//! - [`embedded`]: the in-process mock cluster; [`offsets`]: checkpoint commits and watermarks.
 //!
 //! `py` holds the bindings only: argument conversion, GIL release, error mapping.
 
@@ -16,7 +16,7 @@ pub mod decode;
 pub mod embedded;
 pub mod encode;
 pub mod error;
-pub mod group;
+pub mod offsets;
 pub mod producer;
 pub mod queue;
 pub mod schema;

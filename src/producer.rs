@@ -210,6 +210,8 @@ pub struct RowBatch<'a> {
     pub partition: Option<i32>,
     pub timestamp: Option<i64>,
     pub headers: &'a [(String, Option<Vec<u8>>)],
+    /// Headers with one value per row (e.g. the lineage of each result), after `headers`.
+    pub row_headers: &'a [(String, crate::encode::EncodedRows)],
 }
 
 impl Producer {
@@ -353,7 +355,13 @@ impl Producer {
                 value: batch.values.row(row),
                 partition: batch.partition,
                 timestamp: batch.timestamp,
-                headers: headers.clone(),
+                headers: if batch.row_headers.is_empty() {
+                    headers.clone()
+                } else {
+                    let mut all = headers.clone();
+                    all.extend(batch.row_headers.iter().map(|(k, v)| (k.as_str(), v.row(row))));
+                    all
+                },
             };
             if let Err(e) = self.send(&msg, Box::new((tracker.clone(), row)), timeout) {
                 tracker.settle(rows - row - 1);

@@ -133,3 +133,23 @@ def test_progress_bar_follows_deliveries(config, new_topic, capsys):
     report = km.Producer(config).send(topic, np.zeros((5000, 4), np.float32), progress=True)
     assert report.done and report.delivered == 5000
     assert "5000/5000" in capsys.readouterr().err
+
+
+def test_headers_with_one_value_per_row(config, new_topic):
+    topic = new_topic()
+    with km.Producer(config) as producer:
+        producer.send(
+            topic,
+            {"v": np.array([1, 2, 3])},
+            format="json",
+            headers={"source": [b"a", "b", None], "offset": np.array([10, 11, 12])},
+        )
+        with pytest.raises(km.EncodeError, match="header 'n'"):
+            producer.send(topic, {"v": np.array([1, 2])}, format="json", headers={"n": [1]})
+    ds = km.KafkaDataset(topic, config, format="raw", metadata=["headers"], end="latest")
+    headers = [h for b in ds for h in b["headers"]]
+    assert headers == [
+        [("source", b"a"), ("offset", b"10")],
+        [("source", b"b"), ("offset", b"11")],
+        [("source", None), ("offset", b"12")],
+    ]

@@ -13,8 +13,8 @@ import numpy as np
 
 from ._native import SendReport
 from .dataset import ColumnType
+from .producer import Headers, _send_arguments
 from .producer import Producer as _SyncProducer
-from .producer import _send_arguments
 
 __all__ = ["Producer"]
 
@@ -40,7 +40,7 @@ class Producer:
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
-        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        headers: Headers | None = None,
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,

@@ -194,6 +194,14 @@ class KafkaDataset:
         """``async for batch in dataset``: waits for batches without blocking the event loop."""
         return self._start_pass()
 
+    def poll(self, timeout: float) -> Batch | None:
+        """The next batch of the current pass (starting one if none is running), or ``None`` if
+        none arrives within ``timeout`` seconds; ``StopIteration`` when a bounded read is done.
+
+        For loops that must notice other events (a stop request, a deadline) while waiting."""
+        reader = self._reader if self._reader is not None else self._start_pass()
+        return reader.poll(timeout)
+
     def __len__(self) -> int:
         """Number of messages (offsets) in a bounded read."""
         n = self._native.num_messages()
@@ -257,9 +265,18 @@ class KafkaDataset:
             for partition, offset in parts.items()
         }
 
-    def commit(self) -> None:
-        """Commits (with a ``group.id``) the offsets of every batch handed out so far."""
-        if self._reader is not None:
+    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+        """Commits (with a ``group.id``) the offsets of every batch handed out so far.
+
+        With ``offsets`` (e.g. ``batch.offsets`` once the batch's results are safely written)
+        it commits exactly those, for the partitions this member still owns, also with
+        ``commit=False``: at-least-once processing that commits only what it has finished.
+        """
+        if offsets is not None:
+            if self._reader is None:
+                raise ClosedError("the dataset has not been iterated yet: there is nothing to commit")
+            self._reader.commit_offsets({(str(t), int(p)): int(o) for (t, p), o in offsets.items()})
+        elif self._reader is not None:
             self._reader.commit()
 
     # -- lifecycle ---------------------------------------------------------------------------

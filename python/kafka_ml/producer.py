@@ -13,7 +13,11 @@ from ._native import SendReport
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config
 from .exceptions import ConfigError, EncodeError
 
-__all__ = ["Producer", "SendReport"]
+__all__ = ["Headers", "Producer", "SendReport"]
+
+#: Headers of a ``send``: ``[(name, value), ...]`` on every row, or ``{name: one value per row}``
+#: (bytes, strings or integers, ``None`` for a null value).
+Headers = Sequence[tuple[str, bytes | None]] | Mapping[str, Sequence[Any] | np.ndarray]
 
 
 class Producer:
@@ -52,7 +56,7 @@ class Producer:
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
-        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        headers: Headers | None = None,
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
@@ -75,6 +79,8 @@ class Producer:
         existence) before the first is queued: a failed ``send`` sends nothing.
 
         ``key`` is a column name (partitioning then follows the key) or one key per row.
+        ``headers`` is a list of ``(name, value)`` for every row, or ``{name: values}`` with one
+        value per row (bytes, text or integers; e.g. each result's lineage).
 
         The returned report counts deliveries as they are reported; ``report.wait()`` blocks
         until all are in and raises :class:`~kafka_ml.DeliveryError` naming the failed rows.
@@ -213,7 +219,7 @@ def _send_arguments(
     schema: Mapping[str, ColumnType] | None,
     key: str | Sequence[Any] | np.ndarray | None,
     partition: int | None,
-    headers: Sequence[tuple[str, bytes | None]] | None,
+    headers: Headers | None,
     timestamp: int | None,
     avro_schema: Mapping[str, Any] | str | None,
     schema_id: int | None,
@@ -229,7 +235,10 @@ def _send_arguments(
         "key_column": key if isinstance(key, str) else None,
         "keys": _key_array(key) if key is not None and not isinstance(key, str) else None,
         "partition": partition,
-        "headers": list(headers) if headers else None,
+        "headers": list(headers) if headers and not isinstance(headers, Mapping) else None,
+        "row_headers": [(str(name), _key_array(values)) for name, values in headers.items()]
+        if isinstance(headers, Mapping)
+        else None,
         "timestamp": timestamp,
         "timeout": timeout,
     }
@@ -240,4 +249,7 @@ def _key_array(keys: Sequence[Any] | np.ndarray) -> Any:
     array = np.asarray(keys)
     if array.dtype.kind in "iu":
         return pa.array(array)
-    return pa.array([k if isinstance(k, (bytes, str)) else str(k) for k in array.tolist()])
+    return pa.array(
+        [None if k is None else k if isinstance(k, bytes) else str(k).encode() for k in array.tolist()],
+        type=pa.binary(),
+    )

@@ -308,6 +308,24 @@ impl BatchReader {
         }
     }
 
+    /// The next batch, or `None` if none arrives within `timeout` seconds; `StopIteration` at
+    /// the end of a bounded read. For loops that must also notice other events while waiting.
+    fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Batch>> {
+        let reader = self.inner.clone();
+        let wait = Some(Duration::from_secs_f64(timeout.max(0.0)));
+        let next = blocking(py, wait, move |slice| match lock(&reader).next(slice) {
+            Ok(Next::Pending) => None,
+            other => Some(other),
+        })?;
+        match next {
+            None => Ok(None),
+            Some(Ok(Next::Batch(b))) => Ok(Some(Batch::new(b))),
+            Some(Ok(Next::End)) => Err(pyo3::exceptions::PyStopIteration::new_err(())),
+            Some(Ok(Next::Pending)) => unreachable!("blocking() retries pending"),
+            Some(Err(e)) => Err(to_pyerr(e)),
+        }
+    }
+
     fn __aiter__(slf: Py<Self>) -> Py<Self> {
         slf
     }
@@ -346,6 +364,17 @@ impl BatchReader {
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
         let reader = self.inner.clone();
         py.detach(|| lock(&reader).commit()).py_err()
+    }
+
+    /// Commits exactly `{(topic, partition): next_offset}` for the partitions still owned.
+    fn commit_offsets(
+        &self,
+        py: Python<'_>,
+        offsets: std::collections::HashMap<(String, i32), i64>,
+    ) -> PyResult<()> {
+        let reader = self.inner.clone();
+        let offsets: OffsetMap = offsets.into_iter().collect();
+        py.detach(|| lock(&reader).commit_offsets(&offsets)).py_err()
     }
 
     /// Stops the consumer thread and commits what was handed out. Idempotent.

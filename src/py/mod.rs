@@ -4,7 +4,7 @@ mod arrow_numpy;
 mod dataset;
 mod embedded;
 mod errors;
-mod group;
+mod offsets;
 mod producer;
 
 use pyo3::prelude::*;
@@ -43,6 +43,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dataset::register(m)?;
     producer::register(m)?;
     embedded::register(m)?;
-    group::register(m)?;
+    offsets::register(m)?;
     Ok(())
 }

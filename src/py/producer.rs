@@ -109,6 +109,7 @@ struct TableSend {
     keys: Option<ArrayRef>,
     partition: Option<i32>,
     headers: Vec<(String, Option<Vec<u8>>)>,
+    row_headers: Vec<(String, ArrayRef)>,
     timestamp: Option<i64>,
     timeout: Duration,
 }
@@ -139,6 +140,15 @@ impl TableSend {
             (None, Some(array)) => Some(keys_from_array(array, values.len())?),
             (None, None) => None,
         };
+        let row_headers = self
+            .row_headers
+            .iter()
+            .map(|(name, array)| {
+                keys_from_array(array, values.len())
+                    .map(|v| (name.clone(), v))
+                    .map_err(|e| Error::Encode(format!("header '{name}': {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         producer.check_topic(&self.topic, self.timeout)?;
         let rows = RowBatch {
             topic: &self.topic,
@@ -147,6 +157,7 @@ impl TableSend {
             partition: self.partition,
             timestamp: self.timestamp,
             headers: &self.headers,
+            row_headers: &row_headers,
         };
         producer.send_rows(&rows, ENQUEUE_TIMEOUT)
     }
@@ -196,6 +207,7 @@ impl Producer {
         keys: Option<PyArray>,
         partition: Option<i32>,
         headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        row_headers: Option<Vec<(String, PyArray)>>,
         timestamp: Option<i64>,
         timeout: f64,
     ) -> PyResult<TableSend> {
@@ -233,6 +245,11 @@ impl Producer {
             keys: keys.map(|k| k.into_inner().0),
             partition,
             headers: headers.unwrap_or_default(),
+            row_headers: row_headers
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(name, array)| (name, array.into_inner().0))
+                .collect(),
             timestamp,
             timeout: seconds(timeout),
         })
@@ -320,6 +337,7 @@ impl Producer {
                     partition,
                     timestamp: None,
                     headers: &[],
+                    row_headers: &[],
                 };
                 inner.send_rows(&batch, ENQUEUE_TIMEOUT)
             })
@@ -331,7 +349,7 @@ impl Producer {
     /// (anything with `__arrow_c_stream__`); `send_prepared` or `send_prepared_async` runs it.
     #[pyo3(signature = (
         topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
-        keys=None, partition=None, headers=None, timestamp=None, timeout=30.0
+        keys=None, partition=None, headers=None, row_headers=None, timestamp=None, timeout=30.0
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn prepare_send(
@@ -346,6 +364,7 @@ impl Producer {
         keys: Option<PyArray>,
         partition: Option<i32>,
         headers: Option<Vec<(String, Option<Vec<u8>>)>>,
+        row_headers: Option<Vec<(String, PyArray)>>,
         timestamp: Option<i64>,
         timeout: f64,
     ) -> PyResult<PreparedSend> {
@@ -360,6 +379,7 @@ impl Producer {
             keys,
             partition,
             headers,
+            row_headers,
             timestamp,
             timeout,
         )?;

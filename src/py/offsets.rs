@@ -1,9 +1,9 @@
-//! Bindings of consumer-group offset management (`group`): commit a checkpoint's offsets, read them.
+//! Bindings of `offsets`: commit a checkpoint's offsets to a group, read them, partitions' watermarks.
 
 use super::blocking;
 use super::errors::{to_pyerr, IntoPyResult};
 use crate::error::Error;
-use crate::group;
+use crate::offsets;
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,7 +27,7 @@ fn commit_offsets(
     // so Ctrl-C and the timeout are honoured through the one blocking helper.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(group::commit_offsets(&config, &offsets));
+        let _ = tx.send(offsets::commit_offsets(&config, &offsets));
     });
     let rx = std::sync::Mutex::new(rx);
     let wait = |slice| rx.lock().ok().and_then(|rx| rx.recv_timeout(slice).ok());
@@ -51,11 +51,31 @@ fn committed_offsets(
 ) -> PyResult<HashMap<(String, i32), Option<i64>>> {
     let config = as_pairs(config);
     let timeout = Duration::from_secs_f64(timeout);
-    let out = py.detach(|| group::committed_offsets(&config, &partitions, timeout)).py_err()?;
+    let out = py
+        .detach(|| offsets::committed_offsets(&config, &partitions, timeout))
+        .py_err()?;
+    Ok(out.into_iter().collect())
+}
+
+/// `{(topic, partition): (low, high)}`: the first offset and the next offset to be written.
+#[pyfunction]
+#[pyo3(signature = (config, partitions, timeout = 10.0))]
+fn watermarks(
+    py: Python<'_>,
+    config: HashMap<String, String>,
+    partitions: Vec<(String, i32)>,
+    timeout: f64,
+) -> PyResult<HashMap<(String, i32), (i64, i64)>> {
+    let config = as_pairs(config);
+    let timeout = Duration::from_secs_f64(timeout);
+    let out = py
+        .detach(|| offsets::watermarks(&config, &partitions, timeout))
+        .py_err()?;
     Ok(out.into_iter().collect())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(commit_offsets, m)?)?;
-    m.add_function(wrap_pyfunction!(committed_offsets, m)?)
+    m.add_function(wrap_pyfunction!(committed_offsets, m)?)?;
+    m.add_function(wrap_pyfunction!(watermarks, m)?)
 }

@@ -1,6 +1,7 @@
-//! Consumer-group offsets outside a reading consumer: committing a checkpoint's positions and
-//! reading them back. Used where the process that saves a checkpoint is not the one that read
-//! the data (a training loop whose DataLoader workers read, but whose main process checkpoints).
+//! Offsets outside a reading consumer: committing a checkpoint's positions to a consumer group and
+//! reading them back (the process that saves a checkpoint is not always the one that read the
+//! data: DataLoader workers read, the main process checkpoints), and partitions' watermarks
+//! (consumer lag).
 
 use crate::dataset::{config_value, new_consumer, PlainContext};
 use crate::error::{Error, Result};
@@ -8,9 +9,12 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 use std::time::Duration;
 
+/// `(topic, partition)`.
+pub type TopicPartition = (String, i32);
+
 /// Commits `offsets` (the next offset to read, per topic partition) for the config's `group.id`,
 /// synchronously: when this returns, the group's committed offsets are these.
-pub fn commit_offsets(config: &[(String, String)], offsets: &[((String, i32), i64)]) -> Result<()> {
+pub fn commit_offsets(config: &[(String, String)], offsets: &[(TopicPartition, i64)]) -> Result<()> {
     if config_value(config, "group.id").is_none() {
         return Err(Error::Config(
             "committing offsets needs a 'group.id' in the config".into(),
@@ -40,7 +44,7 @@ pub fn committed_offsets(
     config: &[(String, String)],
     partitions: &[(String, i32)],
     timeout: Duration,
-) -> Result<Vec<((String, i32), Option<i64>)>> {
+) -> Result<Vec<(TopicPartition, Option<i64>)>> {
     if config_value(config, "group.id").is_none() {
         return Err(Error::Config(
             "reading committed offsets needs a 'group.id' in the config".into(),
@@ -64,4 +68,27 @@ pub fn committed_offsets(
             ((topic.clone(), *partition), offset)
         })
         .collect())
+}
+
+/// The low and high watermarks (first offset, next offset to be written) of `partitions`.
+pub fn watermarks(
+    config: &[(String, String)],
+    partitions: &[TopicPartition],
+    timeout: Duration,
+) -> Result<Vec<(TopicPartition, (i64, i64))>> {
+    let consumer = new_consumer(config, PlainContext)?;
+    partitions
+        .iter()
+        .map(|(topic, partition)| {
+            consumer
+                .fetch_watermarks(topic, *partition, timeout)
+                .map(|w| ((topic.clone(), *partition), w))
+                .map_err(|e| {
+                    Error::kafka(
+                        format!("cannot fetch the watermarks of '{topic}' [{partition}]"),
+                        e,
+                    )
+                })
+        })
+        .collect()
 }

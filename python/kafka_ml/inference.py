@@ -1,0 +1,505 @@
+"""Real-time inference: consume a topic, predict, produce one result per input.
+
+``InferenceLoop`` (and ``serve``, its one-call form) reads input batches from a streaming
+``KafkaDataset`` of a consumer group, calls ``predict`` on each, and writes one result per input
+with the input's key and lineage headers (source topic, partition, offset, model version):
+
+- ``delivery="at_least_once"``: a batch's input offsets are committed only once its results are
+  acknowledged by the cluster; after a crash the uncommitted tail is processed again.
+- ``delivery="exactly_once"``: results and input offsets go in one Kafka transaction; readers of
+  the output with ``isolation.level=read_committed`` see each result exactly once.
+
+Given a ``ModelSubscriber`` (anything with a ``latest`` version that has ``version`` and
+``model``), each batch is predicted by the newest verified model: ``predict(batch, model)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from . import _native
+from .dataset import Batch, KafkaDataset, _config
+from .exceptions import ConfigError, KafkaMLError
+from .producer import Producer
+
+__all__ = ["InferenceError", "InferenceLoop", "ModelSource", "serve"]
+
+log = logging.getLogger("kafka_ml.inference")
+
+Delivery = Literal["at_least_once", "exactly_once"]
+
+#: Lineage headers of every result (and of a dead-lettered input).
+SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
+    "kafka_ml.source.topic",
+    "kafka_ml.source.partition",
+    "kafka_ml.source.offset",
+)
+MODEL_VERSION = "kafka_ml.model.version"
+ERROR = "kafka_ml.error"
+
+_METADATA = ["topic", "partition", "offset", "timestamp", "key"]
+# Consumer-only librdkafka properties, kept out of the producer's config.
+_CONSUMER_ONLY = (
+    "group.",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.",
+    "auto.commit.",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "fetch.",
+    "queued.",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+class InferenceError(KafkaMLError):
+    """The inference loop stopped: ``predict`` raised (with ``on_predict_error="stop"``), or the
+    results could not be written. Nothing of the failed batch was committed."""
+
+
+class ModelSource(Protocol):
+    """Where the loop takes its model from: a ``kafka_ml.ModelSubscriber``, or anything whose
+    ``latest`` is ``None`` or has ``version`` and ``model``."""
+
+    @property
+    def latest(self) -> Any: ...
+
+
+class _Latencies:
+    """The most recent end-to-end latencies (ms), for percentiles over a sliding window."""
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.values = np.zeros(size, dtype=np.float64)
+        self.count = 0
+
+    def add(self, ms: np.ndarray) -> None:
+        size = len(self.values)
+        ms = ms[-size:]
+        start = self.count % size
+        end = start + len(ms)
+        if end <= size:
+            self.values[start:end] = ms
+        else:
+            split = size - start
+            self.values[start:] = ms[:split]
+            self.values[: end - size] = ms[split:]
+        self.count += len(ms)
+
+    def percentiles(self) -> dict[str, float]:
+        window = self.values[: min(self.count, len(self.values))]
+        if window.size == 0:
+            return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
+        p50, p99 = np.percentile(window, [50, 99])
+        return {"p50": float(p50), "p99": float(p99), "max": float(window.max())}
+
+
+class InferenceLoop:
+    """Consume → ``predict`` → produce, one result per input, until stopped.
+
+    Args:
+        predict: ``predict(batch)`` (or ``predict(batch, model)`` with ``model=``) taking a
+            :class:`~kafka_ml.Batch` (NumPy via ``batch["x"]`` / ``to_numpy()``, Arrow via the
+            PyCapsule interface) and returning one result per row: a dict of arrays, a NumPy
+            array, or an Arrow table / record batch.
+        input_topic, output_topic: where inputs come from and results go.
+        config: librdkafka properties; needs a ``group.id`` (the loop is a consumer group).
+        delivery: ``"at_least_once"`` or ``"exactly_once"`` (Kafka transactions).
+        model: a :class:`ModelSource` (e.g. ``ModelSubscriber``); each batch uses its newest
+            version, waiting up to ``model_timeout`` seconds for a first one.
+        output_format, output_schema, output_avro_schema, output_schema_id: how results are
+            encoded (``Producer.send``'s ``format``, ``schema``, ``avro_schema``, ``schema_id``).
+        on_predict_error: ``"dead_letter"`` (the batch's inputs go to ``dead_letter_topic`` with
+            the error and lineage headers, and the loop goes on) or ``"stop"``
+            (:class:`InferenceError`; nothing of the batch is committed).
+        instance: a stable name of this replica (``transactional.id`` is derived from it, so a
+            restarted replica fences its predecessor and aborts its open transaction).
+        metrics_interval: seconds between metrics log lines (and consumer-lag refreshes).
+        progress: show a tqdm bar with throughput and latency.
+        dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
+            ``avro_schema``, ``on_error``, ...; see :class:`~kafka_ml.KafkaDataset`).
+    """
+
+    def __init__(
+        self,
+        predict: Callable[..., Any],
+        input_topic: str | Sequence[str],
+        output_topic: str,
+        config: Mapping[str, object],
+        *,
+        delivery: Delivery = "at_least_once",
+        model: ModelSource | None = None,
+        model_timeout: float = 30.0,
+        output_format: Literal["json", "avro", "tensor", "raw"] = "json",
+        output_schema: Mapping[str, Any] | None = None,
+        output_avro_schema: Mapping[str, Any] | str | None = None,
+        output_schema_id: int | None = None,
+        on_predict_error: Literal["dead_letter", "stop"] = "stop",
+        dead_letter_topic: str | None = None,
+        instance: str = "0",
+        batch_size: int = 1024,
+        max_wait: float = 0.05,
+        metrics_interval: float = 10.0,
+        progress: bool = False,
+        producer_config: Mapping[str, object] | None = None,
+        **dataset_options: Any,
+    ) -> None:
+        if delivery not in ("at_least_once", "exactly_once"):
+            raise ConfigError(f"delivery={delivery!r}: expected 'at_least_once' or 'exactly_once'")
+        if on_predict_error not in ("dead_letter", "stop"):
+            raise ConfigError(f"on_predict_error={on_predict_error!r}: expected 'dead_letter' or 'stop'")
+        if on_predict_error == "dead_letter" and not dead_letter_topic:
+            raise ConfigError("on_predict_error='dead_letter' needs a dead_letter_topic")
+        cfg = _config(config)
+        group = cfg.get("group.id")
+        if not group:
+            raise ConfigError(
+                "an inference loop needs a 'group.id' in the config: it commits its input offsets"
+            )
+        self.predict = predict
+        self.input_topics = [input_topic] if isinstance(input_topic, str) else list(input_topic)
+        self.output_topic = output_topic
+        self.delivery = delivery
+        self.model = model
+        self.model_timeout = model_timeout
+        self.on_predict_error = on_predict_error
+        self.dead_letter_topic = dead_letter_topic
+        self.metrics_interval = metrics_interval
+        self.progress = progress
+        self._send_options: dict[str, Any] = {
+            "format": output_format,
+            "schema": output_schema,
+            "avro_schema": output_avro_schema,
+            "schema_id": output_schema_id,
+        }
+        self._consumer_config: dict[str, object] = dict(cfg)
+        if delivery == "exactly_once":
+            # Inputs written transactionally upstream count only once committed.
+            self._consumer_config.setdefault("isolation.level", "read_committed")
+        self._producer_config: dict[str, object] = {
+            k: v for k, v in cfg.items() if not k.startswith(_CONSUMER_ONLY)
+        }
+        if delivery == "exactly_once":
+            self._producer_config.setdefault("transactional.id", f"kafka-ml-{group}-{instance}")
+        self._producer_config.update(producer_config or {})
+        self._dataset_options = {"batch_size": batch_size, "max_wait": max_wait, **dataset_options}
+        self._input_format = str(dataset_options.get("format", "raw"))
+        self._stop = threading.Event()
+        self._latencies = _Latencies()
+        self._counts = {
+            "messages": 0,
+            "batches": 0,
+            "predict_errors": 0,
+            "dead_lettered": 0,
+            "model_updates": 0,
+        }
+        self._lag: dict[tuple[str, int], int] = {}
+        self._model_version: str | None = None
+        self._started: float | None = None
+        self._dataset: KafkaDataset | None = None
+
+    # -- control ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Asks the loop to stop after the batch in flight (safe from any thread or a signal)."""
+        self._stop.set()
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """Messages, batches, throughput (messages/s), end-to-end latency percentiles (input
+        timestamp → result delivered, ms), consumer lag per partition, errors, model version."""
+        elapsed = time.monotonic() - self._started if self._started is not None else 0.0
+        return {
+            **self._counts,
+            "throughput": self._counts["messages"] / elapsed if elapsed > 0 else 0.0,
+            "latency_ms": self._latencies.percentiles(),
+            "lag": dict(self._lag),
+            "model_version": self._model_version,
+            "uptime_s": elapsed,
+        }
+
+    # -- the loop ----------------------------------------------------------------------------
+
+    def run(
+        self,
+        *,
+        max_messages: int | None = None,
+        idle_timeout: float | None = None,
+        handle_signals: bool = True,
+    ) -> dict[str, Any]:
+        """Serves until :meth:`stop`, SIGTERM / SIGINT (the batch in flight is finished and
+        committed first), ``max_messages`` inputs, or ``idle_timeout`` seconds without input
+        (counted from the first input, so joining the group is not idleness).
+        Returns the final :attr:`metrics`."""
+        restore = self._install_signal_handlers() if handle_signals else {}
+        producer = Producer(self._producer_config)
+        dataset = KafkaDataset(
+            self.input_topics,
+            self._consumer_config,
+            metadata=_METADATA,
+            commit=False,  # offsets are committed here, once results are safe
+            **self._dataset_options,
+        )
+        self._dataset = dataset
+        bar = self._progress_bar()
+        self._started = time.monotonic()
+        last_metrics = time.monotonic()
+        last_input: float | None = None  # idle time counts from the first input
+        clean = False
+        try:
+            if self.delivery == "exactly_once":
+                producer.init_transactions()
+            while not self._stop.is_set():
+                if max_messages is not None and self._counts["messages"] >= max_messages:
+                    break
+                batch = dataset.poll(0.2)
+                now = time.monotonic()
+                if batch is not None and batch.num_rows:
+                    self._process(batch, producer, dataset)
+                    last_input = now
+                    if bar is not None:
+                        bar.update(batch.num_rows)
+                        lat = self._latencies.percentiles()
+                        bar.set_postfix(p50_ms=f"{lat['p50']:.1f}", p99_ms=f"{lat['p99']:.1f}", refresh=False)
+                elif idle_timeout is not None and last_input is not None and now - last_input >= idle_timeout:
+                    break
+                if now - last_metrics >= self.metrics_interval:
+                    self._refresh_lag(dataset)
+                    log.info("inference: %s", self._summary())
+                    last_metrics = now
+            clean = True
+            self._refresh_lag(dataset)
+        finally:
+            if bar is not None:
+                bar.close()
+            # commit=False: closing commits nothing that was not finished above.
+            dataset.close()
+            if clean:
+                producer.flush()
+            for sig, handler in restore.items():
+                signal.signal(sig, handler)
+        log.info("inference stopped: %s", self._summary())
+        return self.metrics
+
+    def _process(self, batch: Batch, producer: Producer, dataset: KafkaDataset) -> None:
+        n = batch.num_rows
+        meta = {name: batch[name] for name in ("topic", "partition", "offset", "timestamp")}
+        keys = batch["key"]
+        version = self._current_model()
+        try:
+            result = self.predict(batch) if self.model is None else self.predict(batch, version.model)
+            data = _result_data(result, n)
+        except Exception as e:
+            self._counts["predict_errors"] += 1
+            if self.on_predict_error == "stop":
+                raise InferenceError(
+                    f"predict failed on a batch of {n} from {_describe(meta)}: {e!r}; "
+                    "nothing of it was committed"
+                ) from e
+            log.error("predict failed on a batch of %d from %s: %r; dead-lettered", n, _describe(meta), e)
+            self._dead_letter(batch, meta, keys, e, producer, dataset)
+            return
+        lineage: dict[str, Any] = {
+            SOURCE_TOPIC: meta["topic"],
+            SOURCE_PARTITION: meta["partition"],
+            SOURCE_OFFSET: meta["offset"],
+        }
+        if version is not None:
+            lineage[MODEL_VERSION] = np.full(n, str(version.version), dtype=object)
+        key = keys if any(k is not None for k in keys) else None
+        offsets = batch.offsets
+        if self.delivery == "exactly_once":
+            producer.begin_transaction()
+            try:
+                producer.send(self.output_topic, data, key=key, headers=lineage, **self._send_options)
+                producer.send_offsets_to_transaction(dataset)
+                producer.commit_transaction()
+            except BaseException:
+                producer.abort_transaction()
+                raise
+        else:
+            report = producer.send(self.output_topic, data, key=key, headers=lineage, **self._send_options)
+            report.wait()  # raises DeliveryError naming failed rows: then nothing is committed
+            dataset.commit(offsets)
+        self._latencies.add(time.time() * 1000.0 - meta["timestamp"].astype(np.float64))
+        self._counts["messages"] += n
+        self._counts["batches"] += 1
+
+    def _dead_letter(
+        self,
+        batch: Batch,
+        meta: dict[str, Any],
+        keys: Any,
+        error: BaseException,
+        producer: Producer,
+        dataset: KafkaDataset,
+    ) -> None:
+        assert self.dead_letter_topic is not None
+        n = batch.num_rows
+        headers = {
+            ERROR: np.full(n, f"predict failed: {error!r}", dtype=object),
+            SOURCE_TOPIC: meta["topic"],
+            SOURCE_PARTITION: meta["partition"],
+            SOURCE_OFFSET: meta["offset"],
+        }
+        data, options = _inputs_as_sent(batch, self._input_format, self._dataset_options)
+        key = keys if any(k is not None for k in keys) else None
+        if self.delivery == "exactly_once":
+            producer.begin_transaction()
+            try:
+                producer.send(self.dead_letter_topic, data, key=key, headers=headers, **options)
+                producer.send_offsets_to_transaction(dataset)
+                producer.commit_transaction()
+            except BaseException:
+                producer.abort_transaction()
+                raise
+        else:
+            producer.send(self.dead_letter_topic, data, key=key, headers=headers, **options).wait()
+            dataset.commit(batch.offsets)
+        self._counts["dead_lettered"] += n
+
+    def _current_model(self) -> Any:
+        if self.model is None:
+            return None
+        latest = self.model.latest
+        deadline = time.monotonic() + self.model_timeout
+        while latest is None:
+            if self._stop.is_set() or time.monotonic() >= deadline:
+                raise InferenceError(f"no model version became available within {self.model_timeout} s")
+            time.sleep(0.05)
+            latest = self.model.latest
+        version = str(latest.version)
+        if version != self._model_version:
+            if self._model_version is not None:
+                self._counts["model_updates"] += 1
+                log.info("inference: model %s -> %s from the next batch on", self._model_version, version)
+            self._model_version = version
+        return latest
+
+    # -- metrics and signals -----------------------------------------------------------------
+
+    def _refresh_lag(self, dataset: KafkaDataset) -> None:
+        if dataset._reader is None:
+            return
+        positions = dataset._reader.positions()
+        if not positions:
+            return
+        try:
+            marks = _native.watermarks(_config(self._consumer_config), sorted(positions), 5.0)
+        except KafkaMLError as e:  # metrics must not stop serving
+            log.warning("inference: cannot refresh consumer lag: %s", e)
+            return
+        self._lag = {tp: max(0, marks[tp][1] - off) for tp, off in positions.items() if tp in marks}
+
+    def _summary(self) -> str:
+        m = self.metrics
+        lat = m["latency_ms"]
+        lag = sum(m["lag"].values())
+        return (
+            f"{m['messages']} messages, {m['throughput']:.0f}/s, latency p50 {lat['p50']:.1f} ms "
+            f"p99 {lat['p99']:.1f} ms, lag {lag}, errors {m['predict_errors']}, model {m['model_version']}"
+        )
+
+    def _progress_bar(self) -> Any:
+        if not self.progress:
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError as e:
+            raise ImportError("progress=True needs tqdm: pip install tqdm") from e
+        return tqdm(unit="msg", desc=f"serve {','.join(self.input_topics)} -> {self.output_topic}")
+
+    def _install_signal_handlers(self) -> dict[int, Any]:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def handler(signum: int, frame: FrameType | None) -> None:
+            log.info("inference: %s, stopping after the batch in flight", signal.Signals(signum).name)
+            self.stop()
+
+        previous: dict[int, Any] = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+
+def serve(
+    predict: Callable[..., Any],
+    input_topic: str | Sequence[str],
+    output_topic: str,
+    config: Mapping[str, object],
+    *,
+    max_messages: int | None = None,
+    idle_timeout: float | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Runs an :class:`InferenceLoop` until SIGTERM / SIGINT (or ``max_messages`` /
+    ``idle_timeout``); returns its final metrics."""
+    loop = InferenceLoop(predict, input_topic, output_topic, config, **options)
+    return loop.run(max_messages=max_messages, idle_timeout=idle_timeout)
+
+
+def _describe(meta: Mapping[str, Any]) -> str:
+    parts = sorted({(str(t), int(p)) for t, p in zip(meta["topic"], meta["partition"], strict=True)})
+    first, last = int(meta["offset"].min()), int(meta["offset"].max())
+    names = ", ".join(f"'{t}' [{p}]" for t, p in parts)
+    return f"{names} offsets {first}..{last}"
+
+
+def _rows(result: Any) -> int:
+    if isinstance(result, np.ndarray):
+        return int(result.shape[0]) if result.ndim else 1
+    if isinstance(result, Mapping):
+        lengths = {len(v) for v in result.values()}
+        if len(lengths) != 1:
+            raise InferenceError(f"predict returned columns of different lengths {sorted(lengths)}")
+        return lengths.pop()
+    num_rows = getattr(result, "num_rows", None)
+    if num_rows is not None:
+        return int(num_rows)
+    if hasattr(result, "__arrow_c_stream__") or hasattr(result, "__arrow_c_array__"):
+        import pyarrow as pa
+
+        return int(pa.table(result).num_rows)
+    raise InferenceError(
+        f"predict returned {type(result).__name__}: "
+        "expected a dict of arrays, a NumPy array or an Arrow table"
+    )
+
+
+def _result_data(result: Any, n: int) -> Any:
+    """``predict``'s output, checked to hold one result per input."""
+    rows = _rows(result)
+    if rows != n:
+        raise InferenceError(f"predict returned {rows} results for a batch of {n} inputs")
+    if isinstance(result, np.ndarray) and result.ndim == 1:
+        return {"prediction": result}
+    return result
+
+
+def _inputs_as_sent(
+    batch: Batch, input_format: str, options: Mapping[str, Any]
+) -> tuple[Any, dict[str, Any]]:
+    """A batch's inputs re-encoded in their own format (for the dead-letter topic)."""
+    if input_format == "tensor":
+        return batch["value"], {"format": "tensor"}
+    if input_format == "raw":
+        return {"value": batch["value"]}, {"format": "raw"}
+    import pyarrow as pa
+
+    table = pa.table(batch)
+    payload = table.select([c for c in table.column_names if c not in _METADATA])
+    if input_format == "avro":
+        return payload, {"format": "avro", "avro_schema": options.get("avro_schema")}
+    return payload, {"format": "json"}
