@@ -192,6 +192,10 @@ class InferenceLoop:
         }
         if delivery == "exactly_once":
             self._producer_config.setdefault("transactional.id", f"kafka-ml-{group}-{instance}")
+            # Right after a commit the coordinator answers the next transaction's first requests
+            # with CONCURRENT_TRANSACTIONS until its markers are written; librdkafka's 100 ms
+            # default back-off would then add ~100 ms to every batch.
+            self._producer_config.setdefault("retry.backoff.ms", "10")
         self._producer_config.update(producer_config or {})
         self._dataset_options = {"batch_size": batch_size, "max_wait": max_wait, **dataset_options}
         self._input_format = str(dataset_options.get("format", "raw"))
@@ -214,6 +218,12 @@ class InferenceLoop:
     def stop(self) -> None:
         """Asks the loop to stop after the batch in flight (safe from any thread or a signal)."""
         self._stop.set()
+
+    def reset_metrics(self) -> None:
+        """Starts the counters, throughput and latency window afresh (e.g. after a warm-up)."""
+        self._latencies = _Latencies()
+        self._counts = dict.fromkeys(self._counts, 0)
+        self._started = time.monotonic()
 
     @property
     def metrics(self) -> dict[str, Any]:
