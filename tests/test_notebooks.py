@@ -20,7 +20,11 @@ def test_notebook_runs(path: Path) -> None:
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code")
 
 
-def test_demo_command_runs() -> None:
+def test_demo_runs_the_whole_pipeline(capsys: pytest.CaptureFixture[str]) -> None:
     from kafka_ml.cli import main
 
-    assert main(["demo", "--rows", "20000"]) == 0
+    assert main(["demo", "--epochs", "3", "--repeat", "2"]) == 0
+    out = capsys.readouterr().out
+    for step in ("1. ingest", "2. train", "3. publish", "4. serve"):
+        assert step in out
+    assert "exactly once: yes" in out
