@@ -5,10 +5,11 @@
 //! - [`decode`]: payload formats → Arrow columns; [`encode`]: Arrow rows → payloads; [`batch`]: record batches with metadata;
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
 //! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
-//! - [`embedded`]: the in-process mock cluster.
+//! - [`embedded`]: the in-process mock cluster; [`admin`]: topic creation (the compacted model topic).
 //!
 //! `py` holds the bindings only: argument conversion, GIL release, error mapping.
 
+pub mod admin;
 pub mod batch;
 pub mod batch_consume;
 pub mod dataset;

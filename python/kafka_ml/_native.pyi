@@ -13,6 +13,7 @@ __all__ = [
     "Producer",
     "SendReport",
     "__version__",
+    "create_topic",
     "librdkafka_version",
 ]
 
@@ -158,3 +159,12 @@ class EmbeddedCluster:
     def close(self) -> None: ...
     def __enter__(self) -> EmbeddedCluster: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+
+def create_topic(
+    config: dict[str, str],
+    name: str,
+    partitions: int = 1,
+    replication: int = 1,
+    topic_config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> bool: ...

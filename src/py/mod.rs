@@ -1,5 +1,6 @@
 //! Python bindings of the core: argument conversion, GIL release and error mapping only.
 
+mod admin;
 mod arrow_numpy;
 mod dataset;
 mod embedded;
@@ -42,5 +43,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     dataset::register(m)?;
     producer::register(m)?;
     embedded::register(m)?;
+    admin::register(m)?;
     Ok(())
 }
