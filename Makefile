@@ -44,6 +44,7 @@ py-test: build broker
 bench: build broker
 	$(PY) bench/consume_bench.py
 	$(PY) bench/produce_bench.py
+	$(PY) bench/model_bench.py
 
 clean:
 	rm -rf $(VENV) kafka/target

@@ -156,20 +156,31 @@ mod tests {
             .block_on(f)
     }
 
-    #[test]
-    fn creates_then_reports_already_exists() {
-        let cluster = EmbeddedCluster::new(1).unwrap();
-        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
-        let spec = TopicSpec {
-            name: "models".into(),
+    fn spec(name: &str) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
             partitions: 1,
             replication: 1,
             config: vec![("cleanup.policy".into(), "compact".into())],
-        };
-        let first = block_on(create_topic(&config, spec.clone(), Duration::from_secs(10)).unwrap());
-        assert_eq!(first.unwrap(), TopicCreation::Created);
-        let second = block_on(create_topic(&config, spec, Duration::from_secs(10)).unwrap());
-        assert_eq!(second.unwrap(), TopicCreation::AlreadyExists);
+        }
+    }
+
+    #[test]
+    fn an_existing_topic_is_found_without_the_admin_api() {
+        let cluster = EmbeddedCluster::new(1).unwrap();
+        cluster.create_topic("models", 1, 1).unwrap();
+        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let found = block_on(create_topic(&config, spec("models"), Duration::from_secs(10)).unwrap());
+        assert_eq!(found.unwrap(), TopicCreation::AlreadyExists);
+    }
+
+    #[test]
+    fn a_failed_creation_names_the_topic() {
+        // The mock cluster has no controller: CreateTopics cannot be answered there.
+        let cluster = EmbeddedCluster::new(1).unwrap();
+        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let err = block_on(create_topic(&config, spec("new"), Duration::from_secs(1)).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("'new'"), "{err}");
     }
 
     #[test]

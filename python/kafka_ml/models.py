@@ -361,20 +361,31 @@ class ModelPublisher:
             raise ConfigError(f"metadata and lineage must be JSON-serializable: {e}") from e
         source = _source(artifact, format)
         publication = uuid.uuid4().hex
-        # Read before the new chunks exist, so they are not mistaken for an interrupted publication's.
         try:
-            live, orphans = self._live_publications()
-        except BaseException:
-            source.stream.close()
-            if source.cleanup is not None:
-                source.cleanup()
-            raise
-        try:
-            size, digest, chunks = self._send_chunks(source.stream, publication)
+            # The end of the topic before the new chunks: what lies before it is read (to find what
+            # to retire) while the chunks are being sent.
+            low, high = _watermarks(self._config, self.topic, self._timeout)
+            tail: dict[str, Any] = {}
+
+            def read_tail() -> None:
+                try:
+                    tail["live"] = self._live_publications(low, high)
+                except BaseException as e:
+                    tail["error"] = e
+
+            reader = threading.Thread(target=read_tail, name="kafka-ml-publish-tail", daemon=True)
+            reader.start()
+            try:
+                size, digest, chunks = self._send_chunks(source.stream, publication)
+            finally:
+                reader.join()
         finally:
             source.stream.close()
             if source.cleanup is not None:
                 source.cleanup()
+        if "error" in tail:
+            raise tail["error"]
+        live, orphans = tail["live"]
         manifest: dict[str, Any] = {
             "kafka_ml_model": _MANIFEST_VERSION,
             "version": version,
@@ -431,14 +442,14 @@ class ModelPublisher:
             report.wait(max(0.0, deadline - time.monotonic()))
         return offset, digest.hexdigest(), index
 
-    def _live_publications(self) -> tuple[list[dict[str, Any]], list[bytes]]:
+    def _live_publications(self, low: int, high: int) -> tuple[list[dict[str, Any]], list[bytes]]:
         """The live publications (oldest first) from the index at the topic's tail, and the keys of
         chunks written after it by an interrupted publication.
 
         Reads backwards from the end in growing windows until the index: only the tail of an
-        interrupted publication is read, never the whole topic.
+        interrupted publication is read, never the whole topic. ``[low, high)``: the offsets to
+        look at.
         """
-        low, high = _watermarks(self._config, self.topic, self._timeout)
         orphans: list[bytes] = []
         deleted: set[bytes] = set()
         end, window = high, 4
