@@ -56,12 +56,12 @@ import json, sys, time
 import kafka_ml as km
 topic, bs, directory = sys.argv[1:4]
 def served(v):
-    print(json.dumps({"version": v.version, "t": time.time()}), flush=True)
+    print(json.dumps({"version": v.version, "t": time.time(), "cpu": time.process_time()}), flush=True)
 sub = km.ModelSubscriber(topic, {"bootstrap.servers": bs}, loader="path", on_update=served,
                          directory=directory)
 while not sub.ready:
     time.sleep(0.01)
-print(json.dumps({"ready": True}), flush=True)
+print(json.dumps({"ready": True, "cpu": time.process_time()}), flush=True)
 sys.stdin.read()  # until the parent closes our stdin
 sub.close()
 """
@@ -86,6 +86,7 @@ class Subscriber:
             text=True,
         )
         self.served: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
         self.ready = threading.Event()
         self.updated = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
@@ -95,9 +96,11 @@ class Subscriber:
         for line in self.proc.stdout:
             event = json.loads(line)
             if event.get("ready"):
+                self.cpu["ready"] = event["cpu"]
                 self.ready.set()
             else:
                 with self.updated:
+                    self.cpu[event["version"]] = event["cpu"]
                     self.served[event["version"]] = event["t"]
                     self.updated.notify_all()
 
@@ -155,17 +158,27 @@ def measure(bs: str, size_mb: int, n_subs: int, perf_bin: str | None, work: Path
         pub.publish(artifact, "v1")
         t_return = time.time()
         served = [s.wait_served("v1", 1800) for s in subs]
+        subscriber_cpu = [s.cpu["v1"] - s.cpu["v0"] for s in subs]
     finally:
         for s in subs:
             s.close()
         pub.close()
-        artifact.unlink()
-    publish_s = t_return - t_call
+    # Publish throughput alone (no subscriber competing for the CPU), as rdkafka_performance runs.
+    with km.ModelPublisher(
+        f"{topic}-alone", {"bootstrap.servers": bs, **PARITY_PROPS}, chunk_size=CHUNK
+    ) as alone:
+        alone.publish(b"warm-up", "v0")
+        t0 = time.time()
+        alone.publish(artifact, "v1")
+        publish_s = time.time() - t0
+    artifact.unlink()
     result: dict[str, Any] = {
         "size_mb": size_mb,
         "subscribers": n_subs,
         "publish_s": publish_s,
         "publish_mb_per_s": size / 1e6 / publish_s,
+        "publish_with_subscribers_s": t_return - t_call,
+        "subscriber_cpu_s": subscriber_cpu,
         "all_serving_after_return_s": max(served) - t_return,
         "all_serving_after_call_s": max(served) - t_call,
         "first_serving_after_call_s": min(served) - t_call,
@@ -180,17 +193,20 @@ def measure(bs: str, size_mb: int, n_subs: int, perf_bin: str | None, work: Path
 
 def render(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| artifact | subscribers | publish | rdkafka_performance -P | ratio "
-        "| all serving, after publish returns | all serving, after publish is called |",
-        "|---|---|---|---|---|---|---|",
+        "| artifact | publish (alone) | rdkafka_performance -P | ratio | subscribers "
+        "| publish (while they read) | all serving, after publish returns "
+        "| all serving, after publish is called | CPU-s per subscriber |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         perf = r.get("rdkafka_performance")
         publish = f"{r['publish_mb_per_s']:.0f} MB/s ({r['publish_s']:.2f} s)"
         baseline = f"{perf['mb_per_s']:.0f} MB/s | {r['ratio']:.2f}x" if perf else "- | -"
         lines.append(
-            f"| {r['size_mb']} MB | {r['subscribers']} | {publish} | {baseline} "
-            f"| {r['all_serving_after_return_s']:+.2f} s | {r['all_serving_after_call_s']:.2f} s |"
+            f"| {r['size_mb']} MB | {publish} | {baseline} | {r['subscribers']} "
+            f"| {r['publish_with_subscribers_s']:.2f} s "
+            f"| {r['all_serving_after_return_s']:+.2f} s | {r['all_serving_after_call_s']:.2f} s "
+            f"| {max(r['subscriber_cpu_s']):.2f} |"
         )
     return "\n".join(lines)
 

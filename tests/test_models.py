@@ -65,10 +65,12 @@ def write_publication(
     not), a doctored manifest, or no manifest at all (a publisher that died)."""
     publication = uuid.uuid4().hex
     pieces = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
+    corrupted = False
     for i in order if order is not None else range(len(pieces)):
         piece = pieces[i]
         digest = hashlib.sha256(piece).hexdigest()
-        if i == corrupt:
+        if i == corrupt and not corrupted:  # the first copy only
+            corrupted = True
             piece = bytes([piece[0] ^ 0xFF]) + piece[1:]
             if rehash_corrupt:
                 digest = hashlib.sha256(piece).hexdigest()
@@ -217,7 +219,7 @@ def _spooled_chunks(sub: km.ModelSubscriber) -> int:
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
-        ({"corrupt": 2}, "chunks missing: [2]"),
+        ({"corrupt": 2}, "chunks [2] do not match their checksums"),
         ({"corrupt": 1, "rehash_corrupt": True}, "SHA-256 mismatch"),
         ({"manifest_changes": {"sha256": "0" * 64}}, "SHA-256 mismatch"),
         ({"manifest_changes": {"size": 10}}, "chunks hold"),
@@ -304,6 +306,13 @@ def test_duplicate_and_reordered_chunks_are_assembled(
     assert sub.wait_for("v1", timeout=30).size == 10_000
     assert sub.latest is not None and sub.latest.model == data
     assert sub.stats["duplicate_chunks"] == 3 and sub.stats["rejected"] == 0
+
+    # A corrupt first copy is replaced by a good repeat of the same chunk.
+    data = os.urandom(5_000)
+    with km.Producer(config) as p:
+        write_publication(p, model_topic, data, "v2", chunk_size=1000, order=[0, 1, 2, 2, 3, 4], corrupt=2)
+    assert sub.wait_for("v2", timeout=30).sha256 == hashlib.sha256(data).hexdigest()
+    assert sub.latest is not None and sub.latest.model == data and sub.stats["rejected"] == 0
 
 
 def test_restarted_subscriber_comes_back_to_the_same_version_and_pins(
