@@ -5,16 +5,16 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
 ``$KAFKA_BOOTSTRAP_SERVERS``) and, for each artifact size:
 
 1. starts N subscriber processes on a fresh model topic (``loader="path"``: the verified file is
-   what they serve; each prints the wall-clock time at which ``on_update`` fired);
-2. publishes a random artifact of that size from a file with ``ModelPublisher`` and reports
-   - publish throughput (MB/s, from the call to its return: every chunk, the manifest and the
-     index acknowledged with ``acks=all``),
-   - latency from ``publish`` returning to the last of the N subscribers serving the new version
-     (negative when they all served it before ``publish`` returned: a subscriber swaps on the
-     manifest, the publisher still waits for its index record), and from ``publish`` being called;
-3. writes the same number of bytes in messages of the same size with librdkafka's own
-   ``rdkafka_performance -P`` (built by ``bench/build_rdkafka_performance.sh``) with the same
-   producer properties, for the MB/s ratio.
+   what they serve; each prints the wall-clock time at which ``on_update`` fired, and its CPU time);
+2. publishes a random artifact of that size from a file with ``ModelPublisher`` and reports the
+   latency from ``publish`` returning to the last of the N subscribers serving the new version
+   (negative when they all served it before ``publish`` returned: a subscriber swaps on the
+   manifest, the publisher still waits for its index record), and from ``publish`` being called;
+3. publishes the same artifact again to a topic nobody reads, for the publish throughput (MB/s,
+   from the call to its return: every chunk, the manifest and the index acknowledged with
+   ``acks=all``), and writes the same number of bytes in messages of the same size with
+   librdkafka's own ``rdkafka_performance -P`` (built by ``bench/build_rdkafka_performance.sh``)
+   with the same producer properties, for the ratio.
 
     python bench/model_bench.py                          # 1, 100, 1000 MB; 3 subscribers
     python bench/model_bench.py --sizes 1,100 --subscribers 2
