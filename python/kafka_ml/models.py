@@ -143,6 +143,16 @@ def _ensure_topic(config: Mapping[str, str], topic: str, replication_factor: int
         log.info("created compacted model topic %r", topic)
 
 
+def _require(module: str, what: str) -> Any:
+    """Imports an optional dependency, or says which extra installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"{what} needs {module.split('.')[0]}: pip install 'kafka-ml[models]'") from e
+
+
 def _with_defaults(config: Mapping[str, object], defaults: Mapping[str, str]) -> dict[str, str]:
     out = _config(config)
     for k, v in defaults.items():
@@ -280,13 +290,10 @@ def _safetensors_source(tensors: Mapping[Any, Any]) -> _Source:
 
     try:
         if framework == "torch":
-            from safetensors.torch import save_file as save_torch
-
-            save_torch(dict(tensors), tmp)
+            _require("safetensors.torch", "publishing tensors").save_file(dict(tensors), tmp)
         else:
-            from safetensors.numpy import save_file as save_numpy
-
-            save_numpy({k: np.ascontiguousarray(v) for k, v in tensors.items()}, tmp)
+            arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+            _require("safetensors.numpy", "publishing tensors").save_file(arrays, tmp)
     except BaseException:
         cleanup()
         raise
@@ -325,6 +332,7 @@ class ModelPublisher:
             raise ConfigError(
                 f"chunk_size {chunk_size} must be between 1 and message.max.bytes - {_FRAMING} = {limit}"
             )
+        _require("pyarrow", "ModelPublisher")  # reads the topic's tail
         self.topic = topic
         self.chunk_size = chunk_size
         self.keep_last = keep_last
@@ -666,6 +674,7 @@ class ModelSubscriber:
         self._config = _with_defaults(
             config, {"queued.max.messages.kbytes": "8192", "fetch.max.bytes": "4194304"}
         )
+        _require("pyarrow", "ModelSubscriber")  # reads the chunks
         self.topic = topic
         self._key = _key_bytes(signing_key) if signing_key is not None else None
         self._loader = loader
@@ -1055,12 +1064,8 @@ class ModelSubscriber:
         if loader == "bytes" or (loader == "auto" and v.format != "safetensors"):
             return v.read_bytes()
         if loader == "torch" or (loader == "auto" and v.framework == "torch" and _torch_available()):
-            from safetensors.torch import load_file as load_torch
-
-            return load_torch(str(v.path))
-        from safetensors.numpy import load_file as load_numpy
-
-        return load_numpy(str(v.path))
+            return _require("safetensors.torch", "loading tensors").load_file(str(v.path))
+        return _require("safetensors.numpy", "loading tensors").load_file(str(v.path))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
