@@ -45,6 +45,7 @@ bench: build broker
 	$(PY) bench/consume_bench.py
 	$(PY) bench/produce_bench.py
 	$(PY) bench/torch_bench.py
+	$(PY) bench/model_bench.py
 
 clean:
 	rm -rf $(VENV) kafka/target

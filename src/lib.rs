@@ -5,10 +5,12 @@
 //! - [`decode`]: payload formats → Arrow columns; [`encode`]: Arrow rows → payloads; [`batch`]: record batches with metadata;
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
 //! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
-//! - [`embedded`]: the in-process mock cluster; [`offsets`]: checkpoint commits and watermarks.
+//! - [`embedded`]: the in-process mock cluster; [`admin`]: topic creation (the compacted model topic);
+//! - [`offsets`]: checkpoint commits and watermarks.
 //!
 //! `py` holds the bindings only: argument conversion, GIL release, error mapping.
 
+pub mod admin;
 pub mod batch;
 pub mod batch_consume;
 pub mod dataset;

@@ -11,8 +11,10 @@ from .exceptions import (
     KafkaError,
     KafkaMLError,
     KafkaTimeoutError,
+    ModelIntegrityError,
     UnknownTopicError,
 )
+from .models import ModelPublisher, ModelSubscriber, ModelVersion
 from .producer import Producer, SendReport
 
 __all__ = [
@@ -27,6 +29,10 @@ __all__ = [
     "KafkaError",
     "KafkaMLError",
     "KafkaTimeoutError",
+    "ModelIntegrityError",
+    "ModelPublisher",
+    "ModelSubscriber",
+    "ModelVersion",
     "Producer",
     "SendReport",
     "UnknownTopicError",

@@ -15,6 +15,7 @@ __all__ = [
     "__version__",
     "commit_offsets",
     "committed_offsets",
+    "create_topic",
     "librdkafka_version",
     "watermarks",
 ]
@@ -174,3 +175,12 @@ class EmbeddedCluster:
     def close(self) -> None: ...
     def __enter__(self) -> EmbeddedCluster: ...
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
+
+def create_topic(
+    config: dict[str, str],
+    name: str,
+    partitions: int = 1,
+    replication: int = 1,
+    topic_config: dict[str, str] | None = None,
+    timeout: float = 30.0,
+) -> bool: ...

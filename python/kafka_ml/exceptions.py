@@ -16,6 +16,7 @@ __all__ = [
     "KafkaError",
     "KafkaMLError",
     "KafkaTimeoutError",
+    "ModelIntegrityError",
     "UnknownTopicError",
 ]
 
@@ -86,3 +87,13 @@ class KafkaError(KafkaMLError):
 
 class ClosedError(KafkaMLError):
     """The object was used after ``close()``."""
+
+
+class ModelIntegrityError(KafkaMLError):
+    """A published model version failed verification (incomplete, corrupt, unsigned or badly
+    signed) or could not be loaded; ``version`` names it and ``reason`` says what failed."""
+
+    def __init__(self, message: str, *, version: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.version = version
+        self.reason = reason

@@ -1,5 +1,6 @@
 //! Python bindings of the core: argument conversion, GIL release and error mapping only.
 
+mod admin;
 mod arrow_numpy;
 mod dataset;
 mod embedded;
@@ -44,5 +45,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     producer::register(m)?;
     embedded::register(m)?;
     offsets::register(m)?;
+    admin::register(m)?;
     Ok(())
 }

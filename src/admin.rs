@@ -1,0 +1,197 @@
+//! Cluster administration the library needs itself: creating a topic with its configuration
+//! (the model topic is created compacted), treating "already exists" as success.
+
+use crate::error::{Error, KafkaCode, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What `create_topic` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicCreation {
+    /// The topic did not exist and now does, with the requested configuration.
+    Created,
+    /// The topic already existed; its configuration was left as it was.
+    AlreadyExists,
+}
+
+/// A topic to create: name, layout and topic-level properties (`cleanup.policy`, ...).
+/// `replication` -1 takes the cluster's default.
+#[derive(Debug, Clone)]
+pub struct TopicSpec {
+    pub name: String,
+    pub partitions: i32,
+    pub replication: i32,
+    pub config: Vec<(String, String)>,
+}
+
+/// Starts creating `spec` on the cluster that `config` (librdkafka properties) points at.
+///
+/// The returned future resolves when the controller has answered; it is runtime-agnostic
+/// (librdkafka's admin thread completes it), so the caller drives it however it waits.
+pub fn create_topic(
+    config: &[(String, String)],
+    spec: TopicSpec,
+    timeout: Duration,
+) -> Result<impl Future<Output = Result<TopicCreation>> + Send + 'static> {
+    if spec.name.is_empty() {
+        return Err(Error::Config("a topic name cannot be empty".into()));
+    }
+    // -1 asks for the cluster's `default.replication.factor` (KIP-464).
+    if spec.partitions < 1 || (spec.replication < 1 && spec.replication != -1) {
+        return Err(Error::Config(format!(
+            "topic '{}': partitions must be at least 1 and replication at least 1 (or -1 for the \
+             cluster's default), got {} and {}",
+            spec.name, spec.partitions, spec.replication
+        )));
+    }
+    let mut cc = ClientConfig::new();
+    for (k, v) in config {
+        cc.set(k, v);
+    }
+    // The existence check must not create the topic with the broker's defaults (not compacted).
+    cc.set("allow.auto.create.topics", "false");
+    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
+        cc.create()
+            .map_err(|e| Error::kafka("cannot create an admin client", e))?,
+    );
+    Ok(async move {
+        // An existing topic needs no admin rights (a reader may lack them) and no controller
+        // (librdkafka's mock cluster has none): look it up in the metadata first.
+        if topic_exists(admin.clone(), spec.name.clone(), timeout).await? {
+            return Ok(TopicCreation::AlreadyExists);
+        }
+        let topic = NewTopic::new(
+            &spec.name,
+            spec.partitions,
+            TopicReplication::Fixed(spec.replication),
+        );
+        let topic = spec
+            .config
+            .iter()
+            .fold(topic, |t, (k, v)| t.set(k.as_str(), v.as_str()));
+        let options = AdminOptions::new()
+            .request_timeout(Some(timeout))
+            .operation_timeout(Some(timeout));
+        let results = admin
+            .create_topics([&topic], &options)
+            .await
+            .map_err(|e| match e {
+                KafkaError::AdminOp(code) => topic_error(&spec.name, code),
+                e => Error::kafka(format!("cannot create topic '{}'", spec.name), e),
+            })?;
+        match results.into_iter().next() {
+            Some(Ok(_)) => Ok(TopicCreation::Created),
+            Some(Err((_, RDKafkaErrorCode::TopicAlreadyExists))) => Ok(TopicCreation::AlreadyExists),
+            Some(Err((_, code))) => Err(topic_error(&spec.name, code)),
+            None => Err(Error::Kafka {
+                what: format!(
+                    "cannot create topic '{}': the cluster returned no result",
+                    spec.name
+                ),
+                kafka: None,
+            }),
+        }
+    })
+}
+
+/// Whether the cluster's metadata lists `name`. librdkafka's metadata call blocks, so it runs on
+/// its own thread and the answer comes back through a channel, keeping the caller's wait a future.
+async fn topic_exists(
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    name: String,
+    timeout: Duration,
+) -> Result<bool> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let found = admin
+            .inner()
+            .fetch_metadata(Some(&name), timeout)
+            .map_err(|e| Error::kafka(format!("cannot look up topic '{name}'"), e))
+            .map(|md| {
+                md.topics()
+                    .iter()
+                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+            });
+        let _ = tx.send(found);
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err(Error::Kafka {
+            what: "the topic lookup thread ended without an answer".into(),
+            kafka: None,
+        })
+    })
+}
+
+fn topic_error(name: &str, code: RDKafkaErrorCode) -> Error {
+    let what = format!("cannot create topic '{name}': {code}");
+    let kafka = Some(KafkaCode::from_code(code));
+    match code {
+        RDKafkaErrorCode::InvalidConfig
+        | RDKafkaErrorCode::InvalidPartitions
+        | RDKafkaErrorCode::InvalidReplicationFactor
+        | RDKafkaErrorCode::InvalidTopic => Error::Config(what),
+        RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut => {
+            Error::Timeout { what, kafka }
+        }
+        _ => Error::Kafka { what, kafka },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::embedded::EmbeddedCluster;
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn spec(name: &str) -> TopicSpec {
+        TopicSpec {
+            name: name.into(),
+            partitions: 1,
+            replication: 1,
+            config: vec![("cleanup.policy".into(), "compact".into())],
+        }
+    }
+
+    #[test]
+    fn an_existing_topic_is_found_without_the_admin_api() {
+        let cluster = EmbeddedCluster::new(1).unwrap();
+        cluster.create_topic("models", 1, 1).unwrap();
+        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let found = block_on(create_topic(&config, spec("models"), Duration::from_secs(10)).unwrap());
+        assert_eq!(found.unwrap(), TopicCreation::AlreadyExists);
+    }
+
+    #[test]
+    fn a_failed_creation_names_the_topic() {
+        // The mock cluster has no controller: CreateTopics cannot be answered there.
+        let cluster = EmbeddedCluster::new(1).unwrap();
+        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let err = block_on(create_topic(&config, spec("new"), Duration::from_secs(1)).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("'new'"), "{err}");
+    }
+
+    #[test]
+    fn rejects_bad_layout_before_asking_the_cluster() {
+        let spec = TopicSpec {
+            name: "t".into(),
+            partitions: 0,
+            replication: 1,
+            config: vec![],
+        };
+        let err = create_topic(&[], spec, Duration::from_secs(1)).err().unwrap();
+        assert!(matches!(err, Error::Config(_)), "{err}");
+    }
+}
