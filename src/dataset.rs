@@ -785,6 +785,11 @@ impl Reader {
         self.consumer.as_ref().and_then(|c| c.group_metadata())
     }
 
+    /// The partitions this reader owns now (the group's current assignment in subscribe mode).
+    pub fn assignment(&self) -> Vec<(String, i32)> {
+        lock(&self.shared.owned).iter().cloned().collect()
+    }
+
     /// The next offset to read in every partition: exactly after what the user received.
     pub fn positions(&self) -> OffsetMap {
         lock(&self.shared.delivered).clone()

@@ -225,6 +225,12 @@ class KafkaDataset:
         return self._native.column_names()
 
     @property
+    def assignment(self) -> list[tuple[str, int]]:
+        """The partitions the current pass owns: with a ``group.id`` and no ``end``, the group's
+        current assignment to this member (empty until the group has assigned partitions)."""
+        return self._reader.assignment() if self._reader is not None else []
+
+    @property
     def plan(self) -> list[tuple[str, int, int, int | None]] | None:
         """``[(topic, partition, start, end)]``; ``None`` when a consumer group assigns partitions."""
         return self._native.plan()

@@ -135,7 +135,8 @@ def run_demo(
         train_topic, live_topic = f"demo-digits-train-{run}", f"demo-digits-live-{run}"
         out_topic, model_topic = f"demo-digits-predictions-{run}", f"demo-models-{run}"
         if cluster is not None:
-            for topic, partitions in ((train_topic, 2), (live_topic, 2), (out_topic, 1)):
+            # The mock cluster has no admin API: its topics are created here, up front.
+            for topic, partitions in ((train_topic, 2), (live_topic, 2), (out_topic, 1), (model_topic, 1)):
                 cluster.create_topic(topic, partitions=partitions)
 
         # 1. ingest
@@ -197,9 +198,19 @@ def run_demo(
             progress=True,
         )
         feeder = threading.Thread(target=_feed, args=(config, live_topic, id_te, x_te, y_te, repeat, rate))
+        serving: dict[str, Any] = {}
+        server = threading.Thread(
+            target=lambda: serving.update(loop.run(max_messages=total, handle_signals=False))
+        )
+        server.start()
+        loop.wait_until_assigned()  # the stream starts once the loop has joined its group
+        loop.reset_metrics()  # throughput and latency of serving the stream, not of joining
         feeder.start()
-        metrics = loop.run(max_messages=total, handle_signals=False)
         feeder.join()
+        server.join()
+        if not serving:
+            raise RuntimeError("the inference loop failed: see the error above")
+        metrics = serving
         subscriber.close()
 
         predictions = _read_predictions(config, out_topic)

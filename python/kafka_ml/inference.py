@@ -219,6 +219,19 @@ class InferenceLoop:
         """Asks the loop to stop after the batch in flight (safe from any thread or a signal)."""
         self._stop.set()
 
+    def wait_until_assigned(self, timeout: float = 60.0) -> list[tuple[str, int]]:
+        """Waits (from another thread than :meth:`run`'s) until the group has assigned input
+        partitions to this loop; returns them. For feeding a measurement only once serving is
+        possible."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            dataset = self._dataset
+            assigned = dataset.assignment if dataset is not None else []
+            if assigned:
+                return assigned
+            time.sleep(0.02)
+        raise InferenceError(f"no input partition was assigned within {timeout} s")
+
     def reset_metrics(self) -> None:
         """Starts the counters, throughput and latency window afresh (e.g. after a warm-up)."""
         self._latencies = _Latencies()

@@ -354,6 +354,11 @@ impl BatchReader {
         offsets_to_py(py, &lock(&self.inner).positions())
     }
 
+    /// The partitions this reader owns now (the group's current assignment when subscribed).
+    fn assignment(&self) -> Vec<(String, i32)> {
+        lock(&self.inner).assignment()
+    }
+
     /// `(skipped, dead_lettered, queued_bytes)`.
     fn stats(&self) -> (u64, u64, usize) {
         let s = lock(&self.inner).stats();
