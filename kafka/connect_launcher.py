@@ -92,8 +92,7 @@ class ConnectWorker:
         return f"http://127.0.0.1:{self.port}"
 
     def _write_config(self) -> Path:
-        worker_lib, plugins = ensure_connect_jars()
-        del worker_lib
+        _, plugins = ensure_connect_jars()
         # Unique group and internal topics: several workers may share one test broker.
         group = f"kafka-ml-connect-{uuid.uuid4().hex[:8]}"
         props = {
