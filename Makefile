@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup build broker lint rust-test py-test bench clean
+.PHONY: demo test setup build broker lint rust-test py-test bench clean connect postgres
 
 demo: build
 	$(VENV)/bin/kafka-ml demo
@@ -27,6 +27,16 @@ build: setup
 broker:
 	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import launcher; launcher.ensure_jars()"
 
+# Resolves the Kafka Connect worker and its plugins (FileStream, Debezium PostgreSQL) from Maven
+# Central, and installs PostgreSQL (Debian's package) where it is missing; the Connect tests start both.
+connect: postgres
+	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import connect_launcher; connect_launcher.ensure_connect_jars()"
+
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		echo "installing PostgreSQL (Debian's postgresql package)"; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; }
+
 lint: setup
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
@@ -38,7 +48,7 @@ lint: setup
 rust-test:
 	cargo test --release
 
-py-test: build broker
+py-test: build broker connect
 	$(VENV)/bin/pytest
 
 bench: build broker
@@ -46,6 +56,7 @@ bench: build broker
 	$(PY) bench/produce_bench.py
 	$(PY) bench/torch_bench.py
 	$(PY) bench/model_bench.py
+	$(PY) bench/inference_bench.py
 
 clean:
-	rm -rf $(VENV) kafka/target
+	rm -rf $(VENV) kafka/target kafka/connect/target

@@ -186,6 +186,8 @@ pub struct KafkaBatch {
     pub skipped: u64,
     /// Messages sent to the dead-letter topic inside this batch's offset range.
     pub dead_lettered: u64,
+    /// Tombstones (null values) that the format reads as "no row", inside this batch's range.
+    pub tombstones: u64,
 }
 
 /// Accumulates messages into a batch: the decoder's columns, then metadata columns.
@@ -200,6 +202,9 @@ pub struct BatchBuilder {
     advanced: Vec<usize>,
     skipped: u64,
     dead_lettered: u64,
+    tombstones: u64,
+    /// The decoder's `skips_tombstones`, asked once.
+    skips_tombstones: bool,
 }
 
 const NOT_ADVANCED: i64 = -1;
@@ -217,6 +222,7 @@ impl BatchBuilder {
             fields.push(m.field());
         }
         Ok(BatchBuilder {
+            skips_tombstones: decoder.skips_tombstones(),
             decoder,
             meta: meta_columns.iter().map(|m| MetaBuilder::new(*m)).collect(),
             schema: Arc::new(Schema::new(fields)),
@@ -225,6 +231,7 @@ impl BatchBuilder {
             advanced: Vec::new(),
             skipped: 0,
             dead_lettered: 0,
+            tombstones: 0,
         })
     }
 
@@ -248,7 +255,14 @@ impl BatchBuilder {
 
     /// Decodes and appends one message of partition `id`; on failure appends nothing and
     /// returns the reason.
+    /// A tombstone of a format that skips them appends no row; it is counted and its offset
+    /// consumed.
     pub fn append(&mut self, m: &MessageView<'_>, id: usize) -> std::result::Result<(), String> {
+        if m.value.is_none() && self.skips_tombstones {
+            self.tombstones += 1;
+            self.advance(id, m.offset);
+            return Ok(());
+        }
         self.decoder.decode(m.key, m.value)?;
         for b in &mut self.meta {
             b.append(m);
@@ -297,6 +311,7 @@ impl BatchBuilder {
             next_offsets,
             skipped: std::mem::take(&mut self.skipped),
             dead_lettered: std::mem::take(&mut self.dead_lettered),
+            tombstones: std::mem::take(&mut self.tombstones),
         }
     }
 }
@@ -342,5 +357,42 @@ mod tests {
         );
         assert_eq!(batch.record_batch.column_by_name("headers").unwrap().len(), 2);
         assert!(!b.has_progress());
+    }
+
+    #[test]
+    fn tombstones_are_counted_by_formats_that_skip_them() {
+        let columns = vec![crate::schema::ColumnSpec::parse("id", "int64").unwrap()];
+        let spec = FormatSpec::Debezium { columns };
+        let mut b = BatchBuilder::new(spec.decoder().unwrap(), &[MetaColumn::Offset]).unwrap();
+        let mut ids = PartitionIds::default();
+        let id = ids.id("t", 0);
+        let msg = |offset, value: Option<&'static [u8]>| MessageView {
+            topic: "t",
+            partition: 0,
+            offset,
+            timestamp: None,
+            key: Some(b"k"),
+            value,
+            headers: vec![],
+        };
+        let delete: &[u8] = br#"{"op": "d", "before": {"id": 4}, "source": {"lsn": 9}}"#;
+        b.append(&msg(0, Some(delete)), id).unwrap();
+        b.append(&msg(1, None), id).unwrap();
+        let batch = b.finish(&ids);
+        assert_eq!(batch.record_batch.num_rows(), 1);
+        assert_eq!(batch.tombstones, 1);
+        assert_eq!(batch.next_offsets[&("t".to_string(), 0)], 2);
+
+        // Other formats still refuse a null value (it would be a row with no data).
+        let mut json = BatchBuilder::new(
+            FormatSpec::Json {
+                columns: vec![crate::schema::ColumnSpec::parse("id", "int64").unwrap()],
+            }
+            .decoder()
+            .unwrap(),
+            &[],
+        )
+        .unwrap();
+        assert!(json.append(&msg(2, None), id).unwrap_err().contains("tombstone"));
     }
 }

@@ -429,6 +429,7 @@ struct Shared {
     committed: Mutex<OffsetMap>,
     skipped: AtomicU64,
     dead_lettered: AtomicU64,
+    tombstones: AtomicU64,
     /// Whether this reader commits what it hands out to the group.
     commits: bool,
     /// Set while the consumer thread waits for room in a full queue with a group's partitions
@@ -527,6 +528,8 @@ impl ConsumerContext for GroupContext {
 pub struct ReaderStats {
     pub skipped: u64,
     pub dead_lettered: u64,
+    /// Tombstones of a format that reads them as "no row" (`debezium`).
+    pub tombstones: u64,
     pub queued_bytes: usize,
 }
 
@@ -576,6 +579,7 @@ impl Reader {
             committed: Mutex::new(OffsetMap::new()),
             skipped: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            tombstones: AtomicU64::new(0),
             commits,
             paused: AtomicBool::new(false),
         });
@@ -733,8 +737,11 @@ impl Reader {
                 self.shared
                     .dead_lettered
                     .fetch_add(batch.dead_lettered, Ordering::Relaxed);
+                self.shared
+                    .tombstones
+                    .fetch_add(batch.tombstones, Ordering::Relaxed);
                 if batch.record_batch.num_rows() == 0 {
-                    // Only offset progress (skipped or dead-lettered messages).
+                    // Only offset progress (skipped, dead-lettered or tombstone messages).
                     return Ok(Next::Pending);
                 }
                 Ok(Next::Batch(batch))
@@ -799,6 +806,7 @@ impl Reader {
         ReaderStats {
             skipped: self.shared.skipped.load(Ordering::Relaxed),
             dead_lettered: self.shared.dead_lettered.load(Ordering::Relaxed),
+            tombstones: self.shared.tombstones.load(Ordering::Relaxed),
             queued_bytes: self.shared.queue.queued_bytes(),
         }
     }

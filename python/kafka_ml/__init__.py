@@ -39,3 +39,26 @@ __all__ = [
     "__version__",
     "librdkafka_version",
 ]
+
+# Kafka Connect errors (the client itself is kafka_ml.connect.ConnectClient, with the `connect` extra).
+from .exceptions import (
+    ConnectConflictError,
+    ConnectError,
+    ConnectorExistsError,
+    ConnectorFailedError,
+    ConnectorNotFoundError,
+    ConnectTimeoutError,
+    ConnectUnreachableError,
+    ConnectValidationError,
+)
+
+__all__ += [
+    "ConnectConflictError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectUnreachableError",
+    "ConnectValidationError",
+    "ConnectorExistsError",
+    "ConnectorFailedError",
+    "ConnectorNotFoundError",
+]

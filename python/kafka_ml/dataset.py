@@ -87,9 +87,12 @@ class KafkaDataset:
         topics: a topic name or list of names (every partition is read).
         config: librdkafka properties, e.g. ``{"bootstrap.servers": "localhost:9092"}``.
         partitions: instead of ``topics``, exact ``[(topic, partition), ...]``.
-        format: ``"tensor"``, ``"json"``, ``"avro"`` or ``"raw"``.
+        format: ``"tensor"``, ``"json"``, ``"avro"``, ``"raw"`` or ``"debezium"`` (Debezium
+            change events: the row image plus ``__op``, ``__source_ts_ms`` and ``__lsn``;
+            tombstones give no row and are counted in ``stats["tombstones"]``).
         schema: for ``json``: ``{"id": "int64", "x": ("float32", 16), "note": "string?"}``
-            (``?`` marks a nullable column; ``"float32[]"`` a variable-length list).
+            (``?`` marks a nullable column; ``"float32[]"`` a variable-length list); for
+            ``debezium``: the table's columns, the same way.
         dtype, shape: for ``tensor``: element type and per-message shape.
         avro_schema: for ``avro``: the (reader) record schema, as a dict or JSON string.
         schema_registry: for Confluent-framed Avro: ``{schema_id: writer_schema}``.
@@ -114,7 +117,7 @@ class KafkaDataset:
         config: Mapping[str, object] | None = None,
         *,
         partitions: Sequence[tuple[str, int]] | None = None,
-        format: Literal["tensor", "json", "avro", "raw"] = "raw",
+        format: Literal["tensor", "json", "avro", "raw", "debezium"] = "raw",
         schema: Mapping[str, ColumnType] | None = None,
         dtype: Any = None,
         shape: int | Sequence[int] | None = None,
@@ -240,11 +243,17 @@ class KafkaDataset:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters of the current pass: ``skipped``, ``dead_lettered``, ``queued_bytes``."""
+        """Counters of the current pass: ``skipped``, ``dead_lettered``, ``queued_bytes``, and
+        ``tombstones`` (null-valued messages that the ``debezium`` format reads as no row)."""
         if self._reader is None:
-            return {"skipped": 0, "dead_lettered": 0, "queued_bytes": 0}
-        skipped, dead_lettered, queued = self._reader.stats()
-        return {"skipped": skipped, "dead_lettered": dead_lettered, "queued_bytes": queued}
+            return {"skipped": 0, "dead_lettered": 0, "queued_bytes": 0, "tombstones": 0}
+        skipped, dead_lettered, queued, tombstones = self._reader.stats()
+        return {
+            "skipped": skipped,
+            "dead_lettered": dead_lettered,
+            "queued_bytes": queued,
+            "tombstones": tombstones,
+        }
 
     # -- offsets -----------------------------------------------------------------------------
 

@@ -10,6 +10,14 @@ from __future__ import annotations
 __all__ = [
     "ClosedError",
     "ConfigError",
+    "ConnectConflictError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectUnreachableError",
+    "ConnectValidationError",
+    "ConnectorExistsError",
+    "ConnectorFailedError",
+    "ConnectorNotFoundError",
     "DecodeError",
     "DeliveryError",
     "EncodeError",
@@ -97,3 +105,65 @@ class ModelIntegrityError(KafkaMLError):
         super().__init__(message)
         self.version = version
         self.reason = reason
+# -- Kafka Connect (kafka_ml.connect) ------------------------------------------------------------
+
+
+class ConnectError(KafkaMLError):
+    """The Kafka Connect REST API refused a request or could not be reached.
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``error_code`` and
+    ``message`` are Connect's own (its error body ``{"error_code": ..., "message": ...}``)."""
+
+    def __init__(self, message: str, *, status: int | None = None, error_code: int | None = None) -> None:
+        super().__init__(message, code=error_code)
+        self.status = status
+        self.error_code = error_code
+        self.message = message
+
+
+class ConnectUnreachableError(ConnectError):
+    """No answer from the Connect worker: connection refused, DNS failure, timeout, TLS error."""
+
+
+class ConnectorNotFoundError(ConnectError, LookupError):
+    """The connector (or its task) does not exist on the Connect cluster."""
+
+
+class ConnectConflictError(ConnectError):
+    """The Connect cluster is rebalancing or the connector's configuration changed meanwhile
+    (HTTP 409, or 500 "rebalance expected"); retrying later may succeed. The client repeats such
+    requests for ``ConnectClient(rebalance_timeout=...)`` seconds before raising this."""
+
+
+class ConnectorExistsError(ConnectConflictError):
+    """A connector of that name already exists."""
+
+
+class ConnectValidationError(ConnectError, ValueError):
+    """A connector configuration is invalid; ``errors`` maps each setting to its errors."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        errors: dict[str, list[str]],
+        status: int | None = None,
+        error_code: int | None = None,
+    ) -> None:
+        listed = "".join(f"\n  {name}: {'; '.join(errs)}" for name, errs in errors.items())
+        super().__init__(message + listed, status=status, error_code=error_code)
+        self.errors = errors
+
+
+class ConnectorFailedError(ConnectError):
+    """The connector or one of its tasks is ``FAILED``; ``trace`` is the worker's stack trace
+    and ``connector_status`` the whole status (a :class:`kafka_ml.connect.ConnectorStatus`)."""
+
+    def __init__(self, message: str, *, trace: str | None, connector_status: object) -> None:
+        super().__init__(message)
+        self.trace = trace
+        self.connector_status = connector_status
+
+
+class ConnectTimeoutError(ConnectError, TimeoutError):
+    """A connector did not reach the awaited state in time."""

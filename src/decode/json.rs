@@ -69,7 +69,7 @@ fn append_object(columns: &mut [ColumnBuilder], parsed: Value<'_, '_>) -> std::r
     Ok(())
 }
 
-fn kind(v: &Value<'_, '_>) -> &'static str {
+pub(super) fn kind(v: &Value<'_, '_>) -> &'static str {
     match v.value_type() {
         ValueType::Null => "null",
         ValueType::Bool => "boolean",
@@ -80,7 +80,7 @@ fn kind(v: &Value<'_, '_>) -> &'static str {
     }
 }
 
-fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
+pub(super) fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
     let ty = col.spec.ty;
     match v.value_type() {
         ValueType::I64 => col.values.push_num(Num::I(v.as_i64().expect("i64")), ty),
@@ -95,7 +95,7 @@ fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Resul
     }
 }
 
-fn append(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
+pub(super) fn append(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
     match col.spec.shape {
         Shape::Scalar => push_scalar(col, v)?,
         Shape::Fixed(_) | Shape::Variable => {

@@ -5,6 +5,7 @@
 //! producer's encoders.
 
 mod avro;
+mod debezium;
 mod json;
 mod raw;
 mod tensor;
@@ -15,6 +16,7 @@ use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 
 pub use avro::AvroDecoder;
+pub use debezium::DebeziumDecoder;
 pub use json::JsonDecoder;
 pub use raw::RawDecoder;
 pub use tensor::TensorDecoder;
@@ -40,6 +42,9 @@ pub enum FormatSpec {
     },
     /// Key and value bytes as binary columns.
     Raw,
+    /// Debezium change events (JSON): the row's declared columns, then `__op`,
+    /// `__source_ts_ms` and `__lsn`. Tombstones produce no row and are counted.
+    Debezium { columns: Vec<ColumnSpec> },
 }
 
 /// Decodes message payloads into Arrow columns.
@@ -50,6 +55,12 @@ pub trait Decoder: Send {
     fn decode(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> std::result::Result<(), String>;
     /// Returns the columns of the rows decoded so far and starts a new batch.
     fn finish(&mut self) -> Vec<ArrayRef>;
+    /// Whether a message without a value is a tombstone that produces no row (the batch builder
+    /// counts it) rather than a message to decode. Formats whose null values mean something
+    /// else, or nothing valid, leave this `false`, and such a message is a decode error.
+    fn skips_tombstones(&self) -> bool {
+        false
+    }
 }
 
 impl FormatSpec {
@@ -62,6 +73,7 @@ impl FormatSpec {
                 registry_schemas,
             } => Box::new(AvroDecoder::new(schema, registry_schemas).map_err(Error::Config)?),
             FormatSpec::Raw => Box::new(RawDecoder::default()),
+            FormatSpec::Debezium { columns } => Box::new(DebeziumDecoder::new(columns.clone())?),
         })
     }
 }

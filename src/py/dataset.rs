@@ -69,15 +69,19 @@ fn parse_format(
             let shape = shape.ok_or_else(|| config_error("format='tensor' needs shape".into()))?;
             FormatSpec::Tensor { dtype, shape }
         }
-        "json" => {
-            let columns =
-                columns.ok_or_else(|| config_error("format='json' needs a schema of columns".into()))?;
+        "json" | "debezium" => {
+            let columns = columns
+                .ok_or_else(|| config_error(format!("format='{format}' needs a schema of columns")))?;
             let columns = columns
                 .iter()
                 .map(|(n, t)| ColumnSpec::parse(n, t))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(config_error)?;
-            FormatSpec::Json { columns }
+            if format == "json" {
+                FormatSpec::Json { columns }
+            } else {
+                FormatSpec::Debezium { columns }
+            }
         }
         "avro" => {
             let schema =
@@ -92,7 +96,7 @@ fn parse_format(
         "raw" => FormatSpec::Raw,
         other => {
             return Err(config_error(format!(
-                "unknown format '{other}' (expected tensor, json, avro or raw)"
+                "unknown format '{other}' (expected tensor, json, avro, raw or debezium)"
             )))
         }
     })
@@ -359,10 +363,10 @@ impl BatchReader {
         lock(&self.inner).assignment()
     }
 
-    /// `(skipped, dead_lettered, queued_bytes)`.
-    fn stats(&self) -> (u64, u64, usize) {
+    /// `(skipped, dead_lettered, queued_bytes, tombstones)`.
+    fn stats(&self) -> (u64, u64, usize, u64) {
         let s = lock(&self.inner).stats();
-        (s.skipped, s.dead_lettered, s.queued_bytes)
+        (s.skipped, s.dead_lettered, s.queued_bytes, s.tombstones)
     }
 
     /// Commits what was handed out (with a `group.id`), synchronously.
