@@ -105,6 +105,8 @@ class ModelIntegrityError(KafkaMLError):
         super().__init__(message)
         self.version = version
         self.reason = reason
+
+
 # -- Kafka Connect (kafka_ml.connect) ------------------------------------------------------------
 
 
