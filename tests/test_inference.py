@@ -267,3 +267,59 @@ def test_bad_arguments_are_refused(config: dict[str, str]) -> None:
         InferenceLoop(lambda b: b, "in", "out", {**config, "group.id": "g"}, on_predict_error="dead_letter")
     with pytest.raises(km.ConfigError, match="delivery"):
         InferenceLoop(lambda b: b, "in", "out", {**config, "group.id": "g"}, delivery="twice")  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(120)
+def test_a_model_published_while_serving_is_used_from_the_next_batch(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    inp, out = new_topic(partitions=1), new_topic(partitions=1)
+    model_topic = f"models-{uuid.uuid4().hex[:8]}"
+    publisher = km.ModelPublisher(model_topic, config)
+    publisher.publish({"w": np.array([1.0])}, "1")
+    subscriber = km.ModelSubscriber(model_topic, config, loader="numpy")
+    subscriber.wait_for("1", timeout=30)
+
+    def predict(batch: Any, model: dict[str, np.ndarray]) -> dict[str, Any]:
+        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64") * float(model["w"][0])}
+
+    loop = InferenceLoop(
+        predict,
+        inp,
+        out,
+        {**config, "group.id": f"serve-{uuid.uuid4().hex[:8]}"},
+        model=subscriber,
+        format="json",
+        schema=INPUT_SCHEMA,
+        output_schema=OUTPUT_SCHEMA,
+        batch_size=25,
+    )
+    total = 1000
+    thread, result = serve_in_thread(loop, max_messages=total)
+    loop.wait_until_assigned()
+    ids = np.arange(total, dtype=np.int64)
+    x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
+    with km.Producer(config) as producer:
+        for lo in range(0, total, 25):  # a live stream: 40 small sends, 20 ms apart
+            if lo == total // 2:
+                publisher.publish({"w": np.array([2.0])}, "2")  # a new version mid-stream
+            producer.send(
+                inp, {"id": ids[lo : lo + 25], "x": x[lo : lo + 25]}, format="json", schema=INPUT_SCHEMA
+            )
+            time.sleep(0.02)
+    thread.join(timeout=60)
+    subscriber.close()
+    publisher.close()
+    assert "error" not in result, result.get("error")
+    metrics = result["metrics"]
+    assert metrics["messages"] == total and metrics["predict_errors"] == 0  # no failed request
+    assert metrics["model_updates"] == 1 and metrics["model_version"] == "2"
+    versions = []
+    for b in read_results(config, out, metadata=("headers",)):
+        for i, y, headers in zip(b["id"], b["y"], b["headers"], strict=True):
+            version = dict(headers)["kafka_ml.model.version"].decode()
+            assert y == 4 * i * (1 if version == "1" else 2)  # each result by the model it names
+            versions.append(version)
+    assert len(versions) == total  # none dropped
+    first_v2 = versions.index("2")
+    assert set(versions[:first_v2]) == {"1"} and set(versions[first_v2:]) == {"2"}  # never back
