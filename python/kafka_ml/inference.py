@@ -125,6 +125,10 @@ class InferenceLoop:
             (:class:`InferenceError`; nothing of the batch is committed).
         instance: a stable name of this replica (``transactional.id`` is derived from it, so a
             restarted replica fences its predecessor and aborts its open transaction).
+        batch_size, max_wait: a decoded batch closes at ``batch_size`` inputs or ``max_wait``
+            seconds (the latency bound); ``predict`` is called once per decoded batch.
+        max_batch_rows: when batches are waiting (the loop is behind), up to this many inputs
+            (default ``8 * batch_size``) are written and committed together, in one transaction.
         metrics_interval: seconds between metrics log lines (and consumer-lag refreshes).
         progress: show a tqdm bar with throughput and latency.
         dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
@@ -150,6 +154,7 @@ class InferenceLoop:
         instance: str = "0",
         batch_size: int = 1024,
         max_wait: float = 0.05,
+        max_batch_rows: int | None = None,
         metrics_interval: float = 10.0,
         progress: bool = False,
         producer_config: Mapping[str, object] | None = None,
@@ -176,6 +181,7 @@ class InferenceLoop:
         self.on_predict_error = on_predict_error
         self.dead_letter_topic = dead_letter_topic
         self.metrics_interval = metrics_interval
+        self.max_batch_rows = max_batch_rows if max_batch_rows is not None else 8 * batch_size
         self.progress = progress
         self._send_options: dict[str, Any] = {
             "format": output_format,
@@ -289,10 +295,11 @@ class InferenceLoop:
                 batch = dataset.poll(0.2)
                 now = time.monotonic()
                 if batch is not None and batch.num_rows:
-                    self._process(batch, producer, dataset)
+                    group = self._take_waiting(dataset, batch)
+                    self._process(group, producer, dataset)
                     last_input = now
                     if bar is not None:
-                        bar.update(batch.num_rows)
+                        bar.update(sum(b.num_rows for b in group))
                         lat = self._latencies.percentiles()
                         bar.set_postfix(p50_ms=f"{lat['p50']:.1f}", p99_ms=f"{lat['p99']:.1f}", refresh=False)
                 elif idle_timeout is not None and last_input is not None and now - last_input >= idle_timeout:
@@ -315,82 +322,84 @@ class InferenceLoop:
         log.info("inference stopped: %s", self._summary())
         return self.metrics
 
-    def _process(self, batch: Batch, producer: Producer, dataset: KafkaDataset) -> None:
-        n = batch.num_rows
-        meta = {name: batch[name] for name in ("topic", "partition", "offset", "timestamp")}
-        keys = batch["key"]
-        version = self._current_model()
-        try:
-            result = self.predict(batch) if self.model is None else self.predict(batch, version.model)
-            data = _result_data(result, n)
-        except Exception as e:
-            self._counts["predict_errors"] += 1
-            if self.on_predict_error == "stop":
-                raise InferenceError(
-                    f"predict failed on a batch of {n} from {_describe(meta)}: {e!r}; "
-                    "nothing of it was committed"
-                ) from e
-            log.error("predict failed on a batch of %d from %s: %r; dead-lettered", n, _describe(meta), e)
-            self._dead_letter(batch, meta, keys, e, producer, dataset)
-            return
-        lineage: dict[str, Any] = {
-            SOURCE_TOPIC: meta["topic"],
-            SOURCE_PARTITION: meta["partition"],
-            SOURCE_OFFSET: meta["offset"],
-        }
-        if version is not None:
-            lineage[MODEL_VERSION] = np.full(n, str(version.version), dtype=object)
-        key = keys if any(k is not None for k in keys) else None
-        offsets = batch.offsets
-        if self.delivery == "exactly_once":
-            producer.begin_transaction()
-            try:
-                producer.send(self.output_topic, data, key=key, headers=lineage, **self._send_options)
-                producer.send_offsets_to_transaction(dataset)
-                producer.commit_transaction()
-            except BaseException:
-                producer.abort_transaction()
-                raise
-        else:
-            report = producer.send(self.output_topic, data, key=key, headers=lineage, **self._send_options)
-            report.wait()  # raises DeliveryError naming failed rows: then nothing is committed
-            dataset.commit(offsets)
-        self._latencies.add(time.time() * 1000.0 - meta["timestamp"].astype(np.float64))
-        self._counts["messages"] += n
-        self._counts["batches"] += 1
+    def _take_waiting(self, dataset: KafkaDataset, first: Batch) -> list[Batch]:
+        """``first`` and the batches already decoded behind it, up to ``max_batch_rows`` inputs:
+        when the loop falls behind, one transaction (or one commit) covers all of them, so the
+        per-commit cost is paid once per group and the loop catches up instead of lagging."""
+        group, rows = [first], first.num_rows
+        while rows < self.max_batch_rows:
+            more = dataset.poll(0.0)
+            if more is None:
+                break
+            if more.num_rows:
+                group.append(more)
+                rows += more.num_rows
+        return group
 
-    def _dead_letter(
-        self,
-        batch: Batch,
-        meta: dict[str, Any],
-        keys: Any,
-        error: BaseException,
-        producer: Producer,
-        dataset: KafkaDataset,
-    ) -> None:
-        assert self.dead_letter_topic is not None
-        n = batch.num_rows
-        headers = {
-            ERROR: np.full(n, f"predict failed: {error!r}", dtype=object),
-            SOURCE_TOPIC: meta["topic"],
-            SOURCE_PARTITION: meta["partition"],
-            SOURCE_OFFSET: meta["offset"],
-        }
-        data, options = _inputs_as_sent(batch, self._input_format, self._dataset_options)
-        key = keys if any(k is not None for k in keys) else None
+    def _process(self, batches: list[Batch], producer: Producer, dataset: KafkaDataset) -> None:
+        """Predicts every batch of the group with one model version, then writes the results
+        (and dead letters) and commits the group's input offsets: in one transaction, or once
+        every result is acknowledged."""
+        version = self._current_model()
+        sends: list[tuple[str, Any, Any, dict[str, Any], dict[str, Any]]] = []
+        timestamps: list[np.ndarray] = []
+        offsets: dict[tuple[str, int], int] = {}
+        dead = 0
+        for batch in batches:
+            n = batch.num_rows
+            meta = {name: batch[name] for name in ("topic", "partition", "offset", "timestamp")}
+            keys = batch["key"]
+            key = keys if any(k is not None for k in keys) else None
+            lineage: dict[str, Any] = {
+                SOURCE_TOPIC: meta["topic"],
+                SOURCE_PARTITION: meta["partition"],
+                SOURCE_OFFSET: meta["offset"],
+            }
+            try:
+                result = self.predict(batch) if self.model is None else self.predict(batch, version.model)
+                data = _result_data(result, n)
+            except Exception as e:
+                self._counts["predict_errors"] += 1
+                if self.on_predict_error == "stop":
+                    raise InferenceError(
+                        f"predict failed on a batch of {n} from {_describe(meta)}: {e!r}; "
+                        "nothing of it was committed"
+                    ) from e
+                log.error("predict failed on a batch of %d from %s: %r; dead-lettered", n, _describe(meta), e)
+                assert self.dead_letter_topic is not None
+                lineage[ERROR] = np.full(n, f"predict failed: {e!r}", dtype=object)
+                inputs, options = _inputs_as_sent(batch, self._input_format, self._dataset_options)
+                sends.append((self.dead_letter_topic, inputs, key, lineage, options))
+                dead += n
+            else:
+                if version is not None:
+                    lineage[MODEL_VERSION] = np.full(n, str(version.version), dtype=object)
+                sends.append((self.output_topic, data, key, lineage, self._send_options))
+                timestamps.append(meta["timestamp"])
+            offsets.update(batch.offsets)  # batches of a partition come in order: the last wins
         if self.delivery == "exactly_once":
             producer.begin_transaction()
             try:
-                producer.send(self.dead_letter_topic, data, key=key, headers=headers, **options)
+                for topic, data, key, headers, options in sends:
+                    producer.send(topic, data, key=key, headers=headers, **options)
                 producer.send_offsets_to_transaction(dataset)
                 producer.commit_transaction()
             except BaseException:
                 producer.abort_transaction()
                 raise
         else:
-            producer.send(self.dead_letter_topic, data, key=key, headers=headers, **options).wait()
-            dataset.commit(batch.offsets)
-        self._counts["dead_lettered"] += n
+            reports = [
+                producer.send(topic, data, key=key, headers=headers, **options)
+                for topic, data, key, headers, options in sends
+            ]
+            for report in reports:
+                report.wait()  # raises DeliveryError naming failed rows: then nothing is committed
+            dataset.commit(offsets)
+        if timestamps:
+            self._latencies.add(time.time() * 1000.0 - np.concatenate(timestamps).astype(np.float64))
+        self._counts["messages"] += sum(b.num_rows for b in batches) - dead
+        self._counts["dead_lettered"] += dead
+        self._counts["batches"] += len(batches)
 
     def _current_model(self) -> Any:
         if self.model is None:
