@@ -32,7 +32,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from launcher import free_port
+from launcher import free_port, start_service, stop_service
 
 KAFKA_DIR = Path(__file__).resolve().parent
 CONNECT_DIR = KAFKA_DIR / "connect"
@@ -125,8 +125,7 @@ class ConnectWorker:
     def start(self, timeout: float = 120.0) -> ConnectWorker:
         config = self._write_config()
         java = shutil.which("java") or "java"
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
+        self.proc = start_service(
             [
                 java,
                 "-Xms256m",
@@ -140,19 +139,13 @@ class ConnectWorker:
                 "org.apache.kafka.connect.cli.ConnectDistributed",
                 str(config),
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.log_path,
+            self._ready,
+            "connect worker",
+            timeout,
+            poll=0.5,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"connect worker exited early:\n{self.log_path.read_text()[-4000:]}")
-            if self._ready():
-                return self
-            time.sleep(0.5)
-        self.stop()
-        raise TimeoutError(f"connect worker not ready after {timeout}s; log at {self.log_path}")
+        return self
 
     def _ready(self) -> bool:
         # The REST server answers before the worker has joined its group; /connectors answers
@@ -164,13 +157,7 @@ class ConnectWorker:
             return False
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_service(self.proc)
         self.proc = None
 
     def __enter__(self) -> ConnectWorker:
@@ -240,7 +227,6 @@ class PostgresServer:
         )
         if init.returncode != 0:
             raise RuntimeError(f"initdb failed:\n{init.stdout}\n{init.stderr}")
-        log = open(self.log_path, "wb")
         settings = {
             "listen_addresses": self.host,
             "port": str(self.port),
@@ -254,37 +240,26 @@ class PostgresServer:
             "full_page_writes": "off",
         }
         args = [arg for k, v in settings.items() for arg in ("-c", f"{k}={v}")]
-        self.proc = subprocess.Popen(
+
+        def ready() -> bool:
+            probe = [str(bin_dir / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", self.user]
+            return subprocess.run(probe, capture_output=True).returncode == 0
+
+        self.proc = start_service(
             [str(bin_dir / "postgres"), "-D", str(self.data_dir), *args],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+            self.log_path,
+            ready,
+            "postgres",
+            timeout,
+            poll=0.2,
             cwd=self.workdir,
             **self._as,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"postgres exited early:\n{self.log_path.read_text()[-4000:]}")
-            ready = subprocess.run(
-                [str(bin_dir / "pg_isready"), "-h", self.host, "-p", str(self.port), "-U", self.user],
-                capture_output=True,
-            )
-            if ready.returncode == 0:
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise TimeoutError(f"postgres not ready after {timeout}s; log at {self.log_path}")
+        return self
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            # SIGINT: PostgreSQL's "fast" shutdown (disconnect clients, then stop).
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        # SIGINT: PostgreSQL's "fast" shutdown (disconnect clients, then stop).
+        stop_service(self.proc, signal.SIGINT)
         self.proc = None
 
     def __enter__(self) -> PostgresServer:

@@ -11,13 +11,16 @@ kept in that directory so a failed run can be diagnosed.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 KAFKA_DIR = Path(__file__).resolve().parent
 LIB_DIR = KAFKA_DIR / "target" / "lib"
@@ -37,6 +40,41 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def start_service(
+    cmd: list[str],
+    log_path: Path,
+    ready: Callable[[], bool],
+    what: str,
+    timeout: float,
+    poll: float = 0.3,
+    **popen: Any,
+) -> subprocess.Popen[bytes]:
+    """Starts a server process logging to `log_path` and waits until `ready()`; its log's tail
+    is in the error if it exits first, and it is stopped if it is not ready in time."""
+    log = open(log_path, "wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{log_path.read_text()[-4000:]}")
+        if ready():
+            return proc
+        time.sleep(poll)
+    stop_service(proc)
+    raise TimeoutError(f"{what} not ready after {timeout}s; log at {log_path}")
+
+
+def stop_service(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM) -> None:
+    """Stops a server process: `sig`, then SIGKILL if it has not exited within 30 s."""
+    if proc is not None and proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 class KafkaBroker:
@@ -115,22 +153,10 @@ class KafkaBroker:
         )
         if fmt.returncode != 0:
             raise RuntimeError(f"kafka storage format failed:\n{fmt.stdout}\n{fmt.stderr}")
-        log = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(config)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        self.proc = start_service(
+            self._java("kafka.Kafka", str(config)), self.log_path, self._ready, "kafka broker", timeout
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kafka broker exited early:\n{self.log_path.read_text()[-4000:]}")
-            if self._ready():
-                return self
-            time.sleep(0.3)
-        self.stop()
-        raise TimeoutError(f"kafka broker not ready after {timeout}s; log at {self.log_path}")
+        return self
 
     def _ready(self) -> bool:
         # The port accepting connections is not enough: wait until the broker answers metadata.
@@ -147,13 +173,7 @@ class KafkaBroker:
         return bool(md.brokers)
 
     def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_service(self.proc)
         self.proc = None
 
     def __enter__(self) -> KafkaBroker:
