@@ -28,6 +28,11 @@ OUTPUT_SCHEMA = {"id": "int64", "y": "float64"}
 PARTITIONS = 3
 
 
+def score(batch: Any) -> dict[str, Any]:
+    """The loop's model in these tests: ``y = sum(x) = 4 * id``."""
+    return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
+
+
 def fill_inputs(config: dict[str, str], topic: str, n: int) -> None:
     """Inputs ``id = 0..n-1`` keyed by id; id lands in partition ``id % 3`` at offset ``id // 3``."""
     ids = np.arange(n, dtype=np.int64)
@@ -170,11 +175,8 @@ def test_results_carry_key_and_lineage_headers(config: dict[str, str], new_topic
     fill_inputs(config, inp, 90)
     group = f"serve-{uuid.uuid4().hex[:8]}"
 
-    def predict(batch: Any) -> dict[str, Any]:
-        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
-
     loop = InferenceLoop(
-        predict,
+        score,
         inp,
         out,
         {**config, "group.id": group},
@@ -210,7 +212,7 @@ def test_predict_failures_go_to_the_dead_letter_topic(
     def predict(batch: Any) -> dict[str, Any]:
         if 13 in batch["id"]:
             raise ValueError("cannot score id 13")
-        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
+        return score(batch)
 
     loop = InferenceLoop(
         predict,
@@ -247,7 +249,7 @@ def test_predict_failure_stops_without_committing_the_batch(
     def predict(batch: Any) -> dict[str, Any]:
         if 200 in batch["id"]:
             raise ValueError("model exploded")
-        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
+        return score(batch)
 
     loop = InferenceLoop(
         predict, inp, out, {**config, "group.id": group}, format="json", schema=INPUT_SCHEMA, batch_size=20
@@ -281,7 +283,7 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
     subscriber.wait_for("1", timeout=30)
 
     def predict(batch: Any, model: dict[str, np.ndarray]) -> dict[str, Any]:
-        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64") * float(model["w"][0])}
+        return {"id": batch["id"], "y": score(batch)["y"] * float(model["w"][0])}
 
     loop = InferenceLoop(
         predict,

@@ -19,19 +19,10 @@ import torch
 from kafka_ml.torch import KafkaIterableDataset
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+from test_torch import fill  # the same id rows as the sharding tests
 from torch.utils.data import DataLoader, TensorDataset
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-SCHEMA = {"id": "int64", "x": ("float32", 4)}
-
-
-def fill(config: dict[str, str], topic: str, n: int, partitions: int) -> None:
-    ids = np.arange(n, dtype=np.int64)
-    x = (ids[:, None] * np.array([1, 2, 3, 4])).astype(np.float32)
-    with km.Producer(config) as producer:
-        for p in range(partitions):
-            rows = slice(p, None, partitions)
-            producer.send(topic, {"id": ids[rows], "x": x[rows]}, format="json", schema=SCHEMA, partition=p)
 
 
 def run_training(args: list[str], **kw: object) -> subprocess.Popen[bytes]:

@@ -2,9 +2,19 @@
 
 from ._native import Batch, EmbeddedCluster, __version__, librdkafka_version
 from .dataset import KafkaDataset
+
+# Kafka Connect errors are here too; the client is kafka_ml.connect.ConnectClient (`connect` extra).
 from .exceptions import (
     ClosedError,
     ConfigError,
+    ConnectConflictError,
+    ConnectError,
+    ConnectorExistsError,
+    ConnectorFailedError,
+    ConnectorNotFoundError,
+    ConnectTimeoutError,
+    ConnectUnreachableError,
+    ConnectValidationError,
     DecodeError,
     DeliveryError,
     EncodeError,
@@ -21,6 +31,14 @@ __all__ = [
     "Batch",
     "ClosedError",
     "ConfigError",
+    "ConnectConflictError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectUnreachableError",
+    "ConnectValidationError",
+    "ConnectorExistsError",
+    "ConnectorFailedError",
+    "ConnectorNotFoundError",
     "DecodeError",
     "DeliveryError",
     "EmbeddedCluster",
@@ -38,27 +56,4 @@ __all__ = [
     "UnknownTopicError",
     "__version__",
     "librdkafka_version",
-]
-
-# Kafka Connect errors (the client itself is kafka_ml.connect.ConnectClient, with the `connect` extra).
-from .exceptions import (
-    ConnectConflictError,
-    ConnectError,
-    ConnectorExistsError,
-    ConnectorFailedError,
-    ConnectorNotFoundError,
-    ConnectTimeoutError,
-    ConnectUnreachableError,
-    ConnectValidationError,
-)
-
-__all__ += [
-    "ConnectConflictError",
-    "ConnectError",
-    "ConnectTimeoutError",
-    "ConnectUnreachableError",
-    "ConnectValidationError",
-    "ConnectorExistsError",
-    "ConnectorFailedError",
-    "ConnectorNotFoundError",
 ]

@@ -27,6 +27,7 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("kafka_ml.connect needs httpx: pip install 'kafka-ml[connect]'") from e
 
+from .dataset import _config  # Connect properties are strings, written as librdkafka's are
 from .exceptions import (
     ConnectConflictError,
     ConnectError,
@@ -138,19 +139,6 @@ def _maybe_invalid(error: ConnectError) -> bool:
     # invalid configurations make Connect fail with a 500 instead (a NullPointerException
     # while it formats that text): both are worth asking the validate endpoint about.
     return error.status in (400, 500)
-
-
-def _config(config: Mapping[str, object]) -> dict[str, str]:
-    """Connect configurations are string properties; Python values are written as Connect reads them."""
-    out: dict[str, str] = {}
-    for key, value in config.items():
-        if isinstance(value, bool):
-            out[key] = "true" if value else "false"
-        elif isinstance(value, (list, tuple)):
-            out[key] = ",".join(str(v) for v in value)
-        else:
-            out[key] = str(value)
-    return out
 
 
 class ConnectClient:

@@ -348,8 +348,7 @@ class InferenceLoop:
         for batch in batches:
             n = batch.num_rows
             meta = {name: batch[name] for name in ("topic", "partition", "offset", "timestamp")}
-            keys = batch["key"]
-            key = keys if any(k is not None for k in keys) else None
+            key = batch["key"]  # null keys stay null: results of keyless inputs are keyless
             lineage: dict[str, Any] = {
                 SOURCE_TOPIC: meta["topic"],
                 SOURCE_PARTITION: meta["partition"],
@@ -367,13 +366,13 @@ class InferenceLoop:
                     ) from e
                 log.error("predict failed on a batch of %d from %s: %r; dead-lettered", n, _describe(meta), e)
                 assert self.dead_letter_topic is not None
-                lineage[ERROR] = np.full(n, f"predict failed: {e!r}", dtype=object)
+                lineage[ERROR] = np.full(n, f"predict failed: {e!r}")
                 inputs, options = _inputs_as_sent(batch, self._input_format, self._dataset_options)
                 sends.append((self.dead_letter_topic, inputs, key, lineage, options))
                 dead += n
             else:
                 if version is not None:
-                    lineage[MODEL_VERSION] = np.full(n, str(version.version), dtype=object)
+                    lineage[MODEL_VERSION] = np.full(n, str(version.version))
                 sends.append((self.output_topic, data, key, lineage, self._send_options))
                 timestamps.append(meta["timestamp"])
             offsets.update(batch.offsets)  # batches of a partition come in order: the last wins

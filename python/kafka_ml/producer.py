@@ -247,8 +247,14 @@ def _send_arguments(
 def _key_array(keys: Sequence[Any] | np.ndarray) -> Any:
     pa = _pyarrow()
     array = np.asarray(keys)
-    if array.dtype.kind in "iu":
-        return pa.array(array)
+    if array.dtype.kind in "iuUS":
+        return pa.array(array)  # converted by Arrow in C: no Python object per row
+    if array.dtype == object:
+        try:  # all bytes (or None), or all text (or None): Arrow converts them in C
+            converted = pa.array(array)
+            return pa.nulls(len(array), pa.binary()) if pa.types.is_null(converted.type) else converted
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            pass  # mixed: each value's bytes, below
     return pa.array(
         [None if k is None else k if isinstance(k, bytes) else str(k).encode() for k in array.tolist()],
         type=pa.binary(),
