@@ -272,6 +272,11 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Lets the decoder decode these payloads ahead (see `Decoder::prepare`).
+    pub fn prepare(&mut self, payloads: &[Option<&[u8]>]) {
+        self.decoder.prepare(payloads);
+    }
+
     /// Records that a message was consumed without producing a row (skipped or dead-lettered).
     pub fn advance_past(&mut self, id: usize, offset: i64, dead_lettered: bool) {
         if dead_lettered {

@@ -977,6 +977,13 @@ impl Engine {
                 .fill(Self::idle_wait(deadline))
                 .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
         }
+        // Decoding is most of the work: the decoder may split it over two threads up front.
+        let payloads: Vec<Option<&[u8]>> = messages
+            .iter()
+            .filter(|m| m.error().is_none())
+            .map(|m| m.payload())
+            .collect();
+        self.builder.prepare(&payloads);
         let mut progressed = false;
         for msg in &messages {
             match msg.error() {
@@ -988,6 +995,7 @@ impl Engine {
                 self.emit()?;
             }
         }
+        self.builder.prepare(&[]);
         Ok(progressed)
     }
 

@@ -68,6 +68,17 @@ impl EncodedRows {
         }
     }
 
+    /// Rows of `row_bytes` each, read in place from memory these rows do not own.
+    ///
+    /// # Safety
+    /// `data` must stay valid and unchanged while the rows (or clones of their buffer) live.
+    pub unsafe fn fixed_width_borrowed(data: &[u8], row_bytes: usize) -> Self {
+        let ptr = std::ptr::NonNull::new(data.as_ptr().cast_mut()).unwrap_or(std::ptr::NonNull::dangling());
+        // SAFETY: the caller keeps `data` alive; the owner is a placeholder that frees nothing.
+        let buffer = unsafe { Buffer::from_custom_allocation(ptr, data.len(), std::sync::Arc::new(())) };
+        Self::fixed_width(buffer, row_bytes)
+    }
+
     /// The first row longer than `limit` bytes, with its length.
     pub fn first_longer_than(&self, limit: usize) -> Option<(usize, usize)> {
         (0..self.len())
@@ -273,10 +284,38 @@ fn encode_tensor(batch: &RecordBatch) -> Result<EncodedRows, String> {
     Ok(EncodedRows::fixed_width(data, row_bytes))
 }
 
-fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
+/// Checks every row of a JSON send: afterwards encoding any slice of the batch cannot fail.
+pub fn validate_json(batch: &RecordBatch) -> Result<(), String> {
     for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
         reject_non_finite(field, column)?;
     }
+    Ok(())
+}
+
+/// An upper bound on the bytes of any row's JSON, when the columns are all fixed-width
+/// (numbers, booleans, fixed-size lists of numbers); `None` when a row's size depends on its
+/// values (strings, binary, variable-length lists). Lets a send check `message.max.bytes`
+/// before it has encoded every row.
+pub fn json_row_bound(schema: &Schema) -> Option<usize> {
+    // Longest text of one value: "-9223372036854775808" for integers, shortest round-trip
+    // floats such as "-2.2250738585072014e-308" (24 characters), "false"; with room to spare.
+    const VALUE: usize = 32;
+    let mut bound = 2; // {}
+    for field in schema.fields() {
+        let number = |t: &DataType| t.is_integer() || t.is_floating() || *t == DataType::Boolean;
+        let values = match field.data_type() {
+            DataType::FixedSizeList(item, n) if number(item.data_type()) => 2 + *n as usize * (VALUE + 1),
+            t if number(t) => VALUE,
+            _ => return None,
+        };
+        // "name": value,  (names are escaped at most 6 bytes per byte)
+        bound += 6 * field.name().len() + 4 + values;
+    }
+    Some(bound)
+}
+
+fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
+    validate_json(batch)?;
     let mut writer = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
     writer
         .write(batch)
@@ -287,11 +326,9 @@ fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
     // sent from the writer's buffer itself.
     let mut ranges = Vec::with_capacity(batch.num_rows());
     let mut start = 0;
-    for (i, byte) in data.iter().enumerate() {
-        if *byte == b'\n' {
-            ranges.push((start, i));
-            start = i + 1;
-        }
+    for i in memchr::memchr_iter(b'\n', &data) {
+        ranges.push((start, i));
+        start = i + 1;
     }
     Ok(EncodedRows {
         data: Buffer::from_vec(data),

@@ -7,7 +7,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::util::IntoOpaque;
 use rdkafka::ClientContext;
+use rdkafka_sys::bindings as rd;
+use std::collections::HashMap;
+use std::ffi::CString;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -188,6 +192,9 @@ pub struct OutgoingMessage<'a> {
 }
 
 pub struct Producer {
+    /// librdkafka topic handles for batched sends. Declared before `inner` so they are
+    /// destroyed before the client they belong to.
+    topic_handles: Mutex<HashMap<String, TopicHandle>>,
     /// A background thread serves delivery reports, so they are counted (and transactions can
     /// flush or abort) whatever the caller does.
     inner: ThreadedProducer<DeliveryTracker>,
@@ -200,6 +207,25 @@ pub struct Producer {
     /// `allow.auto.create.topics` (librdkafka's producer default: true). When the client may
     /// create topics on first use, a missing topic is not an error before sending.
     auto_create: bool,
+}
+
+/// librdkafka's `RD_KAFKA_PARTITION_UA` (a macro the bindings lack): let the partitioner choose.
+const PARTITION_UA: i32 = -1;
+
+/// Messages per `rd_kafka_produce_batch` call.
+const PRODUCE_BATCH: usize = 10_000;
+
+/// A librdkafka topic handle owned by a `Producer`.
+struct TopicHandle(*mut rd::rd_kafka_topic_t);
+
+// SAFETY: librdkafka topic handles may be used from any thread.
+unsafe impl Send for TopicHandle {}
+
+impl Drop for TopicHandle {
+    fn drop(&mut self) {
+        // SAFETY: made by rd_kafka_topic_new and released once, before the client (field order).
+        unsafe { rd::rd_kafka_topic_destroy(self.0) };
+    }
 }
 
 /// The rows of one `send`: encoded values, optional keys, and where they go.
@@ -232,6 +258,7 @@ impl Producer {
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(1_000_000);
         Ok(Producer {
+            topic_handles: Mutex::new(HashMap::new()),
             inner,
             sent: AtomicU64::new(0),
             max_message_bytes,
@@ -267,7 +294,8 @@ impl Producer {
         if let Some(t) = m.timestamp {
             record = record.timestamp(t);
         }
-        let deadline = Instant::now() + timeout;
+        // Read the clock only once the queue is found full.
+        let mut deadline = None;
         loop {
             match self.inner.send(record) {
                 Ok(()) => {
@@ -275,7 +303,7 @@ impl Producer {
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), rec))
-                    if Instant::now() < deadline =>
+                    if Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + timeout) =>
                 {
                     record = rec;
                     // The poll thread drains delivery reports; wait briefly for room.
@@ -327,6 +355,11 @@ impl Producer {
         }
     }
 
+    /// librdkafka's `message.max.bytes` as configured (1 000 000 by default).
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
     /// Refuses rows above `message.max.bytes` before any is sent, naming the first.
     pub fn check_sizes(&self, values: &crate::encode::EncodedRows) -> Result<()> {
         match values.first_longer_than(self.max_message_bytes) {
@@ -341,6 +374,9 @@ impl Producer {
     /// Queues every row of `batch`; the tracker reports their delivery. A row that cannot be
     /// queued fails the call, saying how many before it were (their reports still arrive).
     pub fn send_rows(&self, batch: &RowBatch<'_>, timeout: Duration) -> Result<Arc<SendTracker>> {
+        if batch.headers.is_empty() && batch.row_headers.is_empty() && batch.timestamp.is_none() {
+            return self.send_rows_batched(batch, timeout);
+        }
         let headers: Vec<(&str, Option<&[u8]>)> = batch
             .headers
             .iter()
@@ -377,6 +413,194 @@ impl Producer {
             }
         }
         Ok(tracker)
+    }
+
+    /// `send_rows` for rows without headers or timestamps.
+    fn send_rows_batched(&self, batch: &RowBatch<'_>, timeout: Duration) -> Result<Arc<SendTracker>> {
+        let rows = batch.values.len();
+        let tracker = SendTracker::new(rows);
+        let queued = self.queue_batched(batch, 0, &tracker, timeout);
+        // Rows not queued get no report.
+        tracker.settle(rows - queued.as_ref().map_or_else(|(n, _)| *n, |n| *n));
+        queued.map(|_| tracker).map_err(|(_, e)| e)
+    }
+
+    /// Queues rows that arrive in chunks, each as soon as it is there (a send encodes the next
+    /// chunk while this one is queued). `rows` is their total; `keys` are indexed by row over
+    /// all chunks. Failing to get a chunk stops the send like a row that cannot be queued.
+    pub fn send_chunks(
+        &self,
+        topic: &str,
+        rows: usize,
+        keys: Option<&crate::encode::EncodedRows>,
+        partition: Option<i32>,
+        chunks: impl Iterator<Item = Result<crate::encode::EncodedRows>>,
+        timeout: Duration,
+    ) -> Result<Arc<SendTracker>> {
+        let tracker = SendTracker::new(rows);
+        let mut first_row = 0;
+        let result = (|| {
+            for chunk in chunks {
+                let values = chunk?;
+                let batch = RowBatch {
+                    topic,
+                    values: &values,
+                    keys,
+                    partition,
+                    timestamp: None,
+                    headers: &[],
+                    row_headers: &[],
+                };
+                let queued = self.queue_batched(&batch, first_row, &tracker, timeout);
+                first_row += queued.as_ref().map_or_else(|(n, _)| *n, |n| *n);
+                queued.map_err(|(_, e)| e)?;
+            }
+            Ok(())
+        })();
+        tracker.settle(rows - first_row);
+        result.map(|()| tracker)
+    }
+
+    /// Queues the rows of `batch` (numbered from `first_row` in `tracker` and in errors) with
+    /// librdkafka's batch produce call (`rd_kafka_produce_batch`): thousands of messages under
+    /// one topic lock and one partition lock, instead of a topic lookup and locks per message.
+    /// Returns how many rows were queued, also on failure; rows not queued are not settled.
+    fn queue_batched(
+        &self,
+        batch: &RowBatch<'_>,
+        first_row: usize,
+        tracker: &Arc<SendTracker>,
+        timeout: Duration,
+    ) -> std::result::Result<usize, (usize, Error)> {
+        let rows = batch.values.len();
+        let topic = self.topic_handle(batch.topic).map_err(|e| (0, e))?;
+        let partition = batch.partition.unwrap_or(PARTITION_UA);
+        let mut messages: Vec<rd::rd_kafka_message_t> = Vec::with_capacity(PRODUCE_BATCH.min(rows));
+        let mut deadline = None;
+        let mut next = 0;
+        while next < rows {
+            let end = (next + PRODUCE_BATCH).min(rows);
+            messages.clear();
+            for row in next..end {
+                // SAFETY: all-zero is a valid rd_kafka_message_t (null pointers, no error).
+                let mut m: rd::rd_kafka_message_t = unsafe { std::mem::zeroed() };
+                if let Some(v) = batch.values.row(row) {
+                    m.payload = v.as_ptr() as *mut std::ffi::c_void;
+                    m.len = v.len();
+                }
+                if let Some(k) = batch.keys.and_then(|k| k.row(first_row + row)) {
+                    m.key = k.as_ptr() as *mut std::ffi::c_void;
+                    m.key_len = k.len();
+                }
+                // The same opaque `send` gives each message: the delivery callback takes it back.
+                let tag: MessageTag = Box::new((tracker.clone(), first_row + row));
+                m._private = tag.into_ptr();
+                messages.push(m);
+            }
+            // SAFETY: the handle is valid while `self` lives; each message points at row bytes
+            // that librdkafka copies (RD_KAFKA_MSG_F_COPY) before the call returns.
+            let queued = unsafe {
+                rd::rd_kafka_produce_batch(
+                    topic,
+                    partition,
+                    rd::RD_KAFKA_MSG_F_COPY,
+                    messages.as_mut_ptr(),
+                    messages.len() as i32,
+                )
+            };
+            self.sent.fetch_add(queued.max(0) as u64, Ordering::Relaxed);
+            // Messages that were not queued get no delivery report: take their tags back.
+            // A full queue fails that message and every one after it (librdkafka stops at the
+            // first), so retrying from there keeps the order.
+            let mut queue_full_at = None;
+            let mut first_error = None;
+            let mut failed = 0;
+            for (i, m) in messages.iter().enumerate() {
+                if m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                    continue;
+                }
+                // SAFETY: set by `into_ptr` above and not taken back: this message was not queued.
+                drop(unsafe { MessageTag::from_ptr(m._private) });
+                failed += 1;
+                if m.err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                    queue_full_at.get_or_insert(next + i);
+                } else {
+                    first_error.get_or_insert((next + i, rdkafka::types::RDKafkaErrorCode::from(m.err)));
+                }
+            }
+            let queued_so_far = end - failed;
+            if let Some((row, code)) = first_error {
+                // Any rows after it that were queued report as usual.
+                // Classified by code like any librdkafka error (an unknown partition is an
+                // `UnknownTopic`), with the rows that were queued named.
+                let context = format!(
+                    "row {} could not be queued to topic '{}' ({} rows were)",
+                    first_row + row,
+                    batch.topic,
+                    first_row + queued_so_far
+                );
+                return Err((
+                    queued_so_far,
+                    Error::kafka(context, KafkaError::MessageProduction(code)),
+                ));
+            }
+            match queue_full_at {
+                None => next = end,
+                Some(row) => {
+                    let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
+                    if Instant::now() >= deadline {
+                        return Err((
+                            row,
+                            Error::Delivery {
+                                what: format!(
+                                    "row {} could not be queued to topic '{}' ({} rows were): the \
+                                     producer queue stayed full for {timeout:?}",
+                                    first_row + row,
+                                    batch.topic,
+                                    first_row + row
+                                ),
+                                kafka: Some(KafkaCode::from_code(
+                                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                                )),
+                            },
+                        ));
+                    }
+                    // The poll thread drains delivery reports; wait briefly for room.
+                    std::thread::sleep(Duration::from_millis(1));
+                    next = row;
+                }
+            }
+        }
+        Ok(rows)
+    }
+
+    /// librdkafka's handle of a topic, made once per topic and producer.
+    fn topic_handle(&self, topic: &str) -> Result<*mut rd::rd_kafka_topic_t> {
+        let mut handles = self.topic_handles.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(h) = handles.get(topic) {
+            return Ok(h.0);
+        }
+        let name = CString::new(topic)
+            .map_err(|_| Error::Config(format!("topic name {topic:?} contains a NUL byte")))?;
+        // SAFETY: the client pointer is valid while `self.inner` lives; a null config takes
+        // the producer's default topic configuration.
+        let handle = unsafe {
+            rd::rd_kafka_topic_new(
+                self.inner.client().native_ptr(),
+                name.as_ptr(),
+                std::ptr::null_mut(),
+            )
+        };
+        if handle.is_null() {
+            // SAFETY: reads librdkafka's thread-local last error.
+            let code: rdkafka::types::RDKafkaErrorCode = unsafe { rd::rd_kafka_last_error() }.into();
+            return Err(Error::kafka(
+                format!("cannot use topic '{topic}'"),
+                KafkaError::MessageProduction(code),
+            ));
+        }
+        handles.insert(topic.to_string(), TopicHandle(handle));
+        Ok(handle)
     }
 
     /// Queues one message; the tracker reports its delivery.

@@ -267,6 +267,21 @@ macro_rules! numeric_storage {
                 Ok(())
             }
 
+            /// Appends elements `range` of `other`, a column of the same type.
+            fn extend_from(&mut self, other: &Values, range: std::ops::Range<usize>) {
+                match (self, other) {
+                    $((Values::$variant(v), Values::$variant(o)) => v.extend_from_slice(&o[range]),)*
+                    (Values::Bool(v), Values::Bool(o)) => v.extend_from_slice(&o[range]),
+                    (Values::Bytes { offsets, data }, Values::Bytes { offsets: o, data: d }) => {
+                        for i in range {
+                            data.extend_from_slice(&d[o[i] as usize..o[i + 1] as usize]);
+                            offsets.push(*offsets.last().unwrap_or(&0) + (o[i + 1] - o[i]));
+                        }
+                    }
+                    _ => unreachable!("rows are copied between columns of the same type"),
+                }
+            }
+
             /// Appends the type's zero value (the slot under a null).
             fn push_default(&mut self) {
                 match self {
@@ -423,6 +438,25 @@ impl ColumnBuilder {
             Shape::Variable => self.list_offsets.push(offset_i32(self.values.len())?),
         }
         self.validity.push(false);
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Appends row `row` of `other`, a column built from the same spec (rows decoded elsewhere).
+    pub fn append_row_from(&mut self, other: &ColumnBuilder, row: usize) -> Result<(), String> {
+        debug_assert_eq!(self.spec, other.spec);
+        let elements = match self.spec.shape {
+            Shape::Scalar => row..row + 1,
+            Shape::Fixed(n) => row * n..(row + 1) * n,
+            Shape::Variable => other.list_offsets[row] as usize..other.list_offsets[row + 1] as usize,
+        };
+        self.values.extend_from(&other.values, elements);
+        if self.spec.shape == Shape::Variable {
+            self.list_offsets.push(offset_i32(self.values.len())?);
+        }
+        if self.spec.nullable {
+            self.validity.push(other.validity[row]);
+        }
         self.rows += 1;
         Ok(())
     }

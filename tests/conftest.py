@@ -57,7 +57,7 @@ def new_topic(bootstrap_servers: str) -> Callable[..., str]:
 Message = tuple[bytes | None, bytes | None] | bytes
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def produce(bootstrap_servers: str) -> Callable[..., None]:
     """Writes messages with confluent-kafka (an independent client), waiting for delivery.
 

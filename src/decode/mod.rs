@@ -7,6 +7,7 @@
 mod avro;
 mod debezium;
 mod json;
+mod json_fast;
 mod raw;
 mod tensor;
 
@@ -55,6 +56,12 @@ pub trait Decoder: Send {
     fn decode(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) -> std::result::Result<(), String>;
     /// Returns the columns of the rows decoded so far and starts a new batch.
     fn finish(&mut self) -> Vec<ArrayRef>;
+    /// Decodes these payloads ahead, in parallel, before the same payloads are passed to `decode`
+    /// one by one in order (some may never be: a caller may skip messages). `decode` of a
+    /// prepared payload, recognized by its address and length, takes the row or the error
+    /// decoded ahead. Only formats costly enough per message to gain from a second thread
+    /// implement it; an empty slice forgets what was prepared.
+    fn prepare(&mut self, _payloads: &[Option<&[u8]>]) {}
     /// Whether a message without a value is a tombstone that produces no row (the batch builder
     /// counts it) rather than a message to decode. Formats whose null values mean something
     /// else, or nothing valid, leave this `false`, and such a message is a decode error.

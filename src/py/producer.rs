@@ -118,10 +118,13 @@ impl TableSend {
     /// Validates and encodes every row (a bad row anywhere sends nothing), checks sizes and the
     /// topic, then queues one message per row. Row numbers in errors count from the input's
     /// first row.
-    fn run(self, producer: &producer::Producer) -> Result<Arc<SendTracker>, Error> {
+    fn run(mut self, producer: &producer::Producer) -> Result<Arc<SendTracker>, Error> {
         let schema = self.reader.schema();
-        let batches = self
-            .reader
+        let reader = std::mem::replace(
+            &mut self.reader,
+            Box::new(arrow_array::RecordBatchIterator::new([], schema.clone())),
+        );
+        let batches = reader
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Encode(format!("cannot read the input: {e}")))?;
         let batch = match batches.len() {
@@ -133,6 +136,9 @@ impl TableSend {
             Some(cs) => encode::conform(&batch, cs).map_err(Error::Encode)?,
             None => batch,
         };
+        if self.can_encode_while_sending(&batch, producer) {
+            return self.send_encoding_while_sending(&batch, producer);
+        }
         let values = encode::encode(&batch, &self.format).map_err(Error::Encode)?;
         producer.check_sizes(&values)?;
         let keys = match (&self.key_column, &self.keys) {
@@ -160,6 +166,65 @@ impl TableSend {
             row_headers: &row_headers,
         };
         producer.send_rows(&rows, ENQUEUE_TIMEOUT)
+    }
+}
+
+/// Rows per chunk when a send encodes while it queues.
+const ENCODE_CHUNK: usize = 65_536;
+
+impl TableSend {
+    /// A large JSON send of fixed-width columns without headers or timestamps can queue its
+    /// first rows while later ones are encoded: every row is checked up front, and no row's
+    /// JSON can exceed `message.max.bytes` (bounded by the schema), so nothing is found wrong
+    /// once sending has begun.
+    fn can_encode_while_sending(&self, batch: &RecordBatch, producer: &producer::Producer) -> bool {
+        matches!(self.format, EncodeFormat::Json)
+            && batch.num_rows() > ENCODE_CHUNK
+            && self.headers.is_empty()
+            && self.row_headers.is_empty()
+            && self.timestamp.is_none()
+            && encode::json_row_bound(batch.schema_ref()).is_some_and(|b| b <= producer.max_message_bytes())
+    }
+
+    /// Encodes chunk after chunk on a second thread while this one queues the finished ones.
+    fn send_encoding_while_sending(
+        &self,
+        batch: &RecordBatch,
+        producer: &producer::Producer,
+    ) -> Result<Arc<SendTracker>, Error> {
+        encode::validate_json(batch).map_err(Error::Encode)?;
+        let rows = batch.num_rows();
+        let keys = match (&self.key_column, &self.keys) {
+            (Some(name), _) => Some(encode::keys_from_column(batch, name).map_err(Error::Encode)?),
+            (None, Some(array)) => Some(keys_from_array(array, rows)?),
+            (None, None) => None,
+        };
+        producer.check_topic(&self.topic, self.timeout)?;
+        std::thread::scope(|scope| {
+            // Two chunks ahead at most: memory stays bounded whatever the send's size.
+            let (encoded, chunks) = std::sync::mpsc::sync_channel(2);
+            std::thread::Builder::new()
+                .name("kafka-ml-encode".into())
+                .spawn_scoped(scope, move || {
+                    for start in (0..rows).step_by(ENCODE_CHUNK) {
+                        let len = ENCODE_CHUNK.min(rows - start);
+                        let chunk = encode::encode(&batch.slice(start, len), &EncodeFormat::Json)
+                            .map_err(Error::Encode);
+                        if encoded.send(chunk).is_err() {
+                            return; // the send stopped
+                        }
+                    }
+                })
+                .map_err(|e| Error::Config(format!("cannot start an encoding thread: {e}")))?;
+            producer.send_chunks(
+                &self.topic,
+                rows,
+                keys.as_ref(),
+                self.partition,
+                chunks.into_iter(),
+                ENQUEUE_TIMEOUT,
+            )
+        })
     }
 }
 
@@ -327,8 +392,10 @@ impl Producer {
         let tracker = py
             .detach(|| {
                 inner.check_topic(topic, ENQUEUE_TIMEOUT)?;
-                // One copy into an Arrow buffer: the Python buffer must not outlive this call.
-                let values = EncodedRows::fixed_width(arrow_buffer::Buffer::from(data), row_bytes);
+                // The rows are read in place: librdkafka copies each message as it is queued,
+                // before this call returns, so the buffer is not needed afterwards.
+                // SAFETY: `data` (the held Python buffer) outlives `values`, dropped in this closure.
+                let values = unsafe { EncodedRows::fixed_width_borrowed(data, row_bytes) };
                 inner.check_sizes(&values)?;
                 let batch = RowBatch {
                     topic,
