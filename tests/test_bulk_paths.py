@@ -74,7 +74,7 @@ def test_the_first_bad_message_of_a_chunk_raises_with_its_offset(config, mixed_t
 
 def test_dead_letters_of_a_chunk_keep_their_order(config, new_topic, mixed_topic):
     dlq = new_topic(prefix="dlq")
-    ds, out = read(config, mixed_topic, on_error="dead_letter", dead_letter_topic=dlq)
+    _, out = read(config, mixed_topic, on_error="dead_letter", dead_letter_topic=dlq)
     assert len(out["id"]) == MESSAGES - len(BAD)
     c = Consumer({**config, "group.id": "reader-" + dlq})
     c.assign([TopicPartition(dlq, 0, 0)])
@@ -106,7 +106,13 @@ def test_a_large_keyed_json_send_arrives_whole_and_in_order(config, new_topic):
         report = p.send(topic, data, format="json", schema=schema, key="user").wait()
         assert (report.delivered, report.failed) == (n, 0)
     ds = km.KafkaDataset(
-        topic, config, format="json", schema=schema, end="latest", metadata=["partition", "key"], batch_size=50_000
+        topic,
+        config,
+        format="json",
+        schema=schema,
+        end="latest",
+        metadata=["partition", "key"],
+        batch_size=65_536,
     )
     ids, xs, partitions, keys = [], [], [], []
     for b in ds:
@@ -153,6 +159,6 @@ def test_a_send_larger_than_the_producer_queue_waits_and_keeps_order(config, new
     rows = np.arange(n, dtype=np.int64).reshape(n, 1)
     with km.Producer({**config, "queue.buffering.max.messages": 1000}) as p:
         assert p.send(topic, rows).wait().delivered == n
-    ds = km.KafkaDataset(topic, config, format="tensor", dtype="int64", shape=(1,), end="latest", batch_size=n)
+    ds = km.KafkaDataset(topic, config, format="tensor", dtype="int64", shape=(1,), end="latest")
     got = np.concatenate([b.to_numpy()["value"] for b in ds])
     np.testing.assert_array_equal(got.reshape(-1), np.arange(n))
