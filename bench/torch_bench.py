@@ -10,7 +10,10 @@ as batches of tensors ``{"x": float32[n, 16], "y": int64[n]}`` with:
    num_workers=0 / 2)``;
 3. ``confluent w0`` / ``confluent w2``: the ``IterableDataset`` users write today on
    confluent-kafka-python — ``consume(batch)``, ``json.loads`` per message, ``torch.tensor`` per
-   batch, partitions split over the DataLoader workers.
+   batch, partitions split over the DataLoader workers;
+4. ``in-memory w2``: the same batches built in memory by two DataLoader workers, no Kafka: the
+   cost of the worker processes alone (a batch crosses to the main process through shared
+   memory and a file-descriptor handshake), the ceiling of any ``num_workers=2`` reader.
 
 Every consumer gets the same librdkafka properties. Reports the median of ``--repeat`` passes,
 the DataLoader overhead against ``raw`` (target <= 20 %) and the ratio to confluent (>= 5x).
@@ -32,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -134,6 +138,37 @@ def run_kafka_ml(bs: str, topic: str, extra: dict[str, str], workers: int) -> tu
     return consume(DataLoader(ds, batch_size=None, num_workers=workers))
 
 
+class TransferFloorDataset(IterableDataset):  # type: ignore[type-arg]
+    """The same batches from memory, no Kafka: what a DataLoader's worker processes cost alone.
+
+    Each batch is built the way ``KafkaIterableDataset`` builds one in a worker (its columns
+    packed into one block), so ``w2`` with this dataset is the ceiling of any ``w2`` reader.
+    """
+
+    def __init__(self, records: int) -> None:
+        self.records = records
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from kafka_ml.torch import _packed
+
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        rng = np.random.default_rng(worker)
+        cols = {
+            "id": np.arange(BATCH, dtype=np.int64),
+            "x": rng.random((BATCH, 16), dtype=np.float32),
+            "y": np.zeros(BATCH, dtype=np.int64),
+        }
+        starts = range(0, self.records, BATCH)
+        for start in starts[worker::workers]:
+            n = min(BATCH, self.records - start)
+            yield _packed({k: v[:n] for k, v in cols.items()}, ["id", "x", "y"])
+
+
+def run_transfer_floor(records: int, workers: int) -> tuple[int, float]:
+    return consume(DataLoader(TransferFloorDataset(records), batch_size=None, num_workers=workers))
+
+
 def run_confluent(
     bs: str, topic: str, records: int, extra: dict[str, str], workers: int
 ) -> tuple[int, float]:
@@ -173,6 +208,7 @@ def main() -> int:
             "kafka-ml DataLoader w2": lambda: run_kafka_ml(bs, topic, extra, 2),
             "confluent DataLoader w0": lambda: run_confluent(bs, topic, records, extra, 0),
             "confluent DataLoader w2": lambda: run_confluent(bs, topic, records, extra, 2),
+            "in-memory DataLoader w2": lambda: run_transfer_floor(records, 2),
         }
         walls: dict[str, list[float]] = {k: [] for k in variants}
         checksums: dict[str, float] = {}
@@ -183,7 +219,8 @@ def main() -> int:
                 walls[name].append(time.perf_counter() - t0)
                 if rows != records:
                     raise RuntimeError(f"{name}: read {rows} rows, expected {records}")
-                checksums.setdefault(name, checksum)
+                if not name.startswith("in-memory"):
+                    checksums.setdefault(name, checksum)
                 log(f"rep {rep}: {name}: {rows / walls[name][-1]:,.0f} rows/s")
         if len({round(c, 1) for c in checksums.values()}) != 1:
             raise RuntimeError(f"the variants read different data: {checksums}")
@@ -196,6 +233,8 @@ def main() -> int:
             "repeat": args.repeat,
             "rows_per_s": rates,
             "overhead_vs_raw": {k: 1 - rates[k] / raw for k in rates if k.startswith("kafka-ml")},
+            # The most a 2-worker DataLoader delivers here with no Kafka at all.
+            "w2_vs_in_memory_w2": rates["kafka-ml DataLoader w2"] / rates["in-memory DataLoader w2"],
             "vs_confluent": {
                 "w0": rates["kafka-ml DataLoader w0"] / rates["confluent DataLoader w0"],
                 "w2": rates["kafka-ml DataLoader w2"] / rates["confluent DataLoader w2"],
@@ -216,6 +255,8 @@ def main() -> int:
                 f"  overhead vs raw {result['overhead_vs_raw'][name]:+.0%}, "
                 f"{result['vs_confluent'][workers]:.1f}x confluent {workers}"
             )
+        if name.startswith("in-memory"):
+            note = f"  (no Kafka: kafka-ml w2 reaches {result['w2_vs_in_memory_w2']:.0%} of it)"
         print(f"  {name:26s} {rate:>12,.0f} rows/s{note}")
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"torch-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"

@@ -258,3 +258,24 @@ def test_bad_arguments_are_refused(config: dict[str, str], new_topic: Callable[.
         KafkaIterableDataset(topic, config, format="raw", end="latest", rank=2, world_size=2)
     with pytest.raises(km.UnknownTopicError):
         KafkaIterableDataset(f"missing-{uuid.uuid4().hex[:6]}", config, format="raw", end="latest", timeout=5)
+
+
+def test_a_worker_batch_crosses_as_one_block():
+    """In a DataLoader worker the numeric columns are packed into one storage (one transfer)."""
+    from kafka_ml.torch import _packed
+
+    cols = {
+        "x": np.arange(30, dtype=np.float32).reshape(10, 3),
+        "id": np.arange(10, dtype=np.int64),
+        "flag": np.arange(10) % 2 == 0,
+        "b": np.arange(10, dtype=np.uint8),
+        "name": np.array([f"n{i}" for i in range(10)], dtype=object),
+    }
+    out = _packed(cols, list(cols))
+    storages = {out[k].untyped_storage().data_ptr() for k in ("x", "id", "flag", "b")}
+    assert len(storages) == 1
+    for k in ("x", "id", "flag", "b"):
+        assert out[k].data_ptr() % 8 == 0
+        np.testing.assert_array_equal(out[k].numpy(), cols[k])
+        assert out[k].dtype == torch.from_numpy(cols[k]).dtype and out[k].shape == cols[k].shape
+    assert out["name"] is cols["name"]
