@@ -482,7 +482,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000, help="records per topic")
     ap.add_argument("--quick", action="store_true", help="smoke run: 100k records, 1 repeat, 3 RSS passes")
-    ap.add_argument("--repeat", type=int, default=3, help="timed runs per consumer (median reported)")
+    ap.add_argument("--repeat", type=int, default=5, help="timed runs per consumer (median reported)")
     ap.add_argument("--batch-size", type=int, default=10_000, help="rows per batch / consume() call")
     ap.add_argument("--json-partitions", type=int, default=1)
     ap.add_argument("--rss-passes", type=int, default=10, help="passes over the tensor topic for RSS")

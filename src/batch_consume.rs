@@ -11,6 +11,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka_sys::bindings as rd;
 use std::ffi::CStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The consumer's queue, read in batches.
@@ -53,7 +54,25 @@ impl BatchQueue {
             let code: RDKafkaErrorCode = unsafe { rd::rd_kafka_last_error() }.into();
             return Err(KafkaError::MessageConsumption(code));
         }
-        Ok(self.slots[..n as usize].iter().map(|p| RawMessage(*p)).collect())
+        // Each topic's name is read once per call, not once per message and use: every message
+        // holds its topic handle, so within a call a handle pointer names one topic.
+        let mut names: Vec<(*mut rd::rd_kafka_topic_t, Arc<str>)> = Vec::new();
+        Ok(self.slots[..n as usize]
+            .iter()
+            .map(|&ptr| {
+                // SAFETY: librdkafka returned `n` live messages.
+                let rkt = unsafe { (*ptr).rkt };
+                let topic = match names.iter().find(|(handle, _)| *handle == rkt) {
+                    Some((_, name)) => name.clone(),
+                    None => {
+                        let name: Arc<str> = topic_name(rkt).into();
+                        names.push((rkt, name.clone()));
+                        name
+                    }
+                };
+                RawMessage { ptr, topic }
+            })
+            .collect())
     }
 }
 
@@ -64,13 +83,27 @@ impl Drop for BatchQueue {
     }
 }
 
+/// A topic handle's name ("" for a message without one).
+fn topic_name(rkt: *mut rd::rd_kafka_topic_t) -> String {
+    if rkt.is_null() {
+        return String::new();
+    }
+    // SAFETY: a live topic handle has a NUL-terminated name that lives as long as it.
+    unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(rkt)) }
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// One message (or per-partition event such as EOF) owned until dropped.
-pub struct RawMessage(*mut rd::rd_kafka_message_t);
+pub struct RawMessage {
+    ptr: *mut rd::rd_kafka_message_t,
+    topic: Arc<str>,
+}
 
 impl Drop for RawMessage {
     fn drop(&mut self) {
         // SAFETY: each message returned by the batch call is destroyed exactly once.
-        unsafe { rd::rd_kafka_message_destroy(self.0) };
+        unsafe { rd::rd_kafka_message_destroy(self.ptr) };
     }
 }
 
@@ -90,7 +123,7 @@ unsafe fn bytes<'a>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'a [u8]
 impl RawMessage {
     fn inner(&self) -> &rd::rd_kafka_message_t {
         // SAFETY: the pointer is a live message until `drop`.
-        unsafe { &*self.0 }
+        unsafe { &*self.ptr }
     }
 
     /// The per-message error (`_PARTITION_EOF`, fetch errors), if any.
@@ -100,10 +133,7 @@ impl RawMessage {
     }
 
     pub fn topic(&self) -> &str {
-        // SAFETY: a message's topic handle and its NUL-terminated name live as long as it.
-        unsafe { CStr::from_ptr(rd::rd_kafka_topic_name(self.inner().rkt)) }
-            .to_str()
-            .unwrap_or("")
+        &self.topic
     }
 
     pub fn partition(&self) -> i32 {
@@ -127,14 +157,14 @@ impl RawMessage {
     pub fn timestamp(&self) -> Option<i64> {
         let mut kind = rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
         // SAFETY: reads the message's timestamp into a local.
-        let ts = unsafe { rd::rd_kafka_message_timestamp(self.0, &mut kind) };
+        let ts = unsafe { rd::rd_kafka_message_timestamp(self.ptr, &mut kind) };
         (kind != rd::rd_kafka_timestamp_type_t::RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && ts >= 0).then_some(ts)
     }
 
     pub fn headers(&self) -> Vec<(&str, Option<&[u8]>)> {
         let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
         // SAFETY: librdkafka parses the headers into storage owned by the message.
-        let err = unsafe { rd::rd_kafka_message_headers(self.0, &mut hdrs) };
+        let err = unsafe { rd::rd_kafka_message_headers(self.ptr, &mut hdrs) };
         if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
             return Vec::new();
         }
