@@ -84,6 +84,20 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def start_broker() -> tuple[str, Any]:
+    """``$KAFKA_BOOTSTRAP_SERVERS`` and no broker, or a broker started for this run (the caller
+    stops it) and its address."""
+    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if bs:
+        return bs, None
+    sys.path.insert(0, str(REPO / "kafka"))
+    from launcher import KafkaBroker
+
+    log("starting Kafka broker ...")
+    broker = KafkaBroker().start()
+    return broker.bootstrap_servers, broker
+
+
 def machine_info(rdkafka_perf: str | None) -> dict[str, Any]:
     import confluent_kafka
     import kafka_ml
@@ -513,20 +527,12 @@ def main() -> int:
     extra = {**PARITY_PROPS, **dict(p.split("=", 1) for p in a.props)}
     records = a.records
 
-    sys.path.insert(0, str(REPO / "kafka"))
     perf_bin = None if a.skip_rdkafka else build_rdkafka_performance()
     if perf_bin:
         log(f"rdkafka_performance: {perf_bin}")
 
-    broker = None
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     t_start = time.perf_counter()
-    if not bs:
-        from launcher import KafkaBroker
-
-        log("starting Kafka broker ...")
-        broker = KafkaBroker().start()
-        bs = broker.bootstrap_servers
+    bs, broker = start_broker()
     log(f"broker at {bs}")
     result: dict[str, Any] = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),

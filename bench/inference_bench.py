@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kafka_ml as km
-from consume_bench import REPO, RESULTS_DIR, create_topic, log, machine_info
+from consume_bench import RESULTS_DIR, create_topic, log, machine_info, start_broker
 from kafka_ml.inference import InferenceLoop
 
 SCHEMA = {"id": "int64", "x": ("float32", 16)}
@@ -126,15 +125,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.quick:
         args.records, args.seconds = 50_000, 4.0
-    broker = None
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bs:
-        sys.path.insert(0, str(REPO / "kafka"))
-        from launcher import KafkaBroker
-
-        broker = KafkaBroker()
-        broker.start()
-        bs = broker.bootstrap_servers
+    bs, broker = start_broker()
     result: dict[str, Any] = {"records": args.records, "seconds_per_rate": args.seconds}
     try:
         for delivery in ("at_least_once", "exactly_once"):

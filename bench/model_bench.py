@@ -37,7 +37,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from consume_bench import REPO, RESULTS_DIR, build_rdkafka_performance, create_topic, log, machine_info
+from consume_bench import (
+    RESULTS_DIR,
+    build_rdkafka_performance,
+    create_topic,
+    log,
+    machine_info,
+    start_broker,
+)
 
 # The same producer properties for kafka-ml and rdkafka_performance.
 PARITY_PROPS = {
@@ -220,15 +227,7 @@ def main() -> int:
     a = ap.parse_args()
     perf_bin = None if a.skip_rdkafka else build_rdkafka_performance()
     machine = machine_info(perf_bin)
-    broker = None
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bs:
-        sys.path.insert(0, str(REPO / "kafka"))
-        from launcher import KafkaBroker
-
-        log("starting Kafka broker ...")
-        broker = KafkaBroker().start()
-        bs = broker.bootstrap_servers
+    bs, broker = start_broker()
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="kafka-ml-model-bench-") as tmp:

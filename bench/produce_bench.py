@@ -50,7 +50,6 @@ from typing import Any
 
 import numpy as np
 from consume_bench import (
-    REPO,
     RESULTS_DIR,
     build_rdkafka_performance,
     cpu_children,
@@ -58,6 +57,7 @@ from consume_bench import (
     create_topic,
     log,
     machine_info,
+    start_broker,
     total_messages,
 )
 
@@ -437,18 +437,10 @@ def main() -> int:
             "tensor_record_bytes": DIM_TENSOR * 4,
         },
     }
-    broker = None
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     t_start = time.perf_counter()
-    if not bs:
-        sys.path.insert(0, str(REPO / "kafka"))
-        from launcher import KafkaBroker
-
-        log("starting Kafka broker ...")
-        broker = KafkaBroker().start()
-        bs = broker.bootstrap_servers
-        if broker.proc is not None:
-            watch_broker(broker.proc, broker.log_path)
+    bs, broker = start_broker()
+    if broker is not None and broker.proc is not None:
+        watch_broker(broker.proc, broker.log_path)
     log(f"broker at {bs}")
     result["params"]["external_broker"] = broker is None
     try:

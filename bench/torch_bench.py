@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -43,12 +42,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from consume_bench import (
     JSON_SCHEMA,
     PARITY_PROPS,
-    REPO,
     RESULTS_DIR,
     create_topic,
     load_json_topic,
     log,
     machine_info,
+    start_broker,
     total_messages,
 )
 
@@ -186,15 +185,7 @@ def main() -> int:
         args.records, args.repeat = 200_000, 2
     torch.set_num_threads(1)
 
-    broker = None
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if not bs:
-        sys.path.insert(0, str(REPO / "kafka"))
-        from launcher import KafkaBroker
-
-        broker = KafkaBroker()
-        broker.start()
-        bs = broker.bootstrap_servers
+    bs, broker = start_broker()
     try:
         topic = f"bench-torch-{int(time.time())}"
         create_topic(bs, topic, PARTITIONS)

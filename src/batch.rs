@@ -272,6 +272,11 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// Whether the decoder decodes chunks ahead (see `Decoder::prepare`).
+    pub fn decodes_ahead(&self) -> bool {
+        self.decoder.decodes_ahead()
+    }
+
     /// Lets the decoder decode these payloads ahead (see `Decoder::prepare`).
     pub fn prepare(&mut self, payloads: &[Option<&[u8]>]) {
         self.decoder.prepare(payloads);

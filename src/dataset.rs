@@ -1011,12 +1011,15 @@ impl Engine {
                 .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
         }
         // Decoding is most of the work: the decoder may split it over two threads up front.
-        let payloads: Vec<Option<&[u8]>> = messages
-            .iter()
-            .filter(|m| m.error().is_none())
-            .map(|m| m.payload())
-            .collect();
-        self.builder.prepare(&payloads);
+        let decodes_ahead = self.builder.decodes_ahead();
+        if decodes_ahead {
+            let payloads: Vec<Option<&[u8]>> = messages
+                .iter()
+                .filter(|m| m.error().is_none())
+                .map(|m| m.payload())
+                .collect();
+            self.builder.prepare(&payloads);
+        }
         let mut progressed = false;
         for msg in &messages {
             match msg.error() {
@@ -1028,7 +1031,9 @@ impl Engine {
                 self.emit()?;
             }
         }
-        self.builder.prepare(&[]);
+        if decodes_ahead {
+            self.builder.prepare(&[]);
+        }
         Ok(progressed)
     }
 

@@ -199,6 +199,10 @@ impl Decoder for JsonDecoder {
     /// Splits the chunk in two: this thread decodes the first half while a scoped thread
     /// decodes the second, each into a decoder of its own; `decode` then copies the rows over
     /// in the caller's order (a copy costs a fraction of a parse).
+    fn decodes_ahead(&self) -> bool {
+        true
+    }
+
     fn prepare(&mut self, payloads: &[Option<&[u8]>]) {
         self.ahead.clear();
         self.ahead_next = 0;

@@ -62,6 +62,10 @@ pub trait Decoder: Send {
     /// decoded ahead. Only formats costly enough per message to gain from a second thread
     /// implement it; an empty slice forgets what was prepared.
     fn prepare(&mut self, _payloads: &[Option<&[u8]>]) {}
+    /// Whether `prepare` does anything (callers skip collecting payloads otherwise).
+    fn decodes_ahead(&self) -> bool {
+        false
+    }
     /// Whether a message without a value is a tombstone that produces no row (the batch builder
     /// counts it) rather than a message to decode. Formats whose null values mean something
     /// else, or nothing valid, leave this `false`, and such a message is a decode error.

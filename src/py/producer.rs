@@ -141,11 +141,7 @@ impl TableSend {
         }
         let values = encode::encode(&batch, &self.format).map_err(Error::Encode)?;
         producer.check_sizes(&values)?;
-        let keys = match (&self.key_column, &self.keys) {
-            (Some(name), _) => Some(encode::keys_from_column(&batch, name).map_err(Error::Encode)?),
-            (None, Some(array)) => Some(keys_from_array(array, values.len())?),
-            (None, None) => None,
-        };
+        let keys = self.encode_keys(&batch)?;
         let row_headers = self
             .row_headers
             .iter()
@@ -173,6 +169,15 @@ impl TableSend {
 const ENCODE_CHUNK: usize = 65_536;
 
 impl TableSend {
+    /// The message keys: a column of the batch, or an array with one key per row.
+    fn encode_keys(&self, batch: &RecordBatch) -> Result<Option<EncodedRows>, Error> {
+        Ok(match (&self.key_column, &self.keys) {
+            (Some(name), _) => Some(encode::keys_from_column(batch, name).map_err(Error::Encode)?),
+            (None, Some(array)) => Some(keys_from_array(array, batch.num_rows())?),
+            (None, None) => None,
+        })
+    }
+
     /// A large JSON send of fixed-width columns without headers or timestamps can queue its
     /// first rows while later ones are encoded: every row is checked up front, and no row's
     /// JSON can exceed `message.max.bytes` (bounded by the schema), so nothing is found wrong
@@ -194,11 +199,7 @@ impl TableSend {
     ) -> Result<Arc<SendTracker>, Error> {
         encode::validate_json(batch).map_err(Error::Encode)?;
         let rows = batch.num_rows();
-        let keys = match (&self.key_column, &self.keys) {
-            (Some(name), _) => Some(encode::keys_from_column(batch, name).map_err(Error::Encode)?),
-            (None, Some(array)) => Some(keys_from_array(array, rows)?),
-            (None, None) => None,
-        };
+        let keys = self.encode_keys(batch)?;
         producer.check_topic(&self.topic, self.timeout)?;
         std::thread::scope(|scope| {
             // Two chunks ahead at most: memory stays bounded whatever the send's size.
