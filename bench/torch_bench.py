@@ -12,10 +12,13 @@ as batches of tensors ``{"x": float32[n, 16], "y": int64[n]}`` with:
    confluent-kafka-python — ``consume(batch)``, ``json.loads`` per message, ``torch.tensor`` per
    batch, partitions split over the DataLoader workers;
 4. ``in-memory w2``: the same batches built in memory by two DataLoader workers, no Kafka: the
-   cost of the worker processes alone (a batch crosses to the main process through shared
-   memory and a file-descriptor handshake), the ceiling of any ``num_workers=2`` reader.
+   cost of the worker processes alone, the ceiling of any ``num_workers=2`` reader — once with
+   kafka-ml's transport (a batch of up to 1 MiB crosses as one block of bytes through the
+   DataLoader's pipe) and once with torch's own (one shared-memory segment and a
+   file-descriptor handshake per storage), which is what a batch of tensors otherwise costs.
 
-Every consumer gets the same librdkafka properties. Reports the median of ``--repeat`` passes,
+Every consumer gets the same librdkafka properties. Reports the median of ``--repeat`` passes (rows/s,
+and the reader's CPU-s per million rows, DataLoader workers included, the broker not),
 the DataLoader overhead against ``raw`` (target <= 20 %) and the ratio to confluent (>= 5x).
 
     python bench/torch_bench.py --quick     # 200k records
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import sys
 import time
@@ -98,6 +102,13 @@ class ConfluentJsonDataset(IterableDataset[dict[str, torch.Tensor]]):
             consumer.close()
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (DataLoader workers, once joined)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    workers = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + workers.ru_utime + workers.ru_stime
+
+
 def consume(batches: Any) -> tuple[int, float]:
     """The training loop's side: touch every batch's tensors."""
     rows, checksum = 0, 0.0
@@ -142,13 +153,15 @@ class TransferFloorDataset(IterableDataset):  # type: ignore[type-arg]
 
     Each batch is built the way ``KafkaIterableDataset`` builds one in a worker (its columns
     packed into one block), so ``w2`` with this dataset is the ceiling of any ``w2`` reader.
+    ``shared_memory`` sends every batch through torch's shared memory instead of the pipe.
     """
 
-    def __init__(self, records: int) -> None:
+    def __init__(self, records: int, shared_memory: bool = False) -> None:
         self.records = records
+        self.pipe_max_bytes = 0 if shared_memory else None
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from kafka_ml.torch import _packed
+        from kafka_ml.torch import _worker_batch
 
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
@@ -161,11 +174,16 @@ class TransferFloorDataset(IterableDataset):  # type: ignore[type-arg]
         starts = range(0, self.records, BATCH)
         for start in starts[worker::workers]:
             n = min(BATCH, self.records - start)
-            yield _packed({k: v[:n] for k, v in cols.items()}, ["id", "x", "y"])
+            batch = {k: v[:n] for k, v in cols.items()}
+            if self.pipe_max_bytes is None:
+                yield _worker_batch(batch, ["id", "x", "y"])
+            else:
+                yield _worker_batch(batch, ["id", "x", "y"], self.pipe_max_bytes)
 
 
-def run_transfer_floor(records: int, workers: int) -> tuple[int, float]:
-    return consume(DataLoader(TransferFloorDataset(records), batch_size=None, num_workers=workers))
+def run_transfer_floor(records: int, workers: int, shared_memory: bool) -> tuple[int, float]:
+    ds = TransferFloorDataset(records, shared_memory)
+    return consume(DataLoader(ds, batch_size=None, num_workers=workers))
 
 
 def run_confluent(
@@ -199,15 +217,18 @@ def main() -> int:
             "kafka-ml DataLoader w2": lambda: run_kafka_ml(bs, topic, extra, 2),
             "confluent DataLoader w0": lambda: run_confluent(bs, topic, records, extra, 0),
             "confluent DataLoader w2": lambda: run_confluent(bs, topic, records, extra, 2),
-            "in-memory DataLoader w2": lambda: run_transfer_floor(records, 2),
+            "in-memory DataLoader w2": lambda: run_transfer_floor(records, 2, False),
+            "in-memory w2, torch shm": lambda: run_transfer_floor(records, 2, True),
         }
         walls: dict[str, list[float]] = {k: [] for k in variants}
+        cpus: dict[str, list[float]] = {k: [] for k in variants}
         checksums: dict[str, float] = {}
         for rep in range(args.repeat):
             for name, fn in variants.items():  # interleaved, so drift hits every variant alike
-                t0 = time.perf_counter()
+                c0, t0 = cpu_seconds(), time.perf_counter()
                 rows, checksum = fn()
                 walls[name].append(time.perf_counter() - t0)
+                cpus[name].append(cpu_seconds() - c0)
                 if rows != records:
                     raise RuntimeError(f"{name}: read {rows} rows, expected {records}")
                 if not name.startswith("in-memory"):
@@ -223,9 +244,13 @@ def main() -> int:
             "partitions": PARTITIONS,
             "repeat": args.repeat,
             "rows_per_s": rates,
+            # Reader CPU (the training process and its DataLoader workers; not the broker).
+            "cpu_s_per_million": {k: statistics.median(v) * 1e6 / records for k, v in cpus.items()},
             "overhead_vs_raw": {k: 1 - rates[k] / raw for k in rates if k.startswith("kafka-ml")},
             # The most a 2-worker DataLoader delivers here with no Kafka at all.
             "w2_vs_in_memory_w2": rates["kafka-ml DataLoader w2"] / rates["in-memory DataLoader w2"],
+            # kafka-ml's pipe transport against torch's shared memory, for the same batches.
+            "pipe_vs_torch_shm": rates["in-memory DataLoader w2"] / rates["in-memory w2, torch shm"],
             "vs_confluent": {
                 "w0": rates["kafka-ml DataLoader w0"] / rates["confluent DataLoader w0"],
                 "w2": rates["kafka-ml DataLoader w2"] / rates["confluent DataLoader w2"],
@@ -246,9 +271,12 @@ def main() -> int:
                 f"  overhead vs raw {result['overhead_vs_raw'][name]:+.0%}, "
                 f"{result['vs_confluent'][workers]:.1f}x confluent {workers}"
             )
-        if name.startswith("in-memory"):
+        if name == "in-memory DataLoader w2":
             note = f"  (no Kafka: kafka-ml w2 reaches {result['w2_vs_in_memory_w2']:.0%} of it)"
-        print(f"  {name:26s} {rate:>12,.0f} rows/s{note}")
+        if name == "in-memory w2, torch shm":
+            note = f"  (kafka-ml's pipe transport: {result['pipe_vs_torch_shm']:.2f}x this)"
+        cpu = result["cpu_s_per_million"][name]
+        print(f"  {name:26s} {rate:>12,.0f} rows/s {cpu:6.2f} CPU-s/M{note}")
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"torch-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))

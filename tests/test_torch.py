@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
 import kafka_ml as km
 import numpy as np
@@ -260,22 +261,74 @@ def test_bad_arguments_are_refused(config: dict[str, str], new_topic: Callable[.
         KafkaIterableDataset(f"missing-{uuid.uuid4().hex[:6]}", config, format="raw", end="latest", timeout=5)
 
 
-def test_a_worker_batch_crosses_as_one_block():
-    """In a DataLoader worker the numeric columns are packed into one storage (one transfer)."""
-    from kafka_ml.torch import _packed
-
-    cols = {
-        "x": np.arange(30, dtype=np.float32).reshape(10, 3),
-        "id": np.arange(10, dtype=np.int64),
-        "flag": np.arange(10) % 2 == 0,
-        "b": np.arange(10, dtype=np.uint8),
-        "name": np.array([f"n{i}" for i in range(10)], dtype=object),
+def _worker_columns(rows: int) -> dict[str, np.ndarray]:
+    return {
+        "x": np.arange(rows * 3, dtype=np.float32).reshape(rows, 3),
+        "id": np.arange(rows, dtype=np.int64),
+        "flag": np.arange(rows) % 2 == 0,
+        "b": np.arange(rows, dtype=np.uint8),
+        "name": np.array([f"n{i}" for i in range(rows)], dtype=object),
     }
-    out = _packed(cols, list(cols))
-    storages = {out[k].untyped_storage().data_ptr() for k in ("x", "id", "flag", "b")}
-    assert len(storages) == 1
+
+
+def _assert_same_columns(out: dict[str, Any], cols: dict[str, np.ndarray]) -> None:
+    assert list(out) == list(cols)
     for k in ("x", "id", "flag", "b"):
-        assert out[k].data_ptr() % 8 == 0
-        np.testing.assert_array_equal(out[k].numpy(), cols[k])
         assert out[k].dtype == torch.from_numpy(cols[k]).dtype and out[k].shape == cols[k].shape
-    assert out["name"] is cols["name"]
+        np.testing.assert_array_equal(out[k].numpy(), cols[k])
+    np.testing.assert_array_equal(out["name"], cols["name"])
+
+
+def _assert_one_block(batch: dict[str, Any]) -> None:
+    """The numeric columns lie in one block, in order, each at a multiple of 64 bytes in it."""
+    base = batch["x"].data_ptr()
+    assert base % 8 == 0 and all(batch[k].numpy().flags.aligned for k in ("x", "id", "flag", "b"))
+    # x: 10 x 3 float32 = 120 bytes -> id at 128; id: 80 -> flag at 256; flag: 10 -> b at 320.
+    assert [batch[k].data_ptr() - base for k in ("x", "id", "flag", "b")] == [0, 128, 256, 320]
+
+
+def test_a_small_worker_batch_crosses_the_pipe_as_one_block():
+    """A small worker batch packs its numeric columns into one bytearray, pickles as that block
+    (no shared memory, no file descriptor) and arrives as writable tensors viewing it."""
+    import copy
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch.multiprocessing  # noqa: F401  (registers torch's shared-memory reducers)
+    from kafka_ml.torch import _worker_batch
+    from torch.utils.data._utils.collate import default_convert
+
+    cols = _worker_columns(10)
+    batch = _worker_batch(cols, list(cols))
+    _assert_same_columns(batch, cols)
+    _assert_one_block(batch)
+
+    # What a DataLoader worker does with it: default_convert, then torch's pickler.
+    sent = ForkingPickler.dumps(default_convert(batch))
+    assert bytes(cols["x"].tobytes()) in bytes(sent)  # the data itself travels in the pipe
+    received = pickle.loads(sent)
+    assert type(received) is dict
+    _assert_same_columns(received, cols)
+    assert not any(received[k].is_shared() for k in ("x", "id", "flag", "b"))
+    _assert_one_block(received)
+    received["x"] += 1  # the user owns the received block
+    np.testing.assert_array_equal(received["x"].numpy(), cols["x"] + 1)
+
+    # A collate_fn that replaces a packed column: the batch pickles as the plain dict it is.
+    changed = copy.copy(batch)
+    changed["x"] = changed["x"] * 2
+    received = pickle.loads(ForkingPickler.dumps(changed))
+    np.testing.assert_array_equal(received["x"].numpy(), cols["x"] * 2)
+    np.testing.assert_array_equal(received["id"].numpy(), cols["id"])
+
+
+def test_a_large_worker_batch_is_one_shared_storage():
+    """Above the pipe limit a worker batch is one torch storage (one shared-memory transfer)."""
+    from kafka_ml.torch import _PIPE_MAX_BYTES, _worker_batch
+
+    rows = _PIPE_MAX_BYTES // 12 + 1  # float32 x 3 per row alone exceeds the limit
+    cols = _worker_columns(rows)
+    out = _worker_batch(cols, list(cols))
+    assert type(out) is dict
+    assert len({out[k].untyped_storage().data_ptr() for k in ("x", "id", "flag", "b")}) == 1
+    _assert_same_columns(out, cols)

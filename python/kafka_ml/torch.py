@@ -45,6 +45,12 @@ __all__ = ["KafkaIterableDataset", "merge_state_dicts"]
 
 TopicPartition = tuple[str, int]
 
+# A bounded read's internal batches close at `batch_size` rows, never on a timer: the row buffer
+# yields whole batches only, so a batch cut short by ``max_wait`` (a slow first fetch) would reach
+# the user no sooner, but would leave every later batch straddling two decoded ones, each then
+# copied together instead of handed on as it is.
+_BOUNDED_MAX_WAIT = 3600.0
+
 # Metadata columns the dataset reads for itself (filtering and progress), dropped from the output
 # unless the user asked for them.
 _POSITION_COLUMNS = ("partition", "offset")
@@ -70,51 +76,130 @@ def _layout(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+# Whether a read-only array was converted yet. torch warns once per process that a tensor viewing
+# read-only memory must not be written to; suppressing that costs more than the conversion, so
+# only the first conversion does (torch stays silent after its one warning).
+_read_only_converted = False
+
+
 def _to_tensor(array: np.ndarray) -> Any:
     """A tensor sharing ``array``'s memory; strings and bytes stay NumPy arrays."""
-    if array.dtype.kind in "biufc":
-        if not array.flags.writeable:
-            # Arrow buffers are immutable: the tensor views them read-only. torch warns that
-            # writing through it would be undefined; a training step never writes its input.
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                return torch.from_numpy(array)
-        return torch.from_numpy(array)
-    return array
+    global _read_only_converted
+    if array.dtype.kind not in "biufc":
+        return array
+    if not array.flags.writeable and not _read_only_converted:
+        # Arrow buffers are immutable: the tensor views them read-only. torch warns that
+        # writing through it would be undefined; a training step never writes its input.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            tensor = torch.from_numpy(array)
+        _read_only_converted = True
+        return tensor
+    return torch.from_numpy(array)
 
 
 # Columns packed for a worker's batch start at multiples of this many bytes (any dtype's alignment).
 _PACK_ALIGN = 64
 
+# A worker's batch of up to this many packed bytes crosses to the main process as bytes through
+# the DataLoader's result pipe; a larger one through torch's shared memory. torch pays a fresh
+# shared-memory segment and a file-descriptor handshake per storage, about 1 ms, where copying
+# 80 KB through the pipe costs far less (bench/torch_bench.py: 2.2x the batches per second for
+# 1024-row batches). Copies grow with the batch and the handshake does not: they broke even near
+# 1 MiB on the project's machine, and at 5 MB shared memory was clearly faster.
+_PIPE_MAX_BYTES = 1 << 20
 
-def _packed(cols: Mapping[str, np.ndarray], names: Sequence[str]) -> dict[str, Any]:
+# Where a numeric column lies in a packed block: byte offset, NumPy dtype string, shape.
+_Slot = tuple[int, str, tuple[int, ...]]
+
+
+def _worker_batch(
+    cols: Mapping[str, np.ndarray], names: Sequence[str], pipe_max_bytes: int = _PIPE_MAX_BYTES
+) -> dict[str, Any]:
     """A DataLoader worker's batch: the numeric columns copied into one block, as views of it.
 
-    A batch crosses from a worker to the main process one storage at a time, each with a
-    shared-memory segment and a file-descriptor round trip; one storage per batch instead of
-    one per column halves that cost (``bench/torch_bench.py`` measures it). torch copies a
-    batch into shared memory to send it anyway, so the copy here costs nothing extra.
+    A small block is a ``bytearray`` that pickles as itself (:class:`_PipedBatch`); a large one
+    is one torch storage, so torch moves it through shared memory once per batch rather than
+    once per column (``pipe_max_bytes`` draws the line). Either way the batch is copied once
+    here, where torch would copy it into shared memory anyway. (NumPy packs small blocks: a
+    torch call costs several NumPy calls.)
     """
-    layout: dict[str, int] = {}
+    slots: dict[str, _Slot] = {}
     total = 0
     for name in names:
         array = cols[name]
         if array.dtype.kind in "biufc":
-            layout[name] = total
+            slots[name] = (total, array.dtype.str, array.shape)
             total += -(-array.nbytes // _PACK_ALIGN) * _PACK_ALIGN
-    block = torch.empty(total, dtype=torch.uint8)
+    if total == 0:
+        return {name: _to_tensor(cols[name]) for name in names}
     out: dict[str, Any] = {}
+    if total > pipe_max_bytes:
+        # Views of one torch storage, which torch shares as a whole.
+        base = torch.empty(total, dtype=torch.uint8)
+        for name in names:
+            if name in slots:
+                start, _, shape = slots[name]
+                source = _to_tensor(cols[name])
+                part = base[start : start + cols[name].nbytes].view(source.dtype).view(shape)
+                out[name] = part.copy_(source)
+            else:
+                out[name] = cols[name]
+        return out
+    block = bytearray(total)
     for name in names:
-        array = cols[name]
-        if name not in layout:
-            out[name] = array
-            continue
-        source = _to_tensor(array)
-        start = layout[name]
-        view = block[start : start + array.nbytes].view(source.dtype).view(source.shape)
-        view.copy_(source)
-        out[name] = view
-    return out
+        if name in slots:
+            array = _view(block, slots[name])
+            array[...] = cols[name]
+            out[name] = torch.from_numpy(array)
+        else:
+            out[name] = cols[name]
+    return _PipedBatch(out, block, slots)
+
+
+def _view(block: bytearray, slot: _Slot) -> np.ndarray:
+    start, dtype, shape = slot
+    array: np.ndarray = np.ndarray(shape, dtype=dtype, buffer=block, offset=start)
+    return array
+
+
+class _PipedBatch(dict[str, Any]):
+    """A worker's batch whose numeric columns are views of one ``bytearray``: it pickles as that
+    block and the column layout, so it crosses to the main process through the DataLoader's
+    pipe and arrives there as a plain dict of tensors viewing the received block.
+
+    If anything replaced a packed column (a ``collate_fn``, say), it pickles as a plain dict.
+    """
+
+    def __init__(self, columns: dict[str, Any], block: bytearray, slots: dict[str, _Slot]) -> None:
+        super().__init__(columns)
+        self._block = block
+        self._slots = slots
+        self._views = {name: columns[name] for name in slots}
+
+    def __copy__(self) -> _PipedBatch:
+        # DataLoader's default_convert copies the batch and writes the same tensors back.
+        clone = _PipedBatch(dict(self), self._block, self._slots)
+        clone._views = self._views
+        return clone
+
+    def _intact(self) -> bool:
+        return all(dict.get(self, name) is view for name, view in self._views.items())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        if not self._intact():
+            return (dict, (dict(self),))
+        others = {name: value for name, value in self.items() if name not in self._slots}
+        return (_unpack_piped, (self._block, self._slots, list(self), others))
+
+
+def _unpack_piped(
+    block: bytearray, slots: dict[str, _Slot], names: list[str], others: dict[str, Any]
+) -> dict[str, Any]:
+    """The main process's side of :class:`_PipedBatch`: tensors viewing the received block."""
+    return {
+        name: torch.from_numpy(_view(block, slots[name])) if name in slots else others[name] for name in names
+    }
 
 
 class _RowBuffer:
@@ -229,6 +314,8 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             ``WORLD_SIZE`` environment variables.
         num_workers: the DataLoader's ``num_workers``, only to make ``len()`` exact (it is
             checked against the real number when iterating).
+        max_wait: the latency bound of a streaming read (seconds before a partial batch is
+            yielded); a bounded read yields whole batches as soon as they are read.
 
     Call :meth:`set_epoch` at the start of every epoch (as with ``DistributedSampler``): the
     shuffle order depends on it, and a loaded state applies to its own epoch only.
@@ -461,7 +548,7 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             metadata=metadata,
             batch_size=self.batch_size,
             commit=False,
-            **self._options,
+            **{**self._options, "max_wait": _BOUNDED_MAX_WAIT},
         )
         with dataset:
             for batch in dataset:
@@ -508,7 +595,7 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
 
     def _output(self, cols: dict[str, np.ndarray]) -> dict[str, Any]:
         if torch.utils.data.get_worker_info() is not None:
-            return _packed(cols, self.columns)
+            return _worker_batch(cols, self.columns)
         return {name: _to_tensor(cols[name]) for name in self.columns}
 
     def __repr__(self) -> str:
