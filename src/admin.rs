@@ -1,10 +1,10 @@
 //! Cluster administration the library needs itself: creating a topic with its configuration
 //! (the model topic is created compacted), treating "already exists" as success.
 
+use crate::client::client_config;
 use crate::error::{Error, KafkaCode, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::future::Future;
@@ -50,10 +50,7 @@ pub fn create_topic(
             spec.name, spec.partitions, spec.replication
         )));
     }
-    let mut cc = ClientConfig::new();
-    for (k, v) in config {
-        cc.set(k, v);
-    }
+    let mut cc = client_config(config);
     // The existence check must not create the topic with the broker's defaults (not compacted).
     cc.set("allow.auto.create.topics", "false");
     let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(

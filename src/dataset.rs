@@ -13,12 +13,12 @@
 
 use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
 use crate::batch_consume::{BatchQueue, RawMessage};
+use crate::client::{client_config, config_value};
 use crate::decode::FormatSpec;
 use crate::error::{Error, MessagePosition, Result};
 use crate::producer::{OutgoingMessage, Producer};
 use crate::queue::{ByteBoundedQueue, Popped, PushError};
 use arrow_schema::SchemaRef;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -95,14 +95,6 @@ pub struct PartitionRange {
     pub partition: i32,
     pub start: i64,
     pub end: Option<i64>,
-}
-
-pub(crate) fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    config
-        .iter()
-        .rev()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
 }
 
 /// The validated options and the resolved read plan.
@@ -193,10 +185,7 @@ pub(crate) fn new_consumer<C: ConsumerContext>(
     config: &[(String, String)],
     ctx: C,
 ) -> Result<ClosingConsumer<C>> {
-    let mut cc = ClientConfig::new();
-    for (k, v) in config {
-        cc.set(k, v);
-    }
+    let mut cc = client_config(config);
     // Offsets are committed by the reader, only for what the user received.
     cc.set("enable.auto.commit", "false");
     cc.set("enable.auto.offset.store", "false");

@@ -1,6 +1,7 @@
 //! kafka-ml: Apache Kafka as a data source and sink for machine learning.
 //!
 //! The pyo3-free core (everything but `py`) compiles and is tested with `cargo test`:
+//! - [`client`]: the librdkafka settings every client starts from;
 //! - [`dataset`]: the consumer engine (plans, background polling, offsets, commits);
 //! - [`decode`]: payload formats → Arrow columns; [`encode`]: Arrow rows → payloads; [`batch`]: record batches with metadata;
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
@@ -13,6 +14,7 @@
 pub mod admin;
 pub mod batch;
 pub mod batch_consume;
+pub mod client;
 pub mod dataset;
 pub mod decode;
 pub mod embedded;

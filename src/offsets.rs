@@ -3,7 +3,8 @@
 //! data: DataLoader workers read, the main process checkpoints), and partitions' watermarks
 //! (consumer lag).
 
-use crate::dataset::{config_value, new_consumer, PlainContext};
+use crate::client::config_value;
+use crate::dataset::{new_consumer, PlainContext};
 use crate::error::{Error, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};

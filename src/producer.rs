@@ -2,8 +2,8 @@
 //! failed by librdkafka's delivery reports, and `flush` tells which failed and why.
 //! Used for dead-letter topics, the embedded demo and the Python `Producer`.
 
+use crate::client::{client_config, config_value};
 use crate::error::{Error, KafkaCode, Result};
-use rdkafka::config::ClientConfig;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
@@ -243,19 +243,15 @@ pub struct RowBatch<'a> {
 impl Producer {
     /// Creates a producer; idempotent with `acks=all` unless the config says otherwise.
     pub fn new(config: &[(String, String)]) -> Result<Self> {
-        let mut cc = ClientConfig::new();
-        cc.set("enable.idempotence", "true");
-        for (k, v) in config {
-            cc.set(k, v);
+        let mut cc = client_config(config);
+        if config_value(config, "enable.idempotence").is_none() {
+            cc.set("enable.idempotence", "true");
         }
         let inner = cc
             .create_with_context(DeliveryTracker::default())
             .map_err(|e| Error::kafka("cannot create producer", e))?;
-        let max_message_bytes = config
-            .iter()
-            .rev()
-            .find(|(k, _)| k == "message.max.bytes")
-            .and_then(|(_, v)| v.parse().ok())
+        let max_message_bytes = config_value(config, "message.max.bytes")
+            .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
         Ok(Producer {
             topic_handles: Mutex::new(HashMap::new()),

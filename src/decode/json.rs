@@ -8,6 +8,7 @@ use arrow_schema::FieldRef;
 use simd_json::prelude::{TypedValue, ValueAsScalar};
 use simd_json::tape::Value;
 use simd_json::{Buffers, Tape, ValueType};
+use std::time::{Duration, Instant};
 
 pub struct JsonDecoder {
     columns: Vec<ColumnBuilder>,
@@ -22,10 +23,20 @@ pub struct JsonDecoder {
     ahead: Vec<DecodedAhead>,
     ahead_next: usize,
     halves: Vec<JsonDecoder>,
+    /// Chunks still to decode on the caller's thread alone, after two threads did not overlap.
+    sequential_chunks: u32,
 }
 
 /// Chunks smaller than this are decoded on the caller's thread as they come.
 const PARALLEL_MIN_MESSAGES: usize = 128;
+
+/// Chunks decoded on one thread after a two-thread chunk whose halves did not overlap, before
+/// two threads are tried again.
+const SEQUENTIAL_CHUNKS_AFTER_NO_OVERLAP: u32 = 64;
+
+/// A two-thread chunk whose wall time exceeds this share of its two halves' times did not
+/// overlap (perfect overlap is about one half: each half took half the work).
+const NO_OVERLAP_SHARE: f64 = 0.8;
 
 /// One payload decoded ahead: where it was (address and length identify it) and its row in a
 /// half, or why it failed.
@@ -57,6 +68,7 @@ impl JsonDecoder {
             ahead: Vec::new(),
             ahead_next: 0,
             halves: Vec::new(),
+            sequential_chunks: 0,
         })
     }
 
@@ -198,7 +210,8 @@ impl Decoder for JsonDecoder {
 
     /// Splits the chunk in two: this thread decodes the first half while a scoped thread
     /// decodes the second, each into a decoder of its own; `decode` then copies the rows over
-    /// in the caller's order (a copy costs a fraction of a parse).
+    /// in the caller's order (a copy costs a fraction of a parse). When the two halves did not
+    /// run at the same time (no free core), the next chunks are decoded one message at a time.
     fn decodes_ahead(&self) -> bool {
         true
     }
@@ -215,6 +228,10 @@ impl Decoder for JsonDecoder {
         if payloads.len() < PARALLEL_MIN_MESSAGES {
             return;
         }
+        if self.sequential_chunks > 0 {
+            self.sequential_chunks -= 1;
+            return;
+        }
         if self.halves.is_empty() {
             let specs: Vec<ColumnSpec> = self.columns.iter().map(|c| c.spec.clone()).collect();
             for _ in 0..2 {
@@ -225,14 +242,29 @@ impl Decoder for JsonDecoder {
         let (first, second) = payloads.split_at(payloads.len() / 2);
         let (h0, h1) = self.halves.split_at_mut(1);
         let mut second_outcomes = Vec::with_capacity(second.len());
+        let started = Instant::now();
+        let (mut first_took, mut second_took) = (Duration::ZERO, Duration::ZERO);
         std::thread::scope(|scope| {
             let helper = std::thread::Builder::new()
                 .name("kafka-ml-decode".into())
-                .spawn_scoped(scope, || h1[0].decode_all(1, second, &mut second_outcomes))
+                .spawn_scoped(scope, || {
+                    let t = Instant::now();
+                    h1[0].decode_all(1, second, &mut second_outcomes);
+                    t.elapsed()
+                })
                 .expect("the system can start a thread");
+            let t = Instant::now();
             h0[0].decode_all(0, first, &mut self.ahead);
-            helper.join().expect("decoding does not panic");
+            first_took = t.elapsed();
+            second_took = helper.join().expect("decoding does not panic");
         });
+        // Where the other cores are busy (a broker on the same machine, other readers), the
+        // helper runs only once this thread waits for it: the chunk then costs both halves plus a
+        // thread start and the row copies. Decode on this thread alone for a while, then retry.
+        let both = (first_took + second_took).as_secs_f64();
+        if started.elapsed().as_secs_f64() > NO_OVERLAP_SHARE * both {
+            self.sequential_chunks = SEQUENTIAL_CHUNKS_AFTER_NO_OVERLAP;
+        }
         self.ahead.append(&mut second_outcomes);
     }
 
@@ -553,6 +585,28 @@ mod tests {
         // Forgetting them: the same bytes decode afresh.
         ahead.prepare(&[]);
         assert!(ahead.take_ahead(&payloads[1]).is_none());
+    }
+
+    #[test]
+    fn chunks_after_a_chunk_without_overlap_decode_on_one_thread() {
+        let mut r = Rng(7);
+        let payloads: Vec<Vec<u8>> = (0..300).map(|_| message(&mut r).into_bytes()).collect();
+        let chunk: Vec<Option<&[u8]>> = payloads.iter().map(|p| Some(p.as_slice())).collect();
+        let (mut ahead, mut plain) = (differential_decoder(), differential_decoder());
+        ahead.sequential_chunks = 2; // as after a two-thread chunk whose halves did not overlap
+        for round in 0..3 {
+            ahead.prepare(&chunk);
+            // Two chunks are left to `decode`; the third is split over two threads again.
+            assert_eq!(ahead.ahead.len(), if round < 2 { 0 } else { payloads.len() });
+            for p in &payloads {
+                assert_eq!(ahead.decode(None, Some(p)), plain.decode(None, Some(p)));
+            }
+            ahead.prepare(&[]);
+        }
+        let (got, want) = (ahead.finish(), plain.finish());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.to_data(), w.to_data());
+        }
     }
 
     #[test]
