@@ -23,6 +23,7 @@ the DataLoader overhead against ``raw`` (target <= 20 %) and the ratio to conflu
 
     python bench/torch_bench.py --quick     # 200k records
     python bench/torch_bench.py             # 1M records
+    python bench/torch_bench.py --transfer-sweep   # pipe vs shared memory by batch size, no broker
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from kafka_ml.torch import _PIPE_MAX_BYTES, _worker_batch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -153,37 +155,52 @@ class TransferFloorDataset(IterableDataset):  # type: ignore[type-arg]
 
     Each batch is built the way ``KafkaIterableDataset`` builds one in a worker (its columns
     packed into one block), so ``w2`` with this dataset is the ceiling of any ``w2`` reader.
-    ``shared_memory`` sends every batch through torch's shared memory instead of the pipe.
+    ``pipe_max_bytes`` is the largest batch sent through the DataLoader's pipe (0: every batch
+    goes through torch's shared memory).
     """
 
-    def __init__(self, records: int, shared_memory: bool = False) -> None:
-        self.records = records
-        self.pipe_max_bytes = 0 if shared_memory else None
+    def __init__(self, records: int, pipe_max_bytes: int = _PIPE_MAX_BYTES, rows: int = BATCH) -> None:
+        self.records, self.pipe_max_bytes, self.rows = records, pipe_max_bytes, rows
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from kafka_ml.torch import _worker_batch
-
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
         rng = np.random.default_rng(worker)
         cols = {
-            "id": np.arange(BATCH, dtype=np.int64),
-            "x": rng.random((BATCH, 16), dtype=np.float32),
-            "y": np.zeros(BATCH, dtype=np.int64),
+            "id": np.arange(self.rows, dtype=np.int64),
+            "x": rng.random((self.rows, 16), dtype=np.float32),
+            "y": np.zeros(self.rows, dtype=np.int64),
         }
-        starts = range(0, self.records, BATCH)
+        starts = range(0, self.records, self.rows)
         for start in starts[worker::workers]:
-            n = min(BATCH, self.records - start)
-            batch = {k: v[:n] for k, v in cols.items()}
-            if self.pipe_max_bytes is None:
-                yield _worker_batch(batch, ["id", "x", "y"])
-            else:
-                yield _worker_batch(batch, ["id", "x", "y"], self.pipe_max_bytes)
+            n = min(self.rows, self.records - start)
+            yield _worker_batch({k: v[:n] for k, v in cols.items()}, ["id", "x", "y"], self.pipe_max_bytes)
 
 
-def run_transfer_floor(records: int, workers: int, shared_memory: bool) -> tuple[int, float]:
-    ds = TransferFloorDataset(records, shared_memory)
+def run_transfer_floor(
+    records: int, workers: int, pipe_max_bytes: int = _PIPE_MAX_BYTES, rows: int = BATCH
+) -> tuple[int, float]:
+    ds = TransferFloorDataset(records, pipe_max_bytes, rows)
     return consume(DataLoader(ds, batch_size=None, num_workers=workers))
+
+
+def transfer_sweep(repeat: int) -> int:
+    """Batches/s of two in-memory DataLoader workers, pipe against torch's shared memory, by
+    batch size: where kafka-ml's 1 MiB pipe limit (``_PIPE_MAX_BYTES``) comes from. No broker."""
+    print(f"two in-memory DataLoader workers, 80-byte rows, median of {repeat}:")
+    print(f"  {'rows/batch':>10} {'batch KiB':>9} {'pipe rows/s':>12} {'shm rows/s':>12}  pipe/shm")
+    for rows in (1024, 8192, 16384, 65536):
+        records = max(1_000_000, 40 * rows)
+        walls: dict[str, list[float]] = {"pipe": [], "shm": []}
+        for _ in range(repeat):
+            for name, limit in (("pipe", sys.maxsize), ("shm", 0)):
+                t0 = time.perf_counter()
+                run_transfer_floor(records, 2, limit, rows)
+                walls[name].append(time.perf_counter() - t0)
+        pipe, shm = (records / statistics.median(walls[k]) for k in ("pipe", "shm"))
+        kib = rows * 80 / 1024
+        print(f"  {rows:>10,} {kib:>9,.0f} {pipe:>12,.0f} {shm:>12,.0f}  {pipe / shm:.2f}x")
+    return 0
 
 
 def run_confluent(
@@ -198,10 +215,15 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--quick", action="store_true", help="200k records, 2 repeats")
+    ap.add_argument(
+        "--transfer-sweep", action="store_true", help="only the pipe/shared-memory sweep, no broker"
+    )
     args = ap.parse_args()
     if args.quick:
         args.records, args.repeat = 200_000, 2
     torch.set_num_threads(1)
+    if args.transfer_sweep:
+        return transfer_sweep(args.repeat)
 
     bs, broker = start_broker()
     try:
@@ -217,8 +239,8 @@ def main() -> int:
             "kafka-ml DataLoader w2": lambda: run_kafka_ml(bs, topic, extra, 2),
             "confluent DataLoader w0": lambda: run_confluent(bs, topic, records, extra, 0),
             "confluent DataLoader w2": lambda: run_confluent(bs, topic, records, extra, 2),
-            "in-memory DataLoader w2": lambda: run_transfer_floor(records, 2, False),
-            "in-memory w2, torch shm": lambda: run_transfer_floor(records, 2, True),
+            "in-memory DataLoader w2": lambda: run_transfer_floor(records, 2),
+            "in-memory w2, torch shm": lambda: run_transfer_floor(records, 2, pipe_max_bytes=0),
         }
         walls: dict[str, list[float]] = {k: [] for k in variants}
         cpus: dict[str, list[float]] = {k: [] for k in variants}

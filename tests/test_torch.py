@@ -305,7 +305,7 @@ def test_a_small_worker_batch_crosses_the_pipe_as_one_block():
 
     # What a DataLoader worker does with it: default_convert, then torch's pickler.
     sent = ForkingPickler.dumps(default_convert(batch))
-    assert bytes(cols["x"].tobytes()) in bytes(sent)  # the data itself travels in the pipe
+    assert cols["x"].tobytes() in bytes(sent)  # the data itself travels in the pipe
     received = pickle.loads(sent)
     assert type(received) is dict
     _assert_same_columns(received, cols)

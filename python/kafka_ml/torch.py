@@ -103,10 +103,10 @@ _PACK_ALIGN = 64
 
 # A worker's batch of up to this many packed bytes crosses to the main process as bytes through
 # the DataLoader's result pipe; a larger one through torch's shared memory. torch pays a fresh
-# shared-memory segment and a file-descriptor handshake per storage, about 1 ms, where copying
-# 80 KB through the pipe costs far less (bench/torch_bench.py: 2.2x the batches per second for
-# 1024-row batches). Copies grow with the batch and the handshake does not: they broke even near
-# 1 MiB on the project's machine, and at 5 MB shared memory was clearly faster.
+# shared-memory segment and a file-descriptor handshake per storage; copies through the pipe
+# grow with the batch and the handshake does not. `python bench/torch_bench.py --transfer-sweep`
+# on the project's machine: the pipe moved 2.05x the rows/s at 80 KiB batches, 1.35x at 640 KiB,
+# 0.92x at 1.25 MiB and 0.53x at 5 MiB.
 _PIPE_MAX_BYTES = 1 << 20
 
 # Where a numeric column lies in a packed block: byte offset, NumPy dtype string, shape.
@@ -178,7 +178,8 @@ class _PipedBatch(dict[str, Any]):
         self._views = {name: columns[name] for name in slots}
 
     def __copy__(self) -> _PipedBatch:
-        # DataLoader's default_convert copies the batch and writes the same tensors back.
+        # DataLoader's default_convert copies the batch and writes the same tensors back. The
+        # clone keeps the original views: a column replaced before the copy stays replaced.
         clone = _PipedBatch(dict(self), self._block, self._slots)
         clone._views = self._views
         return clone

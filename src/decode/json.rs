@@ -109,6 +109,40 @@ impl JsonDecoder {
         self.tape = Some(tape.reset());
         result
     }
+
+    /// Appends the row of one payload: decoded ahead, by the fast path, or from the tape. On an
+    /// error part of the row may have been appended; `settle` removes it.
+    fn append_row(&mut self, value: &[u8]) -> std::result::Result<(), String> {
+        if let Some(outcome) = self.take_ahead(value) {
+            let (half, row) = outcome?;
+            for (c, from) in self.columns.iter_mut().zip(&self.halves[half].columns) {
+                c.append_row_from(from, row)?;
+            }
+            return Ok(());
+        }
+        if json_fast::decode_row(&mut self.columns, value).is_ok() {
+            return Ok(());
+        }
+        // Declined: undo whatever part of the row the fast path wrote, then take the tape path.
+        self.discard_partial_row();
+        self.decode_with_tape(value)
+    }
+
+    /// Counts the row just appended, or removes what part of a failed one was appended, so a
+    /// message adds exactly one row or none.
+    fn settle(&mut self, appended: std::result::Result<(), String>) -> std::result::Result<(), String> {
+        match appended {
+            Ok(()) => self.rows += 1,
+            Err(_) => self.discard_partial_row(),
+        }
+        appended
+    }
+
+    fn discard_partial_row(&mut self) {
+        for c in &mut self.columns {
+            c.truncate(self.rows);
+        }
+    }
 }
 
 fn append_object(columns: &mut [ColumnBuilder], parsed: Value<'_, '_>) -> std::result::Result<(), String> {
@@ -178,34 +212,8 @@ impl Decoder for JsonDecoder {
 
     fn decode(&mut self, _key: Option<&[u8]>, value: Option<&[u8]>) -> std::result::Result<(), String> {
         let value = require_value(value)?;
-        if let Some(outcome) = self.take_ahead(value) {
-            let (half, row) = outcome?;
-            for (c, from) in self.columns.iter_mut().zip(&self.halves[half].columns) {
-                c.append_row_from(from, row)?;
-            }
-            self.rows += 1;
-            return Ok(());
-        }
-        if json_fast::decode_row(&mut self.columns, value).is_ok() {
-            self.rows += 1;
-            return Ok(());
-        }
-        // Declined: undo whatever part of the row the fast path wrote, then take the tape path.
-        for c in &mut self.columns {
-            c.truncate(self.rows);
-        }
-        match self.decode_with_tape(value) {
-            Ok(()) => {
-                self.rows += 1;
-                Ok(())
-            }
-            Err(e) => {
-                for c in &mut self.columns {
-                    c.truncate(self.rows);
-                }
-                Err(e)
-            }
-        }
+        let appended = self.append_row(value);
+        self.settle(appended)
     }
 
     /// Splits the chunk in two: this thread decodes the first half while a scoped thread
@@ -501,18 +509,8 @@ mod tests {
                 corrupt(&mut r, &msg)
             };
             let got = decoder.decode(None, Some(&payload));
-            let want = match reference.decode_with_tape(&payload) {
-                Ok(()) => {
-                    reference.rows += 1;
-                    Ok(())
-                }
-                Err(e) => {
-                    for c in &mut reference.columns {
-                        c.truncate(reference.rows);
-                    }
-                    Err(e)
-                }
-            };
+            let parsed = reference.decode_with_tape(&payload);
+            let want = reference.settle(parsed);
             let text = String::from_utf8_lossy(&payload);
             assert_eq!(got, want, "message {i}: {text}");
             if json_fast::decode_row(&mut probe.columns, &payload).is_ok() {
