@@ -108,9 +108,10 @@ class KafkaBroker:
             *args,
         ]
 
-    def _write_config(self) -> Path:
+    def _properties(self) -> dict[str, str]:
+        """The broker's server.properties (a hook: secure_launcher.py adds listeners and security)."""
         data = self.workdir / "data"
-        props = {
+        return {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
@@ -131,8 +132,14 @@ class KafkaBroker:
             "auto.create.topics.enable": "true",
             "log.segment.bytes": str(256 * 1024 * 1024),
         }
+
+    def _format_args(self) -> list[str]:
+        """Extra `kafka-storage format` arguments (a hook: e.g. `--add-scram` for SASL users)."""
+        return []
+
+    def _write_config(self) -> Path:
         path = self.workdir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        path.write_text("".join(f"{k}={v}\n" for k, v in self._properties().items()))
         (self.workdir / "log4j2.properties").write_text(
             "rootLogger.level = WARN\n"
             "rootLogger.appenderRef.stdout.ref = STDOUT\n"
@@ -147,7 +154,9 @@ class KafkaBroker:
         config = self._write_config()
         cluster_id = uuid.uuid4().hex[:22]
         fmt = subprocess.run(
-            self._java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)),
+            self._java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), *self._format_args()
+            ),
             capture_output=True,
             text=True,
         )

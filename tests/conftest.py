@@ -3,6 +3,9 @@
 `KAFKA_BOOTSTRAP_SERVERS` points the tests at an existing cluster instead (Kafka or Redpanda).
 Otherwise one KRaft broker is resolved from Maven Central (kafka/pom.xml) and started on free
 loopback ports; its log is printed if it fails to start and kept in its temp dir.
+
+`secure_broker` is a second, secured broker (TLS, mTLS, SASL, ACLs: kafka/secure_launcher.py),
+started only by the first test that asks for it.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from confluent_kafka import Producer as CkProducer
@@ -19,6 +23,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
 from launcher import KafkaBroker
+
+if TYPE_CHECKING:
+    from secure_launcher import SecureKafkaBroker
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +38,23 @@ def bootstrap_servers() -> Iterator[str]:
     broker.start()
     try:
         yield broker.bootstrap_servers
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def secure_broker() -> Iterator[SecureKafkaBroker]:
+    """The secured broker; its configs come from `secure_broker.client_config(case, user=...)`.
+
+    Always a local one (an external cluster would not have these listeners, users and ACLs).
+    Imported here rather than at the top so that sessions which never ask for it do not even
+    load `cryptography`."""
+    from secure_launcher import SecureKafkaBroker
+
+    broker = SecureKafkaBroker()
+    broker.start()
+    try:
+        yield broker
     finally:
         broker.stop()
 
