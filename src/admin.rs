@@ -1,10 +1,11 @@
 //! Cluster administration the library needs itself: creating a topic with its configuration
 //! (the model topic is created compacted), treating "already exists" as success.
 
-use crate::client::client_config;
-use crate::error::{Error, KafkaCode, Result};
+use crate::client::{await_cluster, client_config, ClientHooks, ClientSettings, TokenRefresher};
+use crate::dataset::{new_consumer, PlainContext};
+use crate::error::{resource_kind, Error, KafkaCode, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use std::future::Future;
@@ -35,7 +36,7 @@ pub struct TopicSpec {
 /// The returned future resolves when the controller has answered; it is runtime-agnostic
 /// (librdkafka's admin thread completes it), so the caller drives it however it waits.
 pub fn create_topic(
-    config: &[(String, String)],
+    config: &ClientSettings,
     spec: TopicSpec,
     timeout: Duration,
 ) -> Result<impl Future<Output = Result<TopicCreation>> + Send + 'static> {
@@ -50,19 +51,16 @@ pub fn create_topic(
             spec.name, spec.partitions, spec.replication
         )));
     }
-    let mut cc = client_config(config);
-    // The existence check must not create the topic with the broker's defaults (not compacted).
-    cc.set("allow.auto.create.topics", "false");
-    let admin: Arc<AdminClient<DefaultClientContext>> = Arc::new(
-        cc.create()
-            .map_err(|e| Error::kafka("cannot create an admin client", e))?,
-    );
+    // An existing topic needs no admin rights (a reader may lack them) and no controller
+    // (librdkafka's mock cluster has none): look it up in the metadata first, with a consumer
+    // (whose metadata requests never create topics) that also checks the login.
+    let lookup = new_consumer(config, PlainContext::default())?;
+    let config = config.clone();
     Ok(async move {
-        // An existing topic needs no admin rights (a reader may lack them) and no controller
-        // (librdkafka's mock cluster has none): look it up in the metadata first.
-        if topic_exists(admin.clone(), spec.name.clone(), timeout).await? {
+        if topic_exists(lookup, config.clone(), spec.name.clone(), timeout).await? {
             return Ok(TopicCreation::AlreadyExists);
         }
+        let admin = AdminHandle::new(&config)?;
         let topic = NewTopic::new(
             &spec.name,
             spec.partitions,
@@ -76,6 +74,7 @@ pub fn create_topic(
             .request_timeout(Some(timeout))
             .operation_timeout(Some(timeout));
         let results = admin
+            .client
             .create_topics([&topic], &options)
             .await
             .map_err(|e| match e {
@@ -100,21 +99,23 @@ pub fn create_topic(
 /// Whether the cluster's metadata lists `name`. librdkafka's metadata call blocks, so it runs on
 /// its own thread and the answer comes back through a channel, keeping the caller's wait a future.
 async fn topic_exists(
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    consumer: crate::dataset::ClosingConsumer<PlainContext>,
+    config: ClientSettings,
     name: String,
     timeout: Duration,
 ) -> Result<bool> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
-        let found = admin
-            .inner()
-            .fetch_metadata(Some(&name), timeout)
-            .map_err(|e| Error::kafka(format!("cannot look up topic '{name}'"), e))
-            .map(|md| {
-                md.topics()
-                    .iter()
-                    .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
-            });
+        let found = await_cluster(&consumer, &config, timeout).and_then(|()| {
+            consumer
+                .fetch_metadata(Some(&name), timeout)
+                .map_err(|e| Error::kafka(format!("cannot look up topic '{name}'"), e))
+                .map(|md| {
+                    md.topics()
+                        .iter()
+                        .any(|t| t.name() == name && t.error().is_none() && !t.partitions().is_empty())
+                })
+        });
         let _ = tx.send(found);
     });
     rx.await.unwrap_or_else(|_| {
@@ -125,9 +126,56 @@ async fn topic_exists(
     })
 }
 
+/// An admin client with its token refresher (dropped first).
+struct AdminHandle {
+    _token_refresher: Option<TokenRefresher>,
+    client: Arc<AdminClient<AdminContext>>,
+}
+
+#[derive(Default)]
+struct AdminContext {
+    hooks: ClientHooks,
+}
+crate::client_context_with_hooks!(AdminContext);
+
+impl AdminHandle {
+    fn new(config: &ClientSettings) -> Result<Self> {
+        let client: Arc<AdminClient<AdminContext>> = Arc::new(
+            client_config(config)
+                .create_with_context(AdminContext::default())
+                .map_err(|e| Error::kafka("cannot create an admin client", e))?,
+        );
+        let token_refresher = match &config.token_source {
+            Some(source) => Some(TokenRefresher::start(
+                &client,
+                client.inner().native_ptr(),
+                source.clone(),
+            )?),
+            None => None,
+        };
+        Ok(AdminHandle {
+            _token_refresher: token_refresher,
+            client,
+        })
+    }
+}
+
 fn topic_error(name: &str, code: RDKafkaErrorCode) -> Error {
     let what = format!("cannot create topic '{name}': {code}");
     let kafka = Some(KafkaCode::from_code(code));
+    if let Some(kind) = resource_kind(code) {
+        let resource = if kind == "topic" {
+            format!("topic '{name}'")
+        } else {
+            kind.to_owned()
+        };
+        return Error::Authorization {
+            what: format!("{what} (create on {resource})"),
+            resource,
+            operation: "create".to_owned(),
+            kafka,
+        };
+    }
     match code {
         RDKafkaErrorCode::InvalidConfig
         | RDKafkaErrorCode::InvalidPartitions
@@ -166,7 +214,10 @@ mod tests {
     fn an_existing_topic_is_found_without_the_admin_api() {
         let cluster = EmbeddedCluster::new(1).unwrap();
         cluster.create_topic("models", 1, 1).unwrap();
-        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let config = ClientSettings::from(vec![(
+            "bootstrap.servers".to_string(),
+            cluster.bootstrap_servers(),
+        )]);
         let found = block_on(create_topic(&config, spec("models"), Duration::from_secs(10)).unwrap());
         assert_eq!(found.unwrap(), TopicCreation::AlreadyExists);
     }
@@ -175,7 +226,10 @@ mod tests {
     fn a_failed_creation_names_the_topic() {
         // The mock cluster has no controller: CreateTopics cannot be answered there.
         let cluster = EmbeddedCluster::new(1).unwrap();
-        let config = vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())];
+        let config = ClientSettings::from(vec![(
+            "bootstrap.servers".to_string(),
+            cluster.bootstrap_servers(),
+        )]);
         let err = block_on(create_topic(&config, spec("new"), Duration::from_secs(1)).unwrap()).unwrap_err();
         assert!(err.to_string().contains("'new'"), "{err}");
     }
@@ -188,7 +242,9 @@ mod tests {
             replication: 1,
             config: vec![],
         };
-        let err = create_topic(&[], spec, Duration::from_secs(1)).err().unwrap();
+        let err = create_topic(&ClientSettings::default(), spec, Duration::from_secs(1))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::Config(_)), "{err}");
     }
 }

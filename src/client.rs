@@ -1,6 +1,165 @@
-//! The librdkafka configuration every kafka-ml client (consumer, producer, admin) starts from.
+//! What every kafka-ml client (consumer, producer, admin) shares: the connection settings and the
+//! librdkafka configuration built from them, the hooks every client context delegates to (log
+//! lines, global errors, failed logins), OAUTHBEARER tokens from the application, and the
+//! redaction of secrets from everything the library prints.
 
-use rdkafka::config::ClientConfig;
+use crate::error::{resource_kind, Error, KafkaCode, Result};
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka_sys::bindings as rd;
+use std::borrow::Cow;
+use std::ffi::{CStr, CString};
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+/// librdkafka properties whose values are secrets (librdkafka's CONFIGURATION.md marks them
+/// sensitive). Their values never appear in an error, a log record or a `Debug` output.
+pub const SECRET_PROPERTIES: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.config",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl_key",
+    "ssl.keystore.password",
+    "ssl.truststore.password",
+];
+
+/// Whether `key` names a secret property.
+pub fn is_secret_property(key: &str) -> bool {
+    SECRET_PROPERTIES.contains(&key)
+}
+
+/// Every secret value this process has configured a client with. Error messages and log lines
+/// are scrubbed of them wherever they come from (librdkafka echoes property values in some
+/// configuration errors; a broker may echo a user name or token in a failure reason).
+fn secrets() -> &'static RwLock<Vec<String>> {
+    static SECRETS: OnceLock<RwLock<Vec<String>>> = OnceLock::new();
+    SECRETS.get_or_init(Default::default)
+}
+
+/// Values shorter than this are not scrubbed from text: replacing every "ab" in a message would
+/// garble it while hiding nothing (such a secret is no secret).
+const MIN_REDACTED_LEN: usize = 4;
+
+/// Remembers `value` as a secret to scrub from all output of the library.
+pub fn register_secret(value: &str) {
+    if value.len() < MIN_REDACTED_LEN {
+        return;
+    }
+    let mut all = secrets().write().unwrap_or_else(|p| p.into_inner());
+    if !all.iter().any(|s| s == value) {
+        all.push(value.to_owned());
+        // Longest first, so a secret containing another is replaced whole.
+        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+}
+
+/// `text` with every registered secret replaced by `***`.
+pub fn redact(text: &str) -> Cow<'_, str> {
+    let all = secrets().read().unwrap_or_else(|p| p.into_inner());
+    if !all.iter().any(|s| text.contains(s.as_str())) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = text.to_owned();
+    for s in all.iter() {
+        out = out.replace(s.as_str(), "***");
+    }
+    Cow::Owned(out)
+}
+
+/// An OAUTHBEARER token handed to librdkafka.
+pub struct OAuthToken {
+    pub token: String,
+    /// The principal the token stands for (informational: the broker reads it from the token).
+    pub principal: String,
+    /// Expiry, in milliseconds since the Unix epoch; librdkafka asks for a new token at 80 % of
+    /// the remaining lifetime.
+    pub expires_at_ms: i64,
+    /// SASL extensions (KIP-342), e.g. `logicalCluster` for some managed services.
+    pub extensions: Vec<(String, String)>,
+}
+
+/// Where OAUTHBEARER tokens come from when the application supplies them (an IAM-style
+/// provider). The argument is `sasl.oauthbearer.config`.
+pub trait TokenSource: Send + Sync {
+    fn token(&self, oauthbearer_config: Option<&str>) -> std::result::Result<OAuthToken, String>;
+}
+
+/// The connection settings of a client: librdkafka properties, and an application token
+/// source for OAUTHBEARER.
+#[derive(Clone, Default)]
+pub struct ClientSettings {
+    pub properties: Vec<(String, String)>,
+    pub token_source: Option<Arc<dyn TokenSource>>,
+}
+
+impl ClientSettings {
+    pub fn new(properties: Vec<(String, String)>, token_source: Option<Arc<dyn TokenSource>>) -> Self {
+        for (k, v) in &properties {
+            if is_secret_property(k) {
+                register_secret(v);
+            }
+        }
+        ClientSettings {
+            properties,
+            token_source,
+        }
+    }
+
+    /// The same token source with other properties (a producer derived from a consumer's
+    /// connection settings).
+    pub fn with_properties(&self, properties: Vec<(String, String)>) -> Self {
+        ClientSettings::new(properties, self.token_source.clone())
+    }
+
+    /// The value of `key` (the last one given wins, as in librdkafka).
+    pub fn get(&self, key: &str) -> Option<&str> {
+        config_value(&self.properties, key)
+    }
+
+    /// Whether connections use TLS or SASL: only then can a login fail, and only then is the
+    /// connection checked before the first request (`await_cluster`).
+    pub fn is_secured(&self) -> bool {
+        self.get("security.protocol")
+            .is_some_and(|p| !p.eq_ignore_ascii_case("plaintext"))
+    }
+}
+
+impl From<Vec<(String, String)>> for ClientSettings {
+    fn from(properties: Vec<(String, String)>) -> Self {
+        ClientSettings::new(properties, None)
+    }
+}
+
+impl std::ops::Deref for ClientSettings {
+    type Target = [(String, String)];
+
+    fn deref(&self) -> &Self::Target {
+        &self.properties
+    }
+}
+
+impl fmt::Debug for ClientSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown: Vec<(&str, &str)> = self
+            .properties
+            .iter()
+            .map(|(k, v)| (k.as_str(), if is_secret_property(k) { "***" } else { v.as_str() }))
+            .collect();
+        f.debug_struct("ClientSettings")
+            .field("properties", &shown)
+            .field("token_source", &self.token_source.as_ref().map(|_| "<callback>"))
+            .finish()
+    }
+}
 
 /// The value of `key` in a user's config (the last one given wins, as in librdkafka).
 pub(crate) fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Option<&'a str> {
@@ -12,7 +171,7 @@ pub(crate) fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Opt
 }
 
 /// A client configuration: the user's properties over kafka-ml's defaults for every client.
-pub(crate) fn client_config(config: &[(String, String)]) -> ClientConfig {
+pub(crate) fn client_config(settings: &ClientSettings) -> ClientConfig {
     let mut cc = ClientConfig::new();
     // librdkafka replaces its bootstrap connection by one to the broker the first metadata
     // names, which fails the application's metadata request in flight; the retry waits for the
@@ -21,8 +180,532 @@ pub(crate) fn client_config(config: &[(String, String)]) -> ClientConfig {
     // first send) took about 55 ms; with 20 ms it takes about 15 ms. This is only the first step
     // of the reconnect backoff, which still doubles up to `reconnect.backoff.max.ms` (10 s).
     cc.set("reconnect.backoff.ms", "20");
-    for (k, v) in config {
+    // OpenSSL is linked statically, so its default CA directory is the build machine's, not
+    // this one's: "probe" makes librdkafka look in the usual system locations (Debian, RHEL,
+    // Alpine, ...) when the user names no CA.
+    let names_ca = ["ssl.ca.location", "ssl.ca.pem", "ssl_ca"]
+        .iter()
+        .any(|k| settings.get(k).is_some());
+    if !names_ca {
+        cc.set("ssl.ca.location", "probe");
+    }
+    // The same for librdkafka's HTTPS calls (the OIDC token endpoint), where they are built in.
+    if settings.get("https.ca.location").is_none()
+        && settings.get("https.ca.pem").is_none()
+        && has_builtin_feature("oidc")
+    {
+        cc.set("https.ca.location", "probe");
+    }
+    if settings.token_source.is_some() {
+        // Token refreshes go to their own queue, served by `TokenRefresher`, so a token is
+        // fetched whatever the client is doing (a batch read never serves the main queue).
+        cc.set("enable_sasl_queue", "true");
+    }
+    for (k, v) in settings.iter() {
         cc.set(k, v);
     }
     cc
+}
+
+/// What librdkafka was built with (`builtin.features`): `ssl`, `sasl_scram`, `sasl_oauthbearer`,
+/// `oidc`, `zstd`, ...
+pub fn builtin_features() -> Vec<String> {
+    let features = ClientConfig::new()
+        .create_native_config()
+        .ok()
+        .and_then(|c| c.get("builtin.features").ok())
+        .unwrap_or_default();
+    features
+        .split(',')
+        // librdkafka's CMake build defines WITH_SASL_CYRUS as 0, and `builtin.features` tests
+        // only whether it is defined: it lists GSSAPI, which this build never has.
+        .filter(|f| !f.is_empty() && *f != "sasl_gssapi")
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Whether librdkafka was built with `feature` (read once).
+fn has_builtin_feature(feature: &str) -> bool {
+    static FEATURES: OnceLock<Vec<String>> = OnceLock::new();
+    FEATURES
+        .get_or_init(builtin_features)
+        .iter()
+        .any(|f| f == feature)
+}
+
+/// Whether a global error means the client cannot log in: a failed SASL authentication or a
+/// failed TLS handshake (unknown CA, expired certificate, wrong host name, a client certificate
+/// the broker refuses). librdkafka keeps retrying such connections for ever; the library stops at
+/// the first one instead. Returns the code to report.
+fn login_failure_code(code: RDKafkaErrorCode, reason: &str) -> Option<RDKafkaErrorCode> {
+    match code {
+        RDKafkaErrorCode::Authentication
+        | RDKafkaErrorCode::SaslAuthenticationFailed
+        | RDKafkaErrorCode::SSL
+        | RDKafkaErrorCode::UnsupportedSASLMechanism
+        | RDKafkaErrorCode::IllegalSASLState => Some(code),
+        // A broker that requires a client certificate answers a handshake without one (or with
+        // one it does not trust) with a TLS alert, which librdkafka reports as a transport error.
+        RDKafkaErrorCode::BrokerTransportFailure
+            if [
+                "alert bad certificate",
+                "alert certificate required",
+                "alert unknown ca",
+            ]
+            .iter()
+            .any(|alert| reason.contains(alert)) =>
+        {
+            Some(RDKafkaErrorCode::SSL)
+        }
+        _ => None,
+    }
+}
+
+/// What every client context delegates to: log lines go to the `log` crate (and from there to
+/// Python's `logging`, logger `kafka_ml.librdkafka`) with secrets scrubbed, and the first login
+/// failure is kept so that whoever waits on the cluster fails with it at once.
+#[derive(Default)]
+pub struct ClientHooks {
+    login_failure: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    /// The first authorization error reported as a global error (a group or transactional id
+    /// denied while looking up its coordinator): librdkafka retries such a lookup until the
+    /// request times out.
+    denial: Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientHooks {
+    pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        let level = match level {
+            RDKafkaLogLevel::Emerg
+            | RDKafkaLogLevel::Alert
+            | RDKafkaLogLevel::Critical
+            | RDKafkaLogLevel::Error => log::Level::Error,
+            RDKafkaLogLevel::Warning => log::Level::Warn,
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => log::Level::Info,
+            RDKafkaLogLevel::Debug => log::Level::Debug,
+        };
+        log::log!(target: "kafka_ml::librdkafka", level, "{facility}: {}", redact(message));
+    }
+
+    pub fn error(&self, error: KafkaError, reason: &str) {
+        let reason = redact(reason);
+        match error
+            .rdkafka_error_code()
+            .and_then(|code| login_failure_code(code, &reason))
+        {
+            Some(code) => {
+                let mut slot = self.login_failure.lock().unwrap_or_else(|p| p.into_inner());
+                if slot.is_none() {
+                    *slot = Some((code, reason.clone().into_owned()));
+                }
+                // librdkafka's own FAIL log line has said it already, at error level.
+                log::debug!(target: "kafka_ml::librdkafka", "login failed: {reason}");
+            }
+            // Not an error: a partition read to its end (`enable.partition.eof`).
+            None if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) => {}
+            None => {
+                if let Some(code) = error.rdkafka_error_code().filter(|c| resource_kind(*c).is_some()) {
+                    let mut slot = self.denial.lock().unwrap_or_else(|p| p.into_inner());
+                    if slot.is_none() {
+                        *slot = Some((code, reason.clone().into_owned()));
+                    }
+                }
+                log::warn!(target: "kafka_ml::librdkafka", "{error}: {reason}")
+            }
+        }
+    }
+
+    /// The first failed login, or else the first authorization error, as the error to raise.
+    pub fn failure(&self) -> Option<Error> {
+        self.login_failure().or_else(|| {
+            let slot = self.denial.lock().unwrap_or_else(|p| p.into_inner());
+            slot.as_ref().map(|(code, reason)| Error::Authorization {
+                what: reason.clone(),
+                resource: resource_kind(*code).unwrap_or_default().to_owned(),
+                operation: String::new(),
+                kafka: Some(KafkaCode::from_code(*code)),
+            })
+        })
+    }
+
+    /// The first failed login, as the error to raise.
+    pub fn login_failure(&self) -> Option<Error> {
+        let slot = self.login_failure.lock().unwrap_or_else(|p| p.into_inner());
+        slot.as_ref().map(|(code, reason)| login_error(*code, reason))
+    }
+}
+
+fn login_error(code: RDKafkaErrorCode, reason: &str) -> Error {
+    let kafka = Some(KafkaCode::from_code(code));
+    if code == RDKafkaErrorCode::SSL {
+        Error::Ssl {
+            what: format!("TLS connection to the cluster failed: {reason}"),
+            kafka,
+        }
+    } else {
+        Error::Authentication {
+            what: format!("the cluster refused the login: {reason}"),
+            kafka,
+        }
+    }
+}
+
+/// `err` with, for a failed certificate check, the reason OpenSSL gives: librdkafka's message
+/// says only "certificate verify failed", so the library repeats the handshake once with the same
+/// CA settings and reads the verification result.
+pub(crate) fn explain(err: Error, settings: &ClientSettings) -> Error {
+    match err {
+        Error::Ssl { what, kafka } if what.contains("certificate verify failed") => {
+            let what = match certificate_problem(settings, &what) {
+                Some(problem) => format!("the broker's certificate was rejected: {problem}; {what}"),
+                None => what,
+            };
+            Error::Ssl { what, kafka }
+        }
+        other => other,
+    }
+}
+
+/// OpenSSL's verification result for the broker named in a librdkafka handshake error
+/// (`ssl://host:port/...` or `sasl_ssl://host:port/...`).
+fn certificate_problem(settings: &ClientSettings, reason: &str) -> Option<String> {
+    use openssl::ssl::{HandshakeError, SslConnector, SslMethod};
+    use openssl::x509::X509VerifyResult;
+    use std::net::{TcpStream, ToSocketAddrs};
+
+    let address = reason.split("ssl://").nth(1)?.split('/').next()?;
+    let (host, port) = address.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
+    match (settings.get("ssl.ca.location"), settings.get("ssl.ca.pem")) {
+        (Some(location), _) if location != "probe" => {
+            if std::path::Path::new(location).is_dir() {
+                builder.load_verify_locations(None, Some(std::path::Path::new(location)))
+            } else {
+                builder.set_ca_file(location)
+            }
+            .ok()?;
+        }
+        (_, Some(pem)) => {
+            for cert in openssl::x509::X509::stack_from_pem(pem.as_bytes()).ok()? {
+                builder.cert_store_mut().add_cert(cert).ok()?;
+            }
+        }
+        _ => {
+            let probe = openssl_probe::probe();
+            builder
+                .load_verify_locations(probe.cert_file.as_deref(), probe.cert_dir.as_deref())
+                .ok()?;
+        }
+    }
+    let mut connect = builder.build().configure().ok()?;
+    if settings.get("ssl.endpoint.identification.algorithm") == Some("none") {
+        connect.set_verify_hostname(false);
+    }
+    let socket = (host, port.parse::<u16>().ok()?).to_socket_addrs().ok()?.next()?;
+    let stream = TcpStream::connect_timeout(&socket, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    stream.set_write_timeout(Some(Duration::from_secs(2))).ok()?;
+    match connect.connect(host, stream) {
+        Err(HandshakeError::Failure(mid)) if mid.ssl().verify_result() != X509VerifyResult::OK => {
+            Some(mid.ssl().verify_result().error_string().to_owned())
+        }
+        _ => None,
+    }
+}
+
+/// A context that delegates to `ClientHooks`.
+pub trait HasHooks {
+    fn hooks(&self) -> &ClientHooks;
+}
+
+/// Implements `ClientContext` for a context with a `hooks: ClientHooks` field: log lines and
+/// global errors go to the hooks.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! client_context_with_hooks {
+    ($ty:ty) => {
+        impl rdkafka::ClientContext for $ty {
+            fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+                self.hooks.log(level, fac, message)
+            }
+
+            fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+                self.hooks.error(error, reason)
+            }
+        }
+
+        impl $crate::client::HasHooks for $ty {
+            fn hooks(&self) -> &$crate::client::ClientHooks {
+                &self.hooks
+            }
+        }
+    };
+}
+
+/// Waits until a secured consumer has a working connection, so a wrong password or an untrusted
+/// certificate fails within about a second with what the cluster said, instead of every request
+/// timing out. Serves the consumer's queue meanwhile (its error events); the consumer must have
+/// nothing assigned yet, or messages would be taken from it.
+pub(crate) fn await_cluster<C: ConsumerContext + HasHooks>(
+    consumer: &BaseConsumer<C>,
+    settings: &ClientSettings,
+    timeout: Duration,
+) -> Result<()> {
+    if !settings.is_secured() {
+        return Ok(());
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        // Events first: the error event of a failed login arrives before the request fails.
+        while consumer.poll(Duration::ZERO).is_some() {}
+        if let Some(e) = consumer.context().hooks().login_failure() {
+            return Err(explain(e, settings));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(Error::Timeout {
+                what: format!("no connection to the cluster within {timeout:?}"),
+                kafka: Some(KafkaCode::from_code(RDKafkaErrorCode::OperationTimedOut)),
+            });
+        }
+        if metadata_round_trip(
+            consumer.client().native_ptr(),
+            left.min(Duration::from_millis(100)),
+        ) {
+            while consumer.poll(Duration::ZERO).is_some() {}
+            return match consumer.context().hooks().login_failure() {
+                Some(e) => Err(explain(e, settings)),
+                None => Ok(()),
+            };
+        }
+    }
+}
+
+/// One metadata request for the brokers only (no topic), which a broker answers once the client
+/// is connected and logged in. (`fetch_cluster_id` does not send one: it waits for the cluster id
+/// from the client's own first metadata request, and only wakes on a broker state change, so it
+/// took a second on TLS listeners.)
+fn metadata_round_trip(client: *mut rd::rd_kafka_t, timeout: Duration) -> bool {
+    let mut metadata: *const rd::rd_kafka_metadata = std::ptr::null();
+    let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+    // SAFETY: `client` is a live handle (borrowed from its owner for this call); with
+    // `all_topics` 0 and no topic handle only locally known topics (none here) are asked for.
+    let err = unsafe { rd::rd_kafka_metadata(client, 0, std::ptr::null_mut(), &mut metadata, timeout_ms) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        return false;
+    }
+    // SAFETY: librdkafka allocated `metadata` for this call; it is released once.
+    unsafe { rd::rd_kafka_metadata_destroy(metadata) };
+    true
+}
+
+/// Runs a blocking consumer request (`request(slice)`) in slices until it succeeds, serving the
+/// consumer's events in between, so that a failed login or an authorization error reported as a
+/// global error (librdkafka retries both until the request times out) ends the wait at once.
+/// Only for consumers with nothing assigned (serving events would take messages otherwise).
+pub(crate) fn until_answered<C: ConsumerContext + HasHooks, T>(
+    consumer: &BaseConsumer<C>,
+    settings: &ClientSettings,
+    timeout: Duration,
+    mut request: impl FnMut(Duration) -> std::result::Result<T, KafkaError>,
+) -> std::result::Result<T, RequestError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match request(left.min(Duration::from_millis(200))) {
+            Ok(answer) => return Ok(answer),
+            Err(e) if is_timeout(&e) && !left.is_zero() => {
+                while consumer.poll(Duration::ZERO).is_some() {}
+                if let Some(failure) = consumer.context().hooks().failure() {
+                    return Err(RequestError::Failed(explain(failure, settings)));
+                }
+            }
+            Err(e) => return Err(RequestError::Kafka(e)),
+        }
+    }
+}
+
+/// Why `until_answered` gave up.
+pub(crate) enum RequestError {
+    /// The request's own error (its timeout included), for the caller to put in context.
+    Kafka(KafkaError),
+    /// A failed login or a denial the client reported meanwhile.
+    Failed(Error),
+}
+
+impl RequestError {
+    pub(crate) fn into_error(self, context: impl fmt::Display) -> Error {
+        match self {
+            RequestError::Kafka(e) => Error::kafka(context, e),
+            RequestError::Failed(e) => e,
+        }
+    }
+}
+
+fn is_timeout(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::OperationTimedOut | RDKafkaErrorCode::RequestTimedOut)
+    )
+}
+
+/// A librdkafka client handle that may move between threads.
+struct ClientPtr(*mut rd::rd_kafka_t);
+
+// SAFETY: librdkafka client handles are thread-safe; the token thread holds a strong reference
+// (`keep_alive`) to the object owning the handle, so the handle outlives every use there.
+unsafe impl Send for ClientPtr {}
+
+/// Serves a client's OAUTHBEARER token refreshes from the application's `TokenSource` on a
+/// thread of its own, whatever the client's owner is doing. Dropping it stops the thread within
+/// 200 ms; the thread holds the client alive until then (so the client may be destroyed on it).
+pub(crate) struct TokenRefresher {
+    stop: Arc<AtomicBool>,
+}
+
+impl TokenRefresher {
+    /// Starts serving `client`'s SASL queue. `native` must be `client`'s own handle, created
+    /// from a `client_config` with `enable_sasl_queue`.
+    pub(crate) fn start<T: Send + Sync + 'static>(
+        client: &Arc<T>,
+        native: *mut rd::rd_kafka_t,
+        source: Arc<dyn TokenSource>,
+    ) -> Result<TokenRefresher> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let keep_alive = client.clone();
+        let handle = ClientPtr(native);
+        let stopped = stop.clone();
+        std::thread::Builder::new()
+            .name("kafka-ml-oauth".into())
+            .spawn(move || {
+                let handle = handle;
+                serve_token_refreshes(handle.0, source.as_ref(), &stopped);
+                drop(keep_alive);
+            })
+            .map_err(|e| Error::Config(format!("cannot start the token thread: {e}")))?;
+        Ok(TokenRefresher { stop })
+    }
+}
+
+impl Drop for TokenRefresher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_token_refreshes(rk: *mut rd::rd_kafka_t, source: &dyn TokenSource, stop: &AtomicBool) {
+    // SAFETY: `rk` is a live client (kept alive by the caller); the queue handle is released
+    // below before the caller drops its reference to the client.
+    let queue = unsafe { rd::rd_kafka_queue_get_sasl(rk) };
+    if queue.is_null() {
+        return; // no SASL mechanism with callbacks configured: nothing to serve
+    }
+    while !stop.load(Ordering::Relaxed) {
+        // SAFETY: `queue` is a live queue handle; the event, if any, is destroyed below.
+        let event = unsafe { rd::rd_kafka_queue_poll(queue, 200) };
+        if event.is_null() {
+            continue;
+        }
+        // SAFETY: `event` is a live event until destroyed at the end of this block.
+        unsafe {
+            if rd::rd_kafka_event_type(event) == rd::RD_KAFKA_EVENT_OAUTHBEARER_TOKEN_REFRESH {
+                let config = rd::rd_kafka_event_config_string(event);
+                let config = (!config.is_null()).then(|| CStr::from_ptr(config).to_string_lossy());
+                set_token(rk, source.token(config.as_deref()));
+            }
+            rd::rd_kafka_event_destroy(event);
+        }
+    }
+    // SAFETY: releases the handle taken above, once.
+    unsafe { rd::rd_kafka_queue_destroy(queue) };
+}
+
+/// Hands a token (or the reason there is none) to librdkafka.
+fn set_token(rk: *mut rd::rd_kafka_t, token: std::result::Result<OAuthToken, String>) {
+    let failure = match token {
+        Ok(t) => {
+            if !t.token.is_empty() {
+                register_secret(&t.token);
+            }
+            let strings = (
+                CString::new(t.token),
+                CString::new(t.principal),
+                t.extensions
+                    .iter()
+                    .flat_map(|(k, v)| [k.as_str(), v.as_str()])
+                    .map(CString::new)
+                    .collect::<std::result::Result<Vec<_>, _>>(),
+            );
+            match strings {
+                (Ok(token), Ok(principal), Ok(extensions)) => {
+                    let ext: Vec<*const std::ffi::c_char> = extensions.iter().map(|s| s.as_ptr()).collect();
+                    let mut errstr = [0 as std::ffi::c_char; 512];
+                    // SAFETY: every pointer is a NUL-terminated string alive for the call;
+                    // librdkafka copies them. `ext` has `ext.len()` entries (key, value pairs).
+                    let err = unsafe {
+                        rd::rd_kafka_oauthbearer_set_token(
+                            rk,
+                            token.as_ptr(),
+                            t.expires_at_ms,
+                            principal.as_ptr(),
+                            if ext.is_empty() {
+                                std::ptr::null_mut()
+                            } else {
+                                ext.as_ptr().cast_mut()
+                            },
+                            ext.len(),
+                            errstr.as_mut_ptr(),
+                            errstr.len(),
+                        )
+                    };
+                    if err == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+                        return;
+                    }
+                    // SAFETY: librdkafka wrote a NUL-terminated message into `errstr`.
+                    let msg = unsafe { CStr::from_ptr(errstr.as_ptr()) }.to_string_lossy();
+                    format!("librdkafka refused the token: {msg}")
+                }
+                _ => "the token, principal or an extension contains a NUL character".to_owned(),
+            }
+        }
+        Err(reason) => reason,
+    };
+    let failure = redact(&failure).replace('\0', " ");
+    log::error!(target: "kafka_ml::librdkafka", "OAUTHBEARER token refresh failed: {failure}");
+    let failure = CString::new(failure).expect("NULs were replaced");
+    // SAFETY: `rk` is live and the message is NUL-terminated; librdkafka copies it.
+    unsafe { rd::rd_kafka_oauthbearer_set_token_failure(rk, failure.as_ptr()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_are_scrubbed_and_short_values_are_not() {
+        let settings = ClientSettings::from(vec![
+            ("sasl.password".to_owned(), "hunter2-secret".to_owned()),
+            ("ssl.key.password".to_owned(), "ab".to_owned()),
+            ("sasl.username".to_owned(), "alice".to_owned()),
+        ]);
+        assert_eq!(
+            redact("bad password hunter2-secret for alice"),
+            "bad password *** for alice"
+        );
+        assert_eq!(redact("ab cd"), "ab cd");
+        let shown = format!("{settings:?}");
+        assert!(
+            !shown.contains("hunter2-secret") && shown.contains("alice"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn librdkafka_has_tls_and_sasl() {
+        let features = builtin_features();
+        for f in ["ssl", "sasl_plain", "sasl_scram", "sasl_oauthbearer"] {
+            assert!(features.iter().any(|x| x == f), "{f} missing from {features:?}");
+        }
+    }
 }

@@ -13,7 +13,10 @@
 
 use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
 use crate::batch_consume::{BatchQueue, RawMessage};
-use crate::client::{client_config, config_value};
+use crate::client::{
+    await_cluster, client_config, config_value, until_answered, ClientHooks, ClientSettings, HasHooks,
+    TokenRefresher,
+};
 use crate::decode::FormatSpec;
 use crate::error::{Error, MessagePosition, Result};
 use crate::producer::{OutgoingMessage, Producer};
@@ -23,7 +26,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Reb
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,8 +72,8 @@ pub enum ErrorPolicy {
 
 #[derive(Debug, Clone)]
 pub struct DatasetOptions {
-    /// librdkafka properties (`bootstrap.servers`, `group.id`, ...).
-    pub config: Vec<(String, String)>,
+    /// librdkafka properties (`bootstrap.servers`, `group.id`, ...) and OAUTHBEARER tokens.
+    pub config: ClientSettings,
     pub source: Source,
     pub format: FormatSpec,
     pub metadata: Vec<MetaColumn>,
@@ -119,7 +122,8 @@ impl Dataset {
                 )));
             }
         }
-        let consumer = new_consumer(&options.config, PlainContext)?;
+        let consumer = new_consumer(&options.config, PlainContext::default())?;
+        await_cluster(&consumer, &options.config, options.timeout)?;
         let group = config_value(&options.config, "group.id").is_some();
         let subscribe = group
             && options.end.is_none()
@@ -177,12 +181,15 @@ impl Dataset {
 }
 
 /// Consumer context without rebalance handling (planning and assign mode).
-pub(crate) struct PlainContext;
-impl ClientContext for PlainContext {}
+#[derive(Default)]
+pub(crate) struct PlainContext {
+    hooks: ClientHooks,
+}
+crate::client_context_with_hooks!(PlainContext);
 impl ConsumerContext for PlainContext {}
 
-pub(crate) fn new_consumer<C: ConsumerContext>(
-    config: &[(String, String)],
+pub(crate) fn new_consumer<C: ConsumerContext + 'static>(
+    config: &ClientSettings,
     ctx: C,
 ) -> Result<ClosingConsumer<C>> {
     let mut cc = client_config(config);
@@ -210,9 +217,22 @@ pub(crate) fn new_consumer<C: ConsumerContext>(
             format!("kafka-ml-anonymous-{}-{n}", std::process::id()),
         );
     }
-    cc.create_with_context(ctx)
-        .map(ClosingConsumer)
-        .map_err(|e| Error::kafka("invalid consumer configuration", e))
+    let consumer: Arc<BaseConsumer<C>> = Arc::new(
+        cc.create_with_context(ctx)
+            .map_err(|e| Error::kafka("invalid consumer configuration", e))?,
+    );
+    let token_refresher = match &config.token_source {
+        Some(source) => Some(TokenRefresher::start(
+            &consumer,
+            consumer.client().native_ptr(),
+            source.clone(),
+        )?),
+        None => None,
+    };
+    Ok(ClosingConsumer {
+        _token_refresher: token_refresher,
+        consumer,
+    })
 }
 
 /// A consumer that closes promptly when dropped.
@@ -222,7 +242,11 @@ pub(crate) fn new_consumer<C: ConsumerContext>(
 /// drop took 50-150 ms, paid by every `KafkaDataset` when it opens (the planning consumer) and
 /// closes. Polling in short steps here returns as soon as the close is done; the inner drop then
 /// finds the consumer closed.
-pub(crate) struct ClosingConsumer<C: ConsumerContext>(BaseConsumer<C>);
+pub(crate) struct ClosingConsumer<C: ConsumerContext> {
+    /// Serves OAUTHBEARER token refreshes from the application while the consumer lives.
+    _token_refresher: Option<TokenRefresher>,
+    consumer: Arc<BaseConsumer<C>>,
+}
 
 /// How long a drop waits for librdkafka to close a consumer (leave its group) before giving up.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -231,18 +255,18 @@ impl<C: ConsumerContext> std::ops::Deref for ClosingConsumer<C> {
     type Target = BaseConsumer<C>;
 
     fn deref(&self) -> &BaseConsumer<C> {
-        &self.0
+        &self.consumer
     }
 }
 
 impl<C: ConsumerContext> Drop for ClosingConsumer<C> {
     fn drop(&mut self) {
-        if self.0.close_queue().is_err() {
+        if self.consumer.close_queue().is_err() {
             return; // the inner drop tries again in its own way
         }
         let deadline = Instant::now() + CLOSE_TIMEOUT;
-        while !self.0.closed() && Instant::now() < deadline {
-            let _ = self.0.poll(Duration::from_millis(1));
+        while !self.consumer.closed() && Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(1));
         }
     }
 }
@@ -268,6 +292,16 @@ fn resolve_partitions<C: ConsumerContext>(
         match t {
             Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                 found.insert(topic, t.partitions().iter().map(|p| p.id()).collect());
+            }
+            Some(t)
+                if t.error().map(RDKafkaErrorCode::from)
+                    == Some(RDKafkaErrorCode::TopicAuthorizationFailed) =>
+            {
+                return Err(Error::kafka(
+                    format!("cannot read the metadata of topic '{topic}'"),
+                    KafkaError::MetadataFetch(RDKafkaErrorCode::TopicAuthorizationFailed),
+                )
+                .denied(format!("topic '{topic}'"), "describe"));
             }
             Some(t) => {
                 let code = t
@@ -312,12 +346,12 @@ fn resolve_partitions<C: ConsumerContext>(
 }
 
 /// Resolves a position to an exact offset in each partition.
-fn resolve_offsets<C: ConsumerContext>(
+fn resolve_offsets<C: ConsumerContext + HasHooks>(
     consumer: &BaseConsumer<C>,
     position: &Position,
     partitions: &[(String, i32)],
     watermarks: &BTreeMap<(String, i32), (i64, i64)>,
-    config: &[(String, String)],
+    config: &ClientSettings,
     timeout: Duration,
 ) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(partitions.len());
@@ -347,9 +381,14 @@ fn resolve_offsets<C: ConsumerContext>(
             for (t, p) in partitions {
                 tpl.add_partition(t, *p);
             }
-            let committed = consumer
-                .committed_offsets(tpl, timeout)
-                .map_err(|e| Error::kafka("cannot fetch committed offsets", e))?;
+            let group = config_value(config, "group.id").unwrap_or_default();
+            let committed = until_answered(consumer, config, timeout, |slice| {
+                consumer.committed_offsets(tpl.clone(), slice)
+            })
+            .map_err(|e| {
+                e.into_error("cannot fetch committed offsets")
+                    .denied(format!("group '{group}'"), "describe")
+            })?;
             let reset_latest = matches!(
                 config_value(config, "auto.offset.reset"),
                 Some("latest" | "largest" | "end")
@@ -380,7 +419,7 @@ fn resolve_offsets<C: ConsumerContext>(
     Ok(out)
 }
 
-fn resolve_plan<C: ConsumerContext>(
+fn resolve_plan<C: ConsumerContext + HasHooks>(
     consumer: &BaseConsumer<C>,
     options: &DatasetOptions,
     partitions: &[(String, i32)],
@@ -503,9 +542,10 @@ impl Shared {
 /// Subscribe-mode context: commits what the user received before partitions are revoked.
 struct GroupContext {
     shared: Arc<Shared>,
+    hooks: ClientHooks,
 }
 
-impl ClientContext for GroupContext {}
+crate::client_context_with_hooks!(GroupContext);
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -609,6 +649,7 @@ impl Reader {
             &options.config,
             GroupContext {
                 shared: shared.clone(),
+                hooks: ClientHooks::default(),
             },
         )?);
         let mut ids = PartitionIds::default();
@@ -663,12 +704,14 @@ impl Reader {
         let dead_letter = match &options.on_error {
             ErrorPolicy::DeadLetter { topic } => {
                 // The dead-letter producer shares the connection settings, not consumer ones.
-                let producer_config: Vec<(String, String)> = options
-                    .config
-                    .iter()
-                    .filter(|(k, _)| is_common_property(k))
-                    .cloned()
-                    .collect();
+                let producer_config = options.config.with_properties(
+                    options
+                        .config
+                        .iter()
+                        .filter(|(k, _)| is_common_property(k))
+                        .cloned()
+                        .collect(),
+                );
                 Some((Producer::new(&producer_config)?, topic.clone()))
             }
             _ => None,
@@ -691,6 +734,7 @@ impl Reader {
             ends,
             bounded,
             subscribed: plan.is_none(),
+            group: config_value(&options.config, "group.id").map(str::to_owned),
             timeout: options.timeout,
         };
         let thread = std::thread::Builder::new()
@@ -892,6 +936,8 @@ struct Engine {
     bounded: bool,
     /// Partitions come from the group (subscribe mode).
     subscribed: bool,
+    /// The user's consumer group, if any (named in authorization errors).
+    group: Option<String>,
     timeout: Duration,
 }
 
@@ -983,7 +1029,7 @@ impl Engine {
                 self.check_positions();
                 Ok(false)
             }
-            Some(Err(e)) => self.handle_error(e).map(|()| false),
+            Some(Err(e)) => self.handle_error(e, None).map(|()| false),
         }
     }
 
@@ -1014,7 +1060,10 @@ impl Engine {
             match msg.error() {
                 None => progressed |= self.handle(msg)?,
                 Some(RDKafkaErrorCode::PartitionEOF) => self.check_positions(),
-                Some(code) => self.handle_error(KafkaError::MessageConsumption(code))?,
+                Some(code) => self.handle_error(
+                    KafkaError::MessageConsumption(code),
+                    Some((msg.topic(), msg.partition())),
+                )?,
             }
             if self.builder.rows() >= self.batch_size {
                 self.emit()?;
@@ -1144,7 +1193,8 @@ impl Engine {
         }
     }
 
-    fn handle_error(&mut self, e: KafkaError) -> Result<(), Stop> {
+    /// A consumer error, with the partition it concerns where known.
+    fn handle_error(&mut self, e: KafkaError, partition: Option<(&str, i32)>) -> Result<(), Stop> {
         let code = e.rdkafka_error_code();
         let fatal = matches!(e, KafkaError::MessageConsumptionFatal(_))
             || matches!(
@@ -1160,7 +1210,21 @@ impl Engine {
                 )
             );
         if fatal {
-            return Err(Stop::Failed(Error::kafka("consumer error", e)));
+            let context = match partition {
+                Some((topic, p)) => format!("cannot read topic '{topic}' partition {p}"),
+                None => "consumer error".to_owned(),
+            };
+            let err = Error::kafka(context, e);
+            let err = match (code, partition, &self.group) {
+                (Some(RDKafkaErrorCode::TopicAuthorizationFailed), Some((topic, _)), _) => {
+                    err.denied(format!("topic '{topic}'"), "read")
+                }
+                (Some(RDKafkaErrorCode::GroupAuthorizationFailed), _, Some(group)) => {
+                    err.denied(format!("group '{group}'"), "read")
+                }
+                _ => err,
+            };
+            return Err(Stop::Failed(err));
         }
         // Transient (broker restart, network blip): librdkafka reconnects by itself.
         log::warn!("transient consumer error: {e}");

@@ -109,6 +109,25 @@ pub enum Error {
     #[error("kafka error: {what}")]
     Kafka { what: String, kafka: Option<KafkaCode> },
 
+    /// The cluster refused the client's credentials (wrong password, unknown user, invalid or
+    /// expired OAUTHBEARER token).
+    #[error("authentication failed: {what}")]
+    Authentication { what: String, kafka: Option<KafkaCode> },
+
+    /// The TLS handshake failed (unknown CA, expired certificate, host name mismatch).
+    #[error("SSL error: {what}")]
+    Ssl { what: String, kafka: Option<KafkaCode> },
+
+    /// An ACL denies `operation` on `resource` (e.g. "topic 'x'", "group 'g'",
+    /// "transactional id 't'", "cluster").
+    #[error("not authorized: {what}")]
+    Authorization {
+        what: String,
+        resource: String,
+        operation: String,
+        kafka: Option<KafkaCode>,
+    },
+
     /// The object was used after `close()`.
     #[error("{0} is closed")]
     Closed(&'static str),
@@ -121,7 +140,8 @@ impl Error {
     pub fn kafka(context: impl fmt::Display, err: KafkaError) -> Self {
         let code = err.rdkafka_error_code();
         let mut kafka = code.map(KafkaCode::from_code);
-        let mut what = format!("{context}: {err}");
+        // librdkafka echoes property values in some configuration errors.
+        let mut what = crate::client::redact(&format!("{context}: {err}")).into_owned();
         if let KafkaError::Transaction(txn) = &err {
             // Transactional errors say themselves whether a retry or an abort is needed.
             if let Some(k) = kafka.as_mut() {
@@ -144,6 +164,16 @@ impl Error {
                     C::OperationTimedOut | C::RequestTimedOut | C::AllBrokersDown | C::BrokerTransportFailure,
                 ),
             ) => Error::Timeout { what, kafka },
+            (_, Some(code)) if resource_kind(code).is_some() => Error::Authorization {
+                what,
+                resource: resource_kind(code).unwrap_or_default().to_owned(),
+                operation: String::new(),
+                kafka,
+            },
+            (_, Some(C::Authentication | C::SaslAuthenticationFailed)) => {
+                Error::Authentication { what, kafka }
+            }
+            (_, Some(C::SSL)) => Error::Ssl { what, kafka },
             (KafkaError::MessageProduction(_) | KafkaError::Flush(_), _) => Error::Delivery { what, kafka },
             _ => Error::Kafka { what, kafka },
         }
@@ -155,8 +185,41 @@ impl Error {
             Error::UnknownTopic { kafka, .. }
             | Error::Timeout { kafka, .. }
             | Error::Delivery { kafka, .. }
-            | Error::Kafka { kafka, .. } => kafka.as_ref(),
+            | Error::Kafka { kafka, .. }
+            | Error::Authentication { kafka, .. }
+            | Error::Ssl { kafka, .. }
+            | Error::Authorization { kafka, .. } => kafka.as_ref(),
             _ => None,
         }
+    }
+
+    /// Names the resource and operation of an authorization error (others are unchanged): the
+    /// broker's code says only which kind of resource was denied.
+    pub fn denied(self, resource: impl Into<String>, operation: impl Into<String>) -> Self {
+        match self {
+            Error::Authorization { what, kafka, .. } => {
+                let (resource, operation) = (resource.into(), operation.into());
+                Error::Authorization {
+                    what: format!("{what} ({operation} on {resource})"),
+                    resource,
+                    operation,
+                    kafka,
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+/// The kind of resource an authorization error code is about.
+pub fn resource_kind(code: RDKafkaErrorCode) -> Option<&'static str> {
+    use RDKafkaErrorCode as C;
+    match code {
+        C::TopicAuthorizationFailed => Some("topic"),
+        C::GroupAuthorizationFailed => Some("group"),
+        C::ClusterAuthorizationFailed => Some("cluster"),
+        C::TransactionalIdAuthorizationFailed => Some("transactional id"),
+        C::DelegationTokenAuthorizationFailed => Some("delegation token"),
+        _ => None,
     }
 }

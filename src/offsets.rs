@@ -3,7 +3,7 @@
 //! data: DataLoader workers read, the main process checkpoints), and partitions' watermarks
 //! (consumer lag).
 
-use crate::client::config_value;
+use crate::client::{await_cluster, config_value, until_answered, ClientSettings};
 use crate::dataset::{new_consumer, PlainContext};
 use crate::error::{Error, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -15,7 +15,11 @@ pub type TopicPartition = (String, i32);
 
 /// Commits `offsets` (the next offset to read, per topic partition) for the config's `group.id`,
 /// synchronously: when this returns, the group's committed offsets are these.
-pub fn commit_offsets(config: &[(String, String)], offsets: &[(TopicPartition, i64)]) -> Result<()> {
+pub fn commit_offsets(
+    config: &ClientSettings,
+    offsets: &[(TopicPartition, i64)],
+    timeout: Duration,
+) -> Result<()> {
     if config_value(config, "group.id").is_none() {
         return Err(Error::Config(
             "committing offsets needs a 'group.id' in the config".into(),
@@ -34,15 +38,17 @@ pub fn commit_offsets(config: &[(String, String)], offsets: &[(TopicPartition, i
     if tpl.count() == 0 {
         return Ok(());
     }
-    let consumer = new_consumer(config, PlainContext)?;
+    let consumer = new_consumer(config, PlainContext::default())?;
+    await_cluster(&consumer, config, timeout)?;
+    let group = config_value(config, "group.id").unwrap_or_default();
     consumer
         .commit(&tpl, CommitMode::Sync)
-        .map_err(|e| Error::kafka("cannot commit offsets", e))
+        .map_err(|e| Error::kafka("cannot commit offsets", e).denied(format!("group '{group}'"), "read"))
 }
 
 /// The group's committed offsets of `partitions`; `None` where the group has committed nothing.
 pub fn committed_offsets(
-    config: &[(String, String)],
+    config: &ClientSettings,
     partitions: &[(String, i32)],
     timeout: Duration,
 ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
@@ -55,10 +61,16 @@ pub fn committed_offsets(
     for (topic, partition) in partitions {
         tpl.add_partition(topic, *partition);
     }
-    let consumer = new_consumer(config, PlainContext)?;
-    let committed = consumer
-        .committed_offsets(tpl, timeout)
-        .map_err(|e| Error::kafka("cannot fetch committed offsets", e))?;
+    let consumer = new_consumer(config, PlainContext::default())?;
+    await_cluster(&consumer, config, timeout)?;
+    let group = config_value(config, "group.id").unwrap_or_default();
+    let committed = until_answered(&consumer, config, timeout, |slice| {
+        consumer.committed_offsets(tpl.clone(), slice)
+    })
+    .map_err(|e| {
+        e.into_error("cannot fetch committed offsets")
+            .denied(format!("group '{group}'"), "describe")
+    })?;
     Ok(partitions
         .iter()
         .map(|(topic, partition)| {
@@ -73,11 +85,12 @@ pub fn committed_offsets(
 
 /// The low and high watermarks (first offset, next offset to be written) of `partitions`.
 pub fn watermarks(
-    config: &[(String, String)],
+    config: &ClientSettings,
     partitions: &[TopicPartition],
     timeout: Duration,
 ) -> Result<Vec<(TopicPartition, (i64, i64))>> {
-    let consumer = new_consumer(config, PlainContext)?;
+    let consumer = new_consumer(config, PlainContext::default())?;
+    await_cluster(&consumer, config, timeout)?;
     partitions
         .iter()
         .map(|(topic, partition)| {
@@ -89,6 +102,7 @@ pub fn watermarks(
                         format!("cannot fetch the watermarks of '{topic}' [{partition}]"),
                         e,
                     )
+                    .denied(format!("topic '{topic}'"), "describe")
                 })
         })
         .collect()

@@ -2,13 +2,14 @@
 //! failed by librdkafka's delivery reports, and `flush` tells which failed and why.
 //! Used for dead-letter topics, the embedded demo and the Python `Producer`.
 
-use crate::client::{client_config, config_value};
-use crate::error::{Error, KafkaCode, Result};
+use crate::client::{client_config, config_value, explain, ClientHooks, ClientSettings, TokenRefresher};
+use crate::error::{resource_kind, Error, KafkaCode, Result};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
+};
 use rdkafka::util::IntoOpaque;
-use rdkafka::ClientContext;
 use rdkafka_sys::bindings as rd;
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -24,9 +25,10 @@ pub struct DeliveryTracker {
     /// Failures not yet reported by a `flush`: each failure is raised once.
     unreported: AtomicU64,
     first_failure: Mutex<Option<(String, KafkaError)>>,
+    hooks: ClientHooks,
 }
 
-impl ClientContext for DeliveryTracker {}
+crate::client_context_with_hooks!(DeliveryTracker);
 
 /// Which send a message belongs to, and its row there.
 pub type MessageTag = Box<(Arc<SendTracker>, usize)>;
@@ -197,7 +199,13 @@ pub struct Producer {
     topic_handles: Mutex<HashMap<String, TopicHandle>>,
     /// A background thread serves delivery reports, so they are counted (and transactions can
     /// flush or abort) whatever the caller does.
-    inner: ThreadedProducer<DeliveryTracker>,
+    inner: Arc<ThreadedProducer<DeliveryTracker>>,
+    /// Serves OAUTHBEARER token refreshes from the application while the producer lives.
+    _token_refresher: Option<TokenRefresher>,
+    /// `transactional.id`, named in authorization errors.
+    transactional_id: Option<String>,
+    /// The connection settings, to explain a failed certificate check.
+    settings: ClientSettings,
     /// Messages handed to librdkafka so far.
     sent: AtomicU64,
     /// librdkafka's `message.max.bytes`: larger rows are refused before anything is sent.
@@ -242,20 +250,32 @@ pub struct RowBatch<'a> {
 
 impl Producer {
     /// Creates a producer; idempotent with `acks=all` unless the config says otherwise.
-    pub fn new(config: &[(String, String)]) -> Result<Self> {
+    pub fn new(config: &ClientSettings) -> Result<Self> {
         let mut cc = client_config(config);
         if config_value(config, "enable.idempotence").is_none() {
             cc.set("enable.idempotence", "true");
         }
-        let inner = cc
-            .create_with_context(DeliveryTracker::default())
-            .map_err(|e| Error::kafka("cannot create producer", e))?;
+        let inner: Arc<ThreadedProducer<DeliveryTracker>> = Arc::new(
+            cc.create_with_context(DeliveryTracker::default())
+                .map_err(|e| Error::kafka("cannot create producer", e))?,
+        );
+        let token_refresher = match &config.token_source {
+            Some(source) => Some(TokenRefresher::start(
+                &inner,
+                inner.client().native_ptr(),
+                source.clone(),
+            )?),
+            None => None,
+        };
         let max_message_bytes = config_value(config, "message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
         Ok(Producer {
             topic_handles: Mutex::new(HashMap::new()),
             inner,
+            _token_refresher: token_refresher,
+            transactional_id: config_value(config, "transactional.id").map(str::to_owned),
+            settings: config.clone(),
             sent: AtomicU64::new(0),
             max_message_bytes,
             known_topics: Mutex::new(Default::default()),
@@ -299,7 +319,8 @@ impl Producer {
                     return Ok(());
                 }
                 Err((KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), rec))
-                    if Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + timeout) =>
+                    if Instant::now() < *deadline.get_or_insert_with(|| Instant::now() + timeout)
+                        && self.inner.context().hooks.login_failure().is_none() =>
                 {
                     record = rec;
                     // The poll thread drains delivery reports; wait briefly for room.
@@ -608,9 +629,12 @@ impl Producer {
 
     /// Registers the `transactional.id` with the cluster, fencing older producers that used it.
     pub fn init_transactions(&self, timeout: Duration) -> Result<()> {
-        self.inner
-            .init_transactions(timeout)
-            .map_err(|e| Error::kafka("init_transactions", e))
+        let id = self.transactional_id.as_deref().unwrap_or_default();
+        self.inner.init_transactions(timeout).map_err(|e| {
+            self.check_login().err().unwrap_or_else(|| {
+                Error::kafka("init_transactions", e).denied(format!("transactional id '{id}'"), "write")
+            })
+        })
     }
 
     pub fn begin_transaction(&self) -> Result<()> {
@@ -652,9 +676,21 @@ impl Producer {
     /// Waits until every queued message is delivered or failed; fails if any failed or some are
     /// still undelivered at the timeout, saying how many.
     pub fn flush(&self, timeout: Duration) -> Result<()> {
-        let flushed = self.inner.flush(timeout);
+        // In slices, so a failed login ends the wait at once instead of at the timeout.
+        let deadline = Instant::now() + timeout;
+        let flushed = loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.inner.flush(left.min(Duration::from_millis(100))) {
+                Err(_) if !left.is_zero() => self.check_login()?,
+                done => break done,
+            }
+        };
         let tracker = self.inner.context();
         let failed = tracker.unreported.swap(0, Ordering::Relaxed);
+        if failed > 0 || flushed.is_err() {
+            // Messages purged after a failed login or a fatal error: that is the reason.
+            self.check_login()?;
+        }
         if failed > 0 {
             let first = tracker
                 .first_failure
@@ -662,15 +698,24 @@ impl Producer {
                 .unwrap_or_else(|p| p.into_inner())
                 .take();
             let (where_, err) = first.map(|(w, e)| (w, Some(e))).unwrap_or_default();
-            let code = err
-                .as_ref()
-                .and_then(|e| e.rdkafka_error_code())
-                .map(KafkaCode::from_code);
+            let rdkafka_code = err.as_ref().and_then(|e| e.rdkafka_error_code());
+            let code = rdkafka_code.map(KafkaCode::from_code);
             let reason = err.map(|e| e.to_string()).unwrap_or_default();
-            return Err(Error::Delivery {
-                what: format!("{failed} message(s) failed; first at {where_}: {reason}"),
-                kafka: code,
-            });
+            let what = format!("{failed} message(s) failed; first at {where_}: {reason}");
+            if let Some(kind) = rdkafka_code.and_then(resource_kind) {
+                // Denied by an ACL: the resource is the topic, or the transactional id.
+                let (resource, operation) = match (kind, &self.transactional_id) {
+                    ("transactional id", Some(id)) => (format!("transactional id '{id}'"), "write"),
+                    _ => (where_.clone(), "write"),
+                };
+                return Err(Error::Authorization {
+                    what: format!("{what} ({operation} on {resource})"),
+                    resource,
+                    operation: operation.to_owned(),
+                    kafka: code,
+                });
+            }
+            return Err(Error::Delivery { what, kafka: code });
         }
         if let Err(e) = flushed {
             let pending = self.inner.in_flight_count();
@@ -685,6 +730,41 @@ impl Producer {
 
     pub fn delivered(&self) -> u64 {
         self.inner.context().delivered.load(Ordering::Relaxed)
+    }
+
+    /// Fails with the cluster's refusal if a login failed (wrong credentials, untrusted
+    /// certificate), or with the producer's fatal error (e.g. no right to an idempotent or
+    /// transactional producer id). librdkafka would retry a login until `message.timeout.ms`
+    /// (5 min): instead, every queued message is purged, so each send fails now with the reason.
+    /// (After a fatal error librdkafka has purged them itself.)
+    pub fn check_login(&self) -> Result<()> {
+        if let Some(e) = self.inner.context().hooks.login_failure() {
+            self.inner.purge(PurgeConfig::default().queue().inflight());
+            return Err(explain(e, &self.settings));
+        }
+        match self.inner.client().fatal_error() {
+            None => Ok(()),
+            Some((code, reason)) => {
+                let what = format!("the producer failed for good: {}", crate::client::redact(&reason));
+                let kafka = Some(KafkaCode::from_code(code));
+                Err(match (resource_kind(code), &self.transactional_id) {
+                    (Some("transactional id"), Some(id)) => Error::Authorization {
+                        what,
+                        resource: format!("transactional id '{id}'"),
+                        operation: "write".to_owned(),
+                        kafka,
+                    },
+                    // An idempotent producer needs the right to write somewhere to get its id.
+                    (Some(kind), _) => Error::Authorization {
+                        what,
+                        resource: kind.to_owned(),
+                        operation: "idempotent write".to_owned(),
+                        kafka,
+                    },
+                    (None, _) => Error::Kafka { what, kafka },
+                })
+            }
+        }
     }
 
     pub fn failed(&self) -> u64 {

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 fn options(bootstrap: &str, topic: &str, format: FormatSpec) -> DatasetOptions {
     DatasetOptions {
-        config: vec![("bootstrap.servers".into(), bootstrap.into())],
+        config: vec![("bootstrap.servers".into(), bootstrap.into())].into(),
         source: Source::Topics(vec![topic.into()]),
         format,
         metadata: vec![MetaColumn::Offset],
@@ -31,7 +31,8 @@ fn options(bootstrap: &str, topic: &str, format: FormatSpec) -> DatasetOptions {
 }
 
 fn produce(bootstrap: &str, topic: &str, values: &[Vec<u8>]) {
-    let producer = Producer::new(&[("bootstrap.servers".into(), bootstrap.into())]).unwrap();
+    let producer =
+        Producer::new(&vec![("bootstrap.servers".to_string(), bootstrap.to_string())].into()).unwrap();
     for v in values {
         let msg = OutgoingMessage {
             topic,

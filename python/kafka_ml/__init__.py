@@ -1,10 +1,12 @@
 """kafka-ml: Apache Kafka as a first-class data source and sink for machine learning."""
 
-from ._native import Batch, EmbeddedCluster, __version__, librdkafka_version
+from ._native import Batch, EmbeddedCluster, __version__, librdkafka_features, librdkafka_version
 from .dataset import KafkaDataset
 
 # Kafka Connect errors are here too; the client is kafka_ml.connect.ConnectClient (`connect` extra).
 from .exceptions import (
+    AuthenticationError,
+    AuthorizationError,
     ClosedError,
     ConfigError,
     ConnectConflictError,
@@ -22,12 +24,15 @@ from .exceptions import (
     KafkaMLError,
     KafkaTimeoutError,
     ModelIntegrityError,
+    SSLError,
     UnknownTopicError,
 )
 from .models import ModelPublisher, ModelSubscriber, ModelVersion
 from .producer import Producer, SendReport
 
 __all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
     "Batch",
     "ClosedError",
     "ConfigError",
@@ -52,8 +57,10 @@ __all__ = [
     "ModelSubscriber",
     "ModelVersion",
     "Producer",
+    "SSLError",
     "SendReport",
     "UnknownTopicError",
     "__version__",
+    "librdkafka_features",
     "librdkafka_version",
 ]

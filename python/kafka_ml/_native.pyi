@@ -1,7 +1,10 @@
 """Typed stubs of the native module (checked against it with mypy's stubtest)."""
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, final
+
+# A config dict: librdkafka properties as strings, plus an optional "oauth_cb" token callback.
+_ClientConfig = dict[str, str | Callable[[str], tuple[Any, ...]]]
 
 __all__ = [
     "ArrowBufferOwner",
@@ -16,21 +19,25 @@ __all__ = [
     "commit_offsets",
     "committed_offsets",
     "create_topic",
+    "librdkafka_features",
     "librdkafka_version",
+    "secret_properties",
     "watermarks",
 ]
 
 __version__: str
 librdkafka_version: str
+librdkafka_features: list[str]
+secret_properties: list[str]
 
 def commit_offsets(
-    config: dict[str, str], offsets: dict[tuple[str, int], int], timeout: float = 30.0
+    config: _ClientConfig, offsets: dict[tuple[str, int], int], timeout: float = 30.0
 ) -> None: ...
 def committed_offsets(
-    config: dict[str, str], partitions: list[tuple[str, int]], timeout: float = 30.0
+    config: _ClientConfig, partitions: list[tuple[str, int]], timeout: float = 30.0
 ) -> dict[tuple[str, int], int | None]: ...
 def watermarks(
-    config: dict[str, str], partitions: list[tuple[str, int]], timeout: float = 10.0
+    config: _ClientConfig, partitions: list[tuple[str, int]], timeout: float = 10.0
 ) -> dict[tuple[str, int], tuple[int, int]]: ...
 
 @final
@@ -74,7 +81,7 @@ class BatchReader:
 class KafkaDataset:
     def __new__(
         cls,
-        config: dict[str, str],
+        config: _ClientConfig,
         *,
         topics: list[str] | None = None,
         partitions: list[tuple[str, int]] | None = None,
@@ -104,7 +111,7 @@ class KafkaDataset:
 
 @final
 class Producer:
-    def __new__(cls, config: dict[str, str]) -> Producer: ...
+    def __new__(cls, config: _ClientConfig) -> Producer: ...
     def produce(
         self,
         topic: str,
@@ -178,7 +185,7 @@ class EmbeddedCluster:
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None: ...
 
 def create_topic(
-    config: dict[str, str],
+    config: _ClientConfig,
     name: str,
     partitions: int = 1,
     replication: int = 1,

@@ -29,10 +29,22 @@ PositionSpec = (
 _STATE_VERSION = 1
 
 
-def _config(config: Mapping[str, object] | None) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _config(config: Mapping[str, object] | None) -> dict[str, Any]:
+    """librdkafka properties as strings; ``oauth_cb`` (a callable) passes through as is."""
+    out: dict[str, Any] = {}
     for key, value in (config or {}).items():
-        if isinstance(value, bool):
+        if key == "oauth_cb":
+            if not callable(value):
+                raise ConfigError(
+                    "config 'oauth_cb' must be callable: oauth_cb(config_str) -> (token, expiry)"
+                )
+            out[key] = value
+        elif callable(value):
+            raise ConfigError(
+                f"config '{key}': kafka-ml takes no callback but 'oauth_cb'; errors are raised as "
+                "exceptions and librdkafka's log goes to the 'kafka_ml.librdkafka' logger"
+            )
+        elif isinstance(value, bool):
             out[key] = "true" if value else "false"
         elif isinstance(value, (list, tuple)):
             out[key] = ",".join(str(v) for v in value)

@@ -8,6 +8,8 @@ unusable (``fatal``), as confluent-kafka users know them.
 from __future__ import annotations
 
 __all__ = [
+    "AuthenticationError",
+    "AuthorizationError",
     "ClosedError",
     "ConfigError",
     "ConnectConflictError",
@@ -25,6 +27,7 @@ __all__ = [
     "KafkaMLError",
     "KafkaTimeoutError",
     "ModelIntegrityError",
+    "SSLError",
     "UnknownTopicError",
 ]
 
@@ -95,6 +98,39 @@ class KafkaError(KafkaMLError):
 
 class ClosedError(KafkaMLError):
     """The object was used after ``close()``."""
+
+
+class AuthenticationError(KafkaMLError):
+    """The cluster refused the client's login: wrong password, unknown user, an invalid or
+    expired OAUTHBEARER token, or a SASL mechanism the listener does not offer. Raised as soon as
+    the broker says so (about a second), not after the operation's timeout."""
+
+
+class SSLError(AuthenticationError):
+    """The TLS handshake failed: the broker's certificate is signed by an unknown CA, has
+    expired, or does not match the host name; or the broker refused the client's certificate.
+    The message carries OpenSSL's verification error."""
+
+
+class AuthorizationError(KafkaMLError, PermissionError):
+    """An ACL denies the operation. ``resource`` names what was denied (``"topic 'x'"``,
+    ``"group 'g'"``, ``"transactional id 't'"``, ``"cluster"``) and ``operation`` the action
+    (``"read"``, ``"write"``, ``"describe"``, ``"create"``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        resource: str = "",
+        operation: str = "",
+        code: int | None = None,
+        name: str | None = None,
+        retriable: bool = False,
+        fatal: bool = False,
+    ) -> None:
+        super().__init__(message, code=code, name=name, retriable=retriable, fatal=fatal)
+        self.resource = resource
+        self.operation = operation
 
 
 class ModelIntegrityError(KafkaMLError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -11,7 +12,7 @@ import numpy as np
 from . import _native
 from ._native import SendReport
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config
-from .exceptions import ConfigError, EncodeError
+from .exceptions import ConfigError, EncodeError, KafkaMLError
 
 __all__ = ["Headers", "Producer", "SendReport"]
 
@@ -153,8 +154,14 @@ class Producer:
     def __enter__(self) -> Producer:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        if exc_type is None:
+            self.close()
+            return
+        # The block already failed: flush what can be delivered, but let the block's own
+        # exception propagate rather than one about the messages it left undelivered.
+        with contextlib.suppress(KafkaMLError):
+            self.close()
 
 
 def _follow(report: SendReport, topic: str) -> None:

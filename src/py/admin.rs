@@ -3,6 +3,7 @@
 use super::blocking;
 use super::errors::IntoPyResult;
 use crate::admin::{self, TopicCreation, TopicSpec};
+use crate::client::ClientSettings;
 use crate::error::Error;
 use pyo3::prelude::*;
 use std::collections::HashMap;
@@ -14,7 +15,7 @@ use std::time::Duration;
 #[pyo3(signature = (config, name, partitions=1, replication=1, topic_config=None, timeout=30.0))]
 fn create_topic(
     py: Python<'_>,
-    config: HashMap<String, String>,
+    config: ClientSettings,
     name: String,
     partitions: i32,
     replication: i32,
@@ -26,7 +27,6 @@ fn create_topic(
     } else {
         0.0
     });
-    let config: Vec<(String, String)> = config.into_iter().collect();
     let spec = TopicSpec {
         name: name.clone(),
         partitions,

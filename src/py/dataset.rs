@@ -128,7 +128,7 @@ impl KafkaDataset {
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
-        config: std::collections::HashMap<String, String>,
+        config: crate::client::ClientSettings,
         topics: Option<Vec<String>>,
         partitions: Option<Vec<(String, i32)>>,
         format: &str,
@@ -153,7 +153,7 @@ impl KafkaDataset {
             (None, Some(p)) => Source::Partitions(p),
             _ => return Err(config_error("give either topics or partitions".into())),
         };
-        let group = config.contains_key("group.id");
+        let group = config.get("group.id").is_some();
         let start = match start {
             Some(s) => parse_position(&s, "start", Position::Earliest)?,
             None if group => Position::Committed,
@@ -193,7 +193,7 @@ impl KafkaDataset {
             ));
         }
         let options = DatasetOptions {
-            config: config.into_iter().collect(),
+            config,
             source,
             format: parse_format(format, columns, dtype, shape, avro_schema, registry_schemas)?,
             metadata,

@@ -49,8 +49,19 @@ pub fn to_pyerr(err: Error) -> PyErr {
             Error::Delivery { .. } => "DeliveryError",
             Error::Kafka { .. } => "KafkaError",
             Error::Closed(_) => "ClosedError",
+            Error::Authentication { .. } => "AuthenticationError",
+            Error::Ssl { .. } => "SSLError",
+            Error::Authorization {
+                resource, operation, ..
+            } => {
+                let _ = kwargs.set_item("resource", resource);
+                let _ = kwargs.set_item("operation", operation);
+                "AuthorizationError"
+            }
         };
-        exception(py, class, err.to_string(), &kwargs)
+        // The last line of defence for secrets: no message leaves the core unscrubbed.
+        let message = crate::client::redact(&err.to_string()).into_owned();
+        exception(py, class, message, &kwargs)
     })
 }
 

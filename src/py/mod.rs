@@ -2,6 +2,7 @@
 
 mod admin;
 mod arrow_numpy;
+mod client;
 mod dataset;
 mod embedded;
 mod errors;
@@ -46,5 +47,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     embedded::register(m)?;
     offsets::register(m)?;
     admin::register(m)?;
+    client::register(m)?;
     Ok(())
 }

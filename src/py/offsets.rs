@@ -2,36 +2,33 @@
 
 use super::blocking;
 use super::errors::{to_pyerr, IntoPyResult};
+use crate::client::ClientSettings;
 use crate::error::Error;
 use crate::offsets;
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
 
-fn as_pairs(config: HashMap<String, String>) -> Vec<(String, String)> {
-    config.into_iter().collect()
-}
-
 /// Commits `{(topic, partition): next_offset}` for the config's `group.id` (synchronous).
 #[pyfunction]
 #[pyo3(signature = (config, offsets, timeout = 30.0))]
 fn commit_offsets(
     py: Python<'_>,
-    config: HashMap<String, String>,
+    config: ClientSettings,
     offsets: HashMap<(String, i32), i64>,
     timeout: f64,
 ) -> PyResult<()> {
-    let config = as_pairs(config);
     let offsets: Vec<_> = offsets.into_iter().collect();
+    let wait_for = Duration::from_secs_f64(timeout);
     // The commit itself is synchronous inside librdkafka; run it off the GIL on its own thread
     // so Ctrl-C and the timeout are honoured through the one blocking helper.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let _ = tx.send(offsets::commit_offsets(&config, &offsets));
+        let _ = tx.send(offsets::commit_offsets(&config, &offsets, wait_for));
     });
     let rx = std::sync::Mutex::new(rx);
     let wait = |slice| rx.lock().ok().and_then(|rx| rx.recv_timeout(slice).ok());
-    match blocking(py, Some(Duration::from_secs_f64(timeout)), wait)? {
+    match blocking(py, Some(wait_for), wait)? {
         Some(result) => result.py_err(),
         None => Err(to_pyerr(Error::Timeout {
             what: format!("committing offsets did not finish within {timeout} s"),
@@ -45,11 +42,10 @@ fn commit_offsets(
 #[pyo3(signature = (config, partitions, timeout = 30.0))]
 fn committed_offsets(
     py: Python<'_>,
-    config: HashMap<String, String>,
+    config: ClientSettings,
     partitions: Vec<(String, i32)>,
     timeout: f64,
 ) -> PyResult<HashMap<(String, i32), Option<i64>>> {
-    let config = as_pairs(config);
     let timeout = Duration::from_secs_f64(timeout);
     let out = py
         .detach(|| offsets::committed_offsets(&config, &partitions, timeout))
@@ -62,11 +58,10 @@ fn committed_offsets(
 #[pyo3(signature = (config, partitions, timeout = 10.0))]
 fn watermarks(
     py: Python<'_>,
-    config: HashMap<String, String>,
+    config: ClientSettings,
     partitions: Vec<(String, i32)>,
     timeout: f64,
 ) -> PyResult<HashMap<(String, i32), (i64, i64)>> {
-    let config = as_pairs(config);
     let timeout = Duration::from_secs_f64(timeout);
     let out = py
         .detach(|| offsets::watermarks(&config, &partitions, timeout))

@@ -4,6 +4,7 @@
 use super::blocking;
 use super::dataset::BatchReader;
 use super::errors::{to_pyerr, IntoPyResult};
+use crate::client::ClientSettings;
 use crate::encode::{self, EncodeFormat, EncodedRows};
 use crate::error::Error;
 use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker};
@@ -12,7 +13,6 @@ use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use pyo3::buffer::PyBuffer;
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ fn seconds(s: f64) -> Duration {
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct SendReport {
     tracker: Arc<SendTracker>,
+    /// Its producer: a failed login ends a wait on the report at once.
+    producer: Arc<producer::Producer>,
 }
 
 #[pymethods]
@@ -61,21 +63,29 @@ impl SendReport {
     /// Waits up to `timeout` seconds (GIL released, Ctrl-C served) for every report; returns
     /// whether they are all in. Unlike `wait`, raises nothing about failed rows.
     fn join(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let tracker = self.tracker.clone();
-        Ok(blocking(py, Some(seconds(timeout)), move |slice| {
-            tracker.wait(slice).then_some(())
-        })?
-        .is_some())
+        let (tracker, producer) = (self.tracker.clone(), self.producer.clone());
+        let waited = blocking(py, Some(seconds(timeout)), move |slice| {
+            if let Err(e) = producer.check_login() {
+                return Some(Err(e));
+            }
+            tracker.wait(slice).then_some(Ok(()))
+        })?;
+        waited.transpose().py_err().map(|done| done.is_some())
     }
 
     /// Waits for every report (serving Ctrl-C); raises `DeliveryError` naming the failed rows,
     /// or `KafkaTimeoutError` if reports are still missing after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
     fn wait(slf: Py<Self>, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Self>> {
-        let tracker = slf.get().tracker.clone();
+        let (tracker, producer) = (slf.get().tracker.clone(), slf.get().producer.clone());
         let done = blocking(py, timeout.map(seconds), move |slice| {
-            tracker.wait(slice).then_some(())
-        })?;
+            if let Err(e) = producer.check_login() {
+                return Some(Err(e));
+            }
+            tracker.wait(slice).then_some(Ok(()))
+        })?
+        .transpose()
+        .py_err()?;
         let tracker = &slf.get().tracker;
         if done.is_none() {
             let missing = tracker.rows() as u64 - tracker.delivered() - tracker.failed();
@@ -325,8 +335,7 @@ impl Producer {
 #[pymethods]
 impl Producer {
     #[new]
-    fn new(config: HashMap<String, String>) -> PyResult<Self> {
-        let config: Vec<(String, String)> = config.into_iter().collect();
+    fn new(config: ClientSettings) -> PyResult<Self> {
         Ok(Producer {
             inner: Arc::new(producer::Producer::new(&config).py_err()?),
         })
@@ -360,7 +369,10 @@ impl Producer {
                 inner.send_one(&msg, ENQUEUE_TIMEOUT)
             })
             .py_err()?;
-        Ok(SendReport { tracker })
+        Ok(SendReport {
+            tracker,
+            producer: self.inner.clone(),
+        })
     }
 
     /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
@@ -410,7 +422,10 @@ impl Producer {
                 inner.send_rows(&batch, ENQUEUE_TIMEOUT)
             })
             .py_err()?;
-        Ok(SendReport { tracker })
+        Ok(SendReport {
+            tracker,
+            producer: self.inner.clone(),
+        })
     }
 
     /// Checks the arguments of a table send (format, schema, keys) and takes the Arrow stream
@@ -462,7 +477,10 @@ impl Producer {
         let send = prepared.take()?;
         let inner = self.inner.clone();
         let tracker = py.detach(|| send.run(&inner)).py_err()?;
-        Ok(SendReport { tracker })
+        Ok(SendReport {
+            tracker,
+            producer: self.inner.clone(),
+        })
     }
 
     /// Like `send_prepared`, as an awaitable that resolves to the `SendReport` once every row is
@@ -476,6 +494,7 @@ impl Producer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let send = prepared.take()?;
         let inner = self.inner.clone();
+        let producer = self.inner.clone();
         pyo3_async_runtimes::tokio::future_into_py(py, async move {
             let tracker = tokio::task::spawn_blocking(move || send.run(&inner))
                 .await
@@ -486,9 +505,17 @@ impl Producer {
                     })
                 })?
                 .py_err()?;
-            tracker.finished().await;
+            // Waits for the reports, looking for a failed login every 100 ms meanwhile.
+            loop {
+                tokio::select! {
+                    () = tracker.finished() => break,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(100)) => {
+                        producer.check_login().py_err()?
+                    }
+                }
+            }
             tracker.outcome().py_err()?;
-            Ok(SendReport { tracker })
+            Ok(SendReport { tracker, producer })
         })
     }
 
