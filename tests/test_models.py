@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,6 +24,9 @@ import numpy as np
 import psutil
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from kafka_ml.models import key_fingerprint
 
 
 @pytest.fixture
@@ -59,10 +63,12 @@ def write_publication(
     manifest: bool = True,
     manifest_changes: dict[str, Any] | None = None,
     signing_key: bytes | None = None,
+    ed25519: tuple[Ed25519PrivateKey, str] | None = None,
 ) -> None:
     """Writes a publication by hand in the documented wire format, with the faults a test asks for:
     chunks in another order or repeated, a corrupted chunk (with its chunk checksum recomputed or
-    not), a doctored manifest, or no manifest at all (a publisher that died)."""
+    not), a doctored manifest, or no manifest at all (a publisher that died). ``manifest_changes``
+    apply after signing (HMAC with ``signing_key``, or Ed25519 with ``ed25519=(key, key_id)``)."""
     publication = uuid.uuid4().hex
     pieces = [data[i : i + chunk_size] for i in range(0, len(data), chunk_size)]
     corrupted = False
@@ -98,6 +104,13 @@ def write_publication(
         if signing_key is not None:
             canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
             body["signature"] = hmac.new(signing_key, canonical, hashlib.sha256).hexdigest()
+        if ed25519 is not None:
+            # The documented wire format: algorithm and key id are part of the signed body.
+            key, key_id = ed25519
+            body["signature_algorithm"] = "ed25519"
+            body["key_id"] = key_id
+            canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+            body["signature"] = key.sign(canonical).hex()
         body.update(manifest_changes or {})
         producer.produce(
             topic, json.dumps(body).encode(), f"kafka-ml/manifest/{version}".encode(), partition=0
@@ -291,6 +304,236 @@ def test_signatures_are_required_when_a_key_is_set(
 
     # Without a key, a subscriber takes the newest publication, signed or not.
     assert subscribers(model_topic, config).wait_for(timeout=30).version == "v6"
+
+
+def private_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def public_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def test_ed25519_signatures_with_key_ids_and_rotation(
+    config: dict[str, str], model_topic: str, subscribers: Any, tmp_path: Path
+) -> None:
+    current, previous = Ed25519PrivateKey.generate(), Ed25519PrivateKey.generate()
+    key_file = tmp_path / "signing.pem"
+    key_file.write_bytes(private_pem(current))
+    updates: list[km.ModelVersion] = []
+    # Public keys only on the serving side: a PEM text and a key object, by key id.
+    sub = subscribers(
+        model_topic,
+        config,
+        verify_keys={"2026-12": public_pem(current), "2026-06": previous.public_key()},
+        on_update=updates.append,
+    )
+    with km.ModelPublisher(model_topic, config, signing_key=key_file, key_id="2026-12") as pub:
+        assert (pub.signature_algorithm, pub.key_id) == ("ed25519", "2026-12")
+        pub.publish(b"signed by the current key", "v1", metadata={"owner": "ml-team"})
+    got = sub.wait_for("v1", timeout=30)
+    assert got.signed and (got.signature_algorithm, got.key_id) == ("ed25519", "2026-12")
+    assert sub.latest is not None and sub.latest.model == b"signed by the current key"
+
+    # Rotation: a version signed with the other trusted key is served too.
+    with km.ModelPublisher(model_topic, config, signing_key=previous, key_id="2026-06") as pub:
+        pub.publish(b"signed by the previous key", "v2")
+    assert sub.wait_for("v2", timeout=30).key_id == "2026-06"
+    assert sub.latest is not None and sub.latest.model == b"signed by the previous key"
+    assert history(updates) == ["v1", "v2"] and sub.stats["rejected"] == 0
+
+    # Without key_id, the key's fingerprint names it; a list of public keys is trusted under theirs.
+    with km.ModelPublisher(model_topic, config, signing_key=str(key_file)) as pub:
+        assert pub.key_id == key_fingerprint(current.public_key()) == key_fingerprint(current)
+        pub.publish(b"fingerprint id", "v3")
+    by_fingerprint = subscribers(model_topic, config, verify_keys=[current.public_key()])
+    v3 = by_fingerprint.wait_for(timeout=30)
+    assert (v3.version, v3.key_id) == ("v3", key_fingerprint(current))
+    # v1 and v2 name key ids this subscriber does not have.
+    for version in ("v1", "v2"):
+        with pytest.raises(km.ModelIntegrityError, match="unknown key id"):
+            by_fingerprint.wait_for(version, timeout=30)
+    # ... while the first subscriber knows no key by the fingerprint id.
+    with pytest.raises(km.ModelIntegrityError, match="unknown key id"):
+        sub.wait_for("v3", timeout=30)
+    assert sub.latest is not None and sub.latest.version == "v2"
+
+
+GOOD_KEY = Ed25519PrivateKey.generate()
+GOOD_ID = "2026-12"
+
+
+def _publish_unsigned(topic: str, config: dict[str, str]) -> None:
+    with km.ModelPublisher(topic, config) as pub:
+        pub.publish(b"unsigned", "v2")
+
+
+def _publish_tampered(topic: str, config: dict[str, str]) -> None:
+    with km.Producer(config) as p:  # signed with the trusted key, then the metadata changed
+        write_publication(
+            p,
+            topic,
+            b"tampered",
+            "v2",
+            chunk_size=100,
+            ed25519=(GOOD_KEY, GOOD_ID),
+            manifest_changes={"metadata": {"accuracy": 0.99}},
+        )
+
+
+def _publish_other_key_under_known_id(topic: str, config: dict[str, str]) -> None:
+    with km.ModelPublisher(topic, config, signing_key=Ed25519PrivateKey.generate(), key_id=GOOD_ID) as pub:
+        pub.publish(b"another key", "v2")
+
+
+def _publish_unknown_key_id(topic: str, config: dict[str, str]) -> None:
+    with km.ModelPublisher(topic, config, signing_key=GOOD_KEY, key_id="2027-01") as pub:
+        pub.publish(b"unknown id", "v2")
+
+
+def _publish_hmac(topic: str, config: dict[str, str]) -> None:
+    with km.ModelPublisher(topic, config, signing_key=b"shared secret") as pub:
+        pub.publish(b"hmac", "v2")
+
+
+def _publish_algorithm_swapped(topic: str, config: dict[str, str]) -> None:
+    with km.Producer(config) as p:  # an Ed25519 manifest relabelled to get another check
+        write_publication(
+            p,
+            topic,
+            b"relabelled",
+            "v2",
+            chunk_size=100,
+            ed25519=(GOOD_KEY, GOOD_ID),
+            manifest_changes={"signature_algorithm": "none"},
+        )
+
+
+@pytest.mark.parametrize(
+    ("publish_bad", "reason"),
+    [
+        (_publish_unsigned, "unsigned manifest"),
+        (_publish_tampered, "bad signature (ed25519, key id '2026-12')"),
+        (_publish_other_key_under_known_id, "bad signature (ed25519, key id '2026-12')"),
+        (_publish_unknown_key_id, "unknown key id '2027-01'"),
+        (_publish_hmac, "signed with hmac-sha256, but this subscriber has no HMAC signing_key"),
+        (_publish_algorithm_swapped, "unknown signature algorithm 'none'"),
+    ],
+    ids=["unsigned", "tampered", "other-key-known-id", "unknown-key-id", "hmac", "algorithm-swapped"],
+)
+def test_ed25519_rejections_keep_the_previous_version(
+    config: dict[str, str],
+    model_topic: str,
+    subscribers: Any,
+    publish_bad: Callable[[str, dict[str, str]], None],
+    reason: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    trusted = {GOOD_ID: GOOD_KEY.public_key()}
+    with km.ModelPublisher(model_topic, config, signing_key=GOOD_KEY, key_id=GOOD_ID) as pub:
+        pub.publish(b"good one", "v1")
+    sub = subscribers(model_topic, config, verify_keys=trusted)
+    sub.wait_for("v1", timeout=30)
+
+    publish_bad(model_topic, config)  # while the subscriber follows the topic
+    with pytest.raises(km.ModelIntegrityError) as info:
+        sub.wait_for("v2", timeout=30)
+    assert info.value.version == "v2" and reason in (info.value.reason or "")
+    assert sub.latest is not None and sub.latest.version == "v1" and sub.latest.model == b"good one"
+    assert sub.stats["rejected"] == 1
+    assert any("rejected" in r.message and reason in r.message for r in caplog.records)
+    with pytest.raises(km.ModelIntegrityError, match="rejected"):
+        sub.pin("v2")
+    assert sub.latest.version == "v1"
+
+    # A subscriber started afterwards replays the topic to the same verdict.
+    replayed = subscribers(model_topic, config, verify_keys=trusted)
+    assert replayed.wait_for(timeout=30).version == "v1"
+    with pytest.raises(km.ModelIntegrityError, match=re.escape(reason)):
+        replayed.wait_for("v2", timeout=30)
+
+
+def test_both_kinds_of_key_during_a_migration(
+    config: dict[str, str], model_topic: str, subscribers: Any
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    with km.ModelPublisher(model_topic, config, signing_key="old shared secret") as pub:
+        assert (pub.signature_algorithm, pub.key_id) == ("hmac-sha256", None)
+        pub.publish(b"hmac", "v1")
+    sub = subscribers(model_topic, config, signing_key="old shared secret", verify_keys=[key.public_key()])
+    assert sub.wait_for("v1", timeout=30).signature_algorithm == "hmac-sha256"
+    with km.ModelPublisher(model_topic, config, signing_key=key) as pub:
+        pub.publish(b"ed25519", "v2")
+    assert sub.wait_for("v2", timeout=30).signature_algorithm == "ed25519"
+    assert sub.latest is not None and sub.latest.model == b"ed25519"
+    # An HMAC-only subscriber (the previous setup) rejects the Ed25519 version, keeps v1.
+    hmac_only = subscribers(model_topic, config, signing_key="old shared secret")
+    assert hmac_only.wait_for(timeout=30).version == "v1"
+    with pytest.raises(km.ModelIntegrityError, match="has no verify_keys"):
+        hmac_only.wait_for("v2", timeout=30)
+
+
+def test_key_material_never_shown(
+    config: dict[str, str], model_topic: str, subscribers: Any, tmp_path: Path
+) -> None:
+    key = Ed25519PrivateKey.generate()
+    pem = private_pem(key)
+    pem_body = b"".join(pem.splitlines()[1:-1]).decode()  # the base64 of the key
+    raw = key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    secret = "correct horse battery staple"
+    shown: list[str] = []
+
+    with km.ModelPublisher(model_topic, config, signing_key=pem, key_id="k1") as pub:
+        shown.append(repr(pub))
+        assert "ed25519" in repr(pub) and "'k1'" in repr(pub)
+        pub.publish(b"x", "v1")
+    with km.ModelPublisher(model_topic, config, signing_key=secret) as pub:
+        shown.append(repr(pub))
+        assert "hmac-sha256" in repr(pub)
+    sub = subscribers(model_topic, config, signing_key=secret, verify_keys={"k1": public_pem(key)})
+    sub.wait_for("v1", timeout=30)
+    shown.append(repr(sub))
+    assert "'k1'" in repr(sub) and "hmac-sha256" in repr(sub)
+    shown.append(repr(sub.latest))
+
+    # Errors about keys name the file or the kind of key, never the key.
+    (tmp_path / "public.pem").write_bytes(public_pem(key))
+    truncated = pem[: len(pem) // 2] + b"\n-----END PRIVATE KEY-----\n"
+    bad_signing: list[tuple[Any, str]] = [
+        (public_pem(key), "is a public key"),
+        (key.public_key(), "is a public key"),
+        (truncated, "not a readable PEM private key"),
+        (tmp_path / "public.pem", "is a public key"),
+        (str(tmp_path / "missing.pem"), "no such key file"),
+        (b"", "signing_key is empty"),
+        (3.14, "got a float"),
+    ]
+    for bad, message in bad_signing:
+        with pytest.raises(km.ConfigError, match=message) as info:
+            km.ModelPublisher(model_topic, config, signing_key=bad)
+        shown.append(str(info.value))
+    bad_verify: list[tuple[Any, str]] = [
+        ({"k1": key}, "is a private key"),
+        ({"k1": pem}, "is a private key"),
+        ({"k1": b"not a key"}, "must be an Ed25519 public key"),
+        ([], "verify_keys is empty"),
+    ]
+    for keys, message in bad_verify:
+        with pytest.raises(km.ConfigError, match=message) as info:
+            km.ModelSubscriber(model_topic, config, verify_keys=keys)
+        shown.append(str(info.value))
+    with pytest.raises(km.ConfigError, match="key_id is set but signing_key is not"):
+        km.ModelPublisher(model_topic, config, key_id="k1")
+
+    for text in shown:
+        assert secret not in text and pem_body not in text and pem_body[:20] not in text
+        assert raw.hex() not in text and "PRIVATE KEY-----" not in text
 
 
 def test_duplicate_and_reordered_chunks_are_assembled(

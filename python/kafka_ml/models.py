@@ -7,8 +7,10 @@ Wire format (one partition, partition 0, so offsets order everything):
   bytes ``[offset, offset + len)``, headers ``kafka-ml.offset`` (decimal) and ``kafka-ml.sha256``
   (hex digest of the chunk);
 - then its manifest: key ``kafka-ml/manifest/<version>``, value UTF-8 JSON (version, created,
-  format, size, SHA-256, chunk count, metadata, lineage and, with a key, an HMAC-SHA256
-  ``signature`` over the canonical JSON of the rest);
+  format, size, SHA-256, chunk count, metadata, lineage and, with a key, ``signature_algorithm``
+  (``"hmac-sha256"`` or ``"ed25519"``), ``key_id`` and a hex ``signature`` over the canonical
+  JSON of the rest, algorithm and key id included; a manifest with a ``signature`` but no
+  algorithm, as written before Ed25519 was supported, is HMAC-SHA256);
 - then tombstones for the chunks and manifests of versions beyond ``keep_last``;
 - last the index: key ``kafka-ml/index``, value JSON listing the live publications, which lets
   the next ``publish`` find what to remove by reading the tail of the topic only.
@@ -33,7 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal, Union
 
 import numpy as np
 
@@ -42,7 +44,10 @@ from .dataset import KafkaDataset, _config
 from .exceptions import ClosedError, ConfigError, KafkaTimeoutError, ModelIntegrityError
 from .producer import Producer, SendReport
 
-__all__ = ["ModelPublisher", "ModelSubscriber", "ModelVersion"]
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+__all__ = ["ModelPublisher", "ModelSubscriber", "ModelVersion", "key_fingerprint"]
 
 log = logging.getLogger("kafka_ml.models")
 
@@ -60,6 +65,15 @@ _FRAMING = 16 << 10
 _TOPIC_CONFIG = {"cleanup.policy": "compact"}
 
 Loader = Literal["auto", "numpy", "torch", "bytes", "path"] | Callable[["ModelVersion"], Any]
+# What ModelPublisher(signing_key=) takes: an HMAC secret (bytes, or a str that is neither PEM
+# nor a file), or an Ed25519 private key (the object, PEM text, or a PEM file).
+SigningKey = Union[bytes, str, "os.PathLike[str]", "Ed25519PrivateKey"]
+# What ModelSubscriber(verify_keys=) takes for each key: an Ed25519 public key object, PEM text,
+# a PEM file, or the raw 32 bytes.
+VerifyKey = Union[bytes, str, "os.PathLike[str]", "Ed25519PublicKey"]
+
+HMAC_SHA256 = "hmac-sha256"
+ED25519 = "ed25519"
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class ModelVersion:
     model: Any = field(default=None, repr=False, compare=False)
     framework: str | None = None
     filename: str | None = None
+    signature_algorithm: str | None = None
+    key_id: str | None = None
 
     def read_bytes(self) -> bytes:
         """The artifact's bytes, from the verified file."""
@@ -109,14 +125,12 @@ class ModelVersion:
             offset=offset,
             framework=m.get("framework"),
             filename=m.get("filename"),
+            signature_algorithm=str(_algorithm(m)) if "signature" in m else None,
+            key_id=str(m["key_id"]) if m.get("key_id") is not None else None,
         )
 
 
 # -- shared helpers ------------------------------------------------------------------------------
-
-
-def _key_bytes(key: bytes | str) -> bytes:
-    return key.encode() if isinstance(key, str) else bytes(key)
 
 
 def _canonical(manifest: Mapping[str, Any]) -> bytes:
@@ -124,8 +138,271 @@ def _canonical(manifest: Mapping[str, Any]) -> bytes:
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
-def _sign(manifest: Mapping[str, Any], key: bytes) -> str:
-    return hmac.new(key, _canonical(manifest), hashlib.sha256).hexdigest()
+def _algorithm(manifest: Mapping[str, Any]) -> object:
+    # Manifests signed before Ed25519 existed carry no algorithm: they are HMAC-SHA256.
+    return manifest.get("signature_algorithm", HMAC_SHA256)
+
+
+def _need_cryptography() -> None:
+    """Ed25519 needs cryptography (HMAC does not): an error naming the extra that installs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("cryptography") is None:
+        raise ImportError("Ed25519 model signatures need cryptography: pip install 'kafka-ml[models]'")
+
+
+def _raw_public(key: Ed25519PublicKey) -> bytes:
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return key.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def key_fingerprint(key: Ed25519PrivateKey | Ed25519PublicKey) -> str:
+    """The default key id of an Ed25519 key: the first 16 hex digits of the SHA-256 of its raw
+    public key. A name, not a secret: a signature is checked with the key the id names, so a
+    matching id proves nothing by itself."""
+    _need_cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    if not isinstance(public, Ed25519PublicKey):
+        raise ConfigError(f"key_fingerprint takes an Ed25519 key, got a {type(key).__name__}")
+    return hashlib.sha256(_raw_public(public)).hexdigest()[:16]
+
+
+def _check_key_id(key_id: object, what: str) -> str:
+    # Key ids travel in manifests and appear in logs: short printable names.
+    if not isinstance(key_id, str) or not key_id or len(key_id) > 128 or not key_id.isprintable():
+        raise ConfigError(f"{what} must be a non-empty printable string of at most 128 characters")
+    return key_id
+
+
+def _pem_source(key: object, what: str) -> tuple[bytes, str] | None:
+    """PEM text and where it came from ("PEM text" or the file), or None when ``key`` is neither
+    PEM nor a file (then, for a signing key, an HMAC secret).
+
+    Error messages name the file, never the key's bytes."""
+    if isinstance(key, os.PathLike):
+        path = Path(key)
+    elif isinstance(key, (bytes, bytearray, memoryview)):
+        data = bytes(key)
+        return (data, "PEM text") if data.lstrip().startswith(b"-----BEGIN") else None
+    elif isinstance(key, str):
+        if key.lstrip().startswith("-----BEGIN"):
+            return key.encode(), "PEM text"
+        if not os.path.isfile(key):
+            if key.endswith((".pem", ".key", ".pub")):
+                # Looks like a path: using it as an HMAC secret would sign with the file's name.
+                raise ConfigError(f"{what}: no such key file {key!r}")
+            return None
+        path = Path(key)
+    else:
+        return None
+    try:
+        return path.read_bytes(), f"file {str(path)!r}"
+    except OSError as e:
+        raise ConfigError(f"{what}: cannot read key file {str(path)!r}: {e.strerror}") from None
+
+
+class _Signer:
+    """The publisher's key. Its repr names the algorithm and key id, never the key."""
+
+    def __init__(self, algorithm: str, key_id: str | None, key: bytes | Ed25519PrivateKey) -> None:
+        self.algorithm = algorithm
+        self.key_id = key_id
+        self._key = key
+
+    def sign(self, manifest: dict[str, Any]) -> None:
+        """Adds the algorithm, the key id and the signature over both and the rest."""
+        manifest["signature_algorithm"] = self.algorithm
+        if self.key_id is not None:
+            manifest["key_id"] = self.key_id
+        body = _canonical(manifest)
+        if isinstance(self._key, bytes):
+            manifest["signature"] = hmac.new(self._key, body, hashlib.sha256).hexdigest()
+        else:
+            manifest["signature"] = self._key.sign(body).hex()
+
+    def __repr__(self) -> str:
+        return f"<{self.algorithm} signing key {self.key_id!r}>"
+
+
+def _signer(signing_key: SigningKey | None, key_id: str | None) -> _Signer | None:
+    what = "signing_key"
+    if signing_key is None:
+        if key_id is not None:
+            raise ConfigError("key_id is set but signing_key is not")
+        return None
+    if key_id is not None:
+        _check_key_id(key_id, "key_id")
+    pem = _pem_source(signing_key, what)
+    if pem is None and isinstance(signing_key, (bytes, bytearray, memoryview, str)):
+        secret = signing_key.encode() if isinstance(signing_key, str) else bytes(signing_key)
+        if not secret:
+            # An unset environment variable read as "" would otherwise sign with an empty key.
+            raise ConfigError(f"{what} is empty")
+        return _Signer(HMAC_SHA256, key_id, secret)
+    _need_cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+    if pem is not None:
+        private = _load_private_pem(*pem, what)
+    elif isinstance(signing_key, Ed25519PrivateKey):
+        private = signing_key
+    elif isinstance(signing_key, Ed25519PublicKey):
+        raise ConfigError(f"{what} is a public key: a publisher signs with the Ed25519 private key")
+    else:
+        raise ConfigError(
+            f"{what} must be bytes or str (an HMAC secret) or an Ed25519 private key (the object, PEM "
+            f"text or a PEM file), got a {type(signing_key).__name__}"
+        )
+    return _Signer(ED25519, key_id if key_id is not None else key_fingerprint(private), private)
+
+
+def _load_private_pem(data: bytes, source: str, what: str) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    if b"PUBLIC KEY" in data.lstrip().split(b"\n", 1)[0]:
+        raise ConfigError(f"{what} ({source}) is a public key: a publisher signs with the private key")
+    try:
+        key = load_pem_private_key(data, password=None)
+    except TypeError:
+        raise ConfigError(
+            f"{what} ({source}) is an encrypted private key: load it with cryptography's "
+            "load_pem_private_key(data, password) and pass the key object"
+        ) from None
+    except ValueError:
+        # cryptography's own message is not repeated: it adds nothing a user can act on.
+        raise ConfigError(f"{what} ({source}) is not a readable PEM private key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(f"{what} ({source}) is a {type(key).__name__}: only Ed25519 keys are supported")
+    return key
+
+
+def _verify_key(key: VerifyKey, what: str) -> Ed25519PublicKey:
+    _need_cryptography()
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    if isinstance(key, Ed25519PrivateKey):
+        raise ConfigError(
+            f"{what} is a private key: give the subscriber its public_key(), so that a serving "
+            "process holds no key that can sign"
+        )
+    if isinstance(key, Ed25519PublicKey):
+        return key
+    if isinstance(key, (bytes, bytearray)) and len(key) == 32:
+        return Ed25519PublicKey.from_public_bytes(bytes(key))
+    pem = _pem_source(key, what)
+    if pem is None:
+        raise ConfigError(
+            f"{what} must be an Ed25519 public key: the object, PEM text, a PEM file or the raw 32 bytes "
+            f"(got a {type(key).__name__})"
+        )
+    data, source = pem
+    if b"PRIVATE KEY" in data:
+        raise ConfigError(
+            f"{what} ({source}) is a private key: give the subscriber the public key, so that a "
+            "serving process holds no key that can sign"
+        )
+    try:
+        public = load_pem_public_key(data)
+    except ValueError:
+        raise ConfigError(f"{what} ({source}) is not a readable PEM public key") from None
+    if not isinstance(public, Ed25519PublicKey):
+        raise ConfigError(f"{what} ({source}) is a {type(public).__name__}: only Ed25519 keys are supported")
+    return public
+
+
+class _Verifier:
+    """The subscriber's keys: an HMAC secret and/or Ed25519 public keys by key id."""
+
+    def __init__(
+        self,
+        signing_key: bytes | str | None,
+        verify_keys: Mapping[str, VerifyKey] | Sequence[VerifyKey] | None,
+    ) -> None:
+        self._hmac: bytes | None = None
+        if signing_key is not None:
+            if not isinstance(signing_key, (bytes, bytearray, str)):
+                raise ConfigError(
+                    f"signing_key is the HMAC secret (bytes or str), got a {type(signing_key).__name__}; "
+                    "Ed25519 public keys go in verify_keys"
+                )
+            self._hmac = signing_key.encode() if isinstance(signing_key, str) else bytes(signing_key)
+            if not self._hmac:
+                raise ConfigError("signing_key is empty")
+        self._ed25519: dict[str, Ed25519PublicKey] = {}
+        if verify_keys is None:
+            return
+        if isinstance(verify_keys, (str, bytes, bytearray, os.PathLike)) or not isinstance(
+            verify_keys, (Mapping, Sequence)
+        ):
+            raise ConfigError(
+                "verify_keys must be a dict {key_id: public key} or a list of public keys "
+                f"(got a {type(verify_keys).__name__})"
+            )
+        if isinstance(verify_keys, Mapping):
+            for key_id, key in verify_keys.items():
+                _check_key_id(key_id, "a key id of verify_keys")
+                self._ed25519[key_id] = _verify_key(key, f"verify_keys[{key_id!r}]")
+        else:
+            for i, key in enumerate(verify_keys):
+                public = _verify_key(key, f"verify_keys[{i}]")
+                self._ed25519[key_fingerprint(public)] = public
+        if not self._ed25519:
+            raise ConfigError("verify_keys is empty: give at least one Ed25519 public key, or None")
+
+    @property
+    def required(self) -> bool:
+        return self._hmac is not None or bool(self._ed25519)
+
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._ed25519)
+
+    def problem(self, m: Mapping[str, Any]) -> str | None:
+        """Why the manifest's signature is not acceptable, or None (also when no key is set)."""
+        if not self.required:
+            return None
+        signature = m.get("signature")
+        if not isinstance(signature, str):
+            return "unsigned manifest (this subscriber requires a signature)"
+        algorithm = _algorithm(m)
+        if algorithm == HMAC_SHA256:
+            if self._hmac is None:
+                return "signed with hmac-sha256, but this subscriber has no HMAC signing_key"
+            expected = hmac.new(self._hmac, _canonical(m), hashlib.sha256).hexdigest()
+            # Bytes: compare_digest refuses str with non-ASCII characters, which a forged manifest may hold.
+            ok = hmac.compare_digest(signature.encode(), expected.encode())
+            return None if ok else "bad signature (hmac-sha256)"
+        if algorithm == ED25519:
+            if not self._ed25519:
+                return "signed with ed25519, but this subscriber has no verify_keys"
+            key_id = m.get("key_id")
+            public = self._ed25519.get(key_id) if isinstance(key_id, str) else None
+            if public is None:
+                trusted = ", ".join(repr(k) for k in self.key_ids)
+                return f"unknown key id {_shorten(key_id)} (verify_keys has {trusted})"
+            from cryptography.exceptions import InvalidSignature
+
+            try:
+                public.verify(bytes.fromhex(signature), _canonical(m))
+            except (ValueError, InvalidSignature):
+                return f"bad signature (ed25519, key id {key_id!r})"
+            return None
+        return f"unknown signature algorithm {_shorten(algorithm)}"
+
+    def __repr__(self) -> str:
+        parts = ([HMAC_SHA256] if self._hmac is not None else []) + [f"{ED25519} {k!r}" for k in self.key_ids]
+        return f"<verify keys: {', '.join(parts) or 'none'}>"
+
+
+def _shorten(value: object) -> str:
+    # Values read from the topic go into log lines: bounded, and repr()-escaped.
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _chunk_key(publication: str, index: int) -> bytes:
@@ -306,6 +583,13 @@ class ModelPublisher:
     ``publish`` splits the artifact into chunks below ``message.max.bytes``, waits until all are
     acknowledged, then writes the manifest (signed with ``signing_key`` if given), then
     tombstones versions beyond ``keep_last``. One publisher per topic at a time.
+
+    ``signing_key``: an HMAC-SHA256 secret (bytes, or a str that is neither PEM text nor a file),
+    which every subscriber must share, or an Ed25519 private key (a cryptography
+    ``Ed25519PrivateKey``, unencrypted PEM text, or the path of a PEM file; a str ending in
+    ``.pem``/``.key`` that is no file is an error, not a secret), whose public key is all a
+    subscriber needs. ``key_id`` names the key in the manifest, so that subscribers can hold
+    several during a rotation; for Ed25519 it defaults to :func:`key_fingerprint`.
     """
 
     def __init__(
@@ -313,7 +597,8 @@ class ModelPublisher:
         topic: str,
         config: Mapping[str, object],
         *,
-        signing_key: bytes | str | None = None,
+        signing_key: SigningKey | None = None,
+        key_id: str | None = None,
         keep_last: int = 3,
         chunk_size: int | None = None,
         create_topic: bool = True,
@@ -322,8 +607,13 @@ class ModelPublisher:
     ) -> None:
         if keep_last < 1:
             raise ConfigError(f"keep_last must be at least 1, got {keep_last}")
+        # Before anything connects: a bad key fails fast, whatever the broker.
+        self._signer = _signer(signing_key, key_id)
+        # The publisher's reads (watermarks, its own index) use the user's config as is: the
+        # producer settings below would make librdkafka warn in every consumer.
+        self._config = _config(config)
         # A bounded librdkafka queue keeps a large artifact from being buffered whole in memory.
-        self._config = _with_defaults(config, {"queue.buffering.max.kbytes": "16384", "linger.ms": "5"})
+        producer_config = _with_defaults(config, {"queue.buffering.max.kbytes": "16384", "linger.ms": "5"})
         max_message = int(self._config.get("message.max.bytes", "1000000"))
         limit = max_message - _FRAMING
         if chunk_size is None:
@@ -336,11 +626,25 @@ class ModelPublisher:
         self.topic = topic
         self.chunk_size = chunk_size
         self.keep_last = keep_last
-        self._key = _key_bytes(signing_key) if signing_key is not None else None
         self._timeout = timeout
         if create_topic:
             _ensure_topic(self._config, topic, replication_factor, timeout)
-        self._producer = Producer(self._config)
+        self._producer = Producer(producer_config)
+
+    @property
+    def signature_algorithm(self) -> str | None:
+        """``"hmac-sha256"``, ``"ed25519"``, or None for unsigned publications."""
+        return self._signer.algorithm if self._signer is not None else None
+
+    @property
+    def key_id(self) -> str | None:
+        """The key id written into each manifest (None: unsigned, or HMAC without one)."""
+        return self._signer.key_id if self._signer is not None else None
+
+    def __repr__(self) -> str:
+        # Names the key, never shows it.
+        signing = f"{self._signer.algorithm}, key_id={self._signer.key_id!r}" if self._signer else "unsigned"
+        return f"ModelPublisher(topic={self.topic!r}, {signing}, keep_last={self.keep_last})"
 
     def publish(
         self,
@@ -411,8 +715,8 @@ class ModelPublisher:
             manifest["framework"] = source.framework
         if source.filename is not None:
             manifest["filename"] = source.filename
-        if self._key is not None:
-            manifest["signature"] = _sign(manifest, self._key)
+        if self._signer is not None:
+            self._signer.sign(manifest)
         value = json.dumps(manifest).encode()
         if len(value) > self.chunk_size:
             raise ConfigError(f"the manifest of {version!r} is {len(value)} bytes: metadata is too large")
@@ -644,9 +948,13 @@ class ModelSubscriber:
     bounded whatever the artifact size; the directory keeps the verified artifacts of the
     versions still live on the topic.
 
-    With ``signing_key`` every manifest must carry a valid HMAC-SHA256 signature. A version that
-    fails a check is rejected with a logged error and counted in ``stats``; the previous version
-    stays.
+    With ``signing_key`` (the HMAC secret shared with the publisher) or ``verify_keys`` (Ed25519
+    public keys: ``{key_id: key}``, or a list whose ids are their :func:`key_fingerprint`; each
+    an ``Ed25519PublicKey``, PEM text, a PEM file or the raw 32 bytes) every manifest must
+    carry a valid signature by one of these keys: unsigned manifests, other algorithms and
+    unknown key ids are rejected. With both, either kind is accepted (a migration). A version
+    that fails a check is rejected with a logged error and counted in ``stats``; the previous
+    version stays.
 
     ``loader`` turns a verified artifact into ``ModelVersion.model``: ``"auto"`` (safetensors →
     dict of NumPy arrays, or torch tensors if published from torch and torch is installed; other
@@ -662,6 +970,7 @@ class ModelSubscriber:
         *,
         on_update: Callable[[ModelVersion], None] | Sequence[Callable[[ModelVersion], None]] = (),
         signing_key: bytes | str | None = None,
+        verify_keys: Mapping[str, VerifyKey] | Sequence[VerifyKey] | None = None,
         loader: Loader = "auto",
         directory: str | os.PathLike[str] | None = None,
         create_topic: bool = True,
@@ -670,13 +979,13 @@ class ModelSubscriber:
     ) -> None:
         if not callable(loader) and loader not in ("auto", "numpy", "torch", "bytes", "path"):
             raise ConfigError(f"unknown loader {loader!r} (expected auto, numpy, torch, bytes, path)")
+        self._verifier = _Verifier(signing_key, verify_keys)
         # A small prefetch: chunks go to disk as they come, so memory stays bounded.
         self._config = _with_defaults(
             config, {"queued.max.messages.kbytes": "8192", "fetch.max.bytes": "4194304"}
         )
         _require("pyarrow", "ModelSubscriber")  # reads the chunks
         self.topic = topic
-        self._key = _key_bytes(signing_key) if signing_key is not None else None
         self._loader = loader
         self._timeout = timeout
         self._callbacks = [on_update] if callable(on_update) else list(on_update)
@@ -724,6 +1033,13 @@ class ModelSubscriber:
     def ready(self) -> bool:
         """Whether the replay of the topic at start is done."""
         return self._ready
+
+    def __repr__(self) -> str:
+        latest = self._latest
+        return (
+            f"ModelSubscriber(topic={self.topic!r}, {self._verifier!r}, "
+            f"latest={latest.version if latest is not None else None!r})"
+        )
 
     def versions(self) -> list[ModelVersion]:
         """The complete versions live on the topic, in publication order (not yet verified ones
@@ -1006,14 +1322,7 @@ class ModelSubscriber:
         return c.verified
 
     def _signature_problem(self, m: Mapping[str, Any]) -> str | None:
-        if self._key is None:
-            return None
-        signature = m.get("signature")
-        if not isinstance(signature, str):
-            return "unsigned manifest (this subscriber requires a signature)"
-        if not hmac.compare_digest(signature, _sign(m, self._key)):
-            return "bad signature"
-        return None
+        return self._verifier.problem(m)
 
     def _newest_verified(self) -> ModelVersion | None:
         for c in sorted(self._candidates.values(), key=lambda c: c.offset, reverse=True):
