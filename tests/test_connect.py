@@ -6,19 +6,38 @@ decoding. One worker and one PostgreSQL serve the whole module: both take second
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import datetime
+import ipaddress
 import json
+import logging
 import os
+import re
+import shutil
+import ssl
+import subprocess
 import sys
+import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, ClassVar
 
 import nbformat
 import numpy as np
 import psycopg
 import pytest
 from confluent_kafka.admin import AdminClient
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kafka_ml import (
     ConnectError,
     ConnectorExistsError,
@@ -353,6 +372,407 @@ def test_cli_create_list_status_delete(
     bad.write_text(json.dumps({"name": "x", "config": {"connector.class": "FileStreamSource"}}))
     assert cli_main([*url, "validate", "-f", str(bad)]) == 1
     assert "topic" in json.loads(capsys.readouterr().out)["errors"]
+
+
+# -- TLS and authentication ------------------------------------------------------------------------
+
+USER, PASSWORD, TOKEN = "trainer", "p4ss-w0rd-never-shown", "t0ken-never-shown"
+
+
+@dataclass
+class Pki:
+    """A private CA, a server certificate for 127.0.0.1 and a client certificate, as PEM files;
+    the server's also as a PKCS#12 keystore and the CA as a Java truststore, for the worker."""
+
+    dir: Path
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    client_key_encrypted: Path  # with the password KEY_PASSWORD
+    keystore: Path
+    truststore: Path
+
+
+KEY_PASSWORD = "key-passw0rd-never-shown"
+STORE_PASSWORD = "store-password"
+
+
+def _name(common_name: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+
+
+def make_pki(directory: Path) -> Pki:
+    now = datetime.datetime.now(datetime.timezone.utc)
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(_name("kafka-ml test CA"))
+        .issuer_name(_name("kafka-ml test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+
+    def leaf(
+        common_name: str, usage: x509.ObjectIdentifier, san: list[x509.GeneralName]
+    ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(ca.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(validity[0])
+            .not_valid_after(validity[1])
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return key, builder.sign(ca_key, hashes.SHA256())
+
+    server_key, server_cert = leaf(
+        "127.0.0.1",
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    client_key, client_cert = leaf("kafka-ml test client", ExtendedKeyUsageOID.CLIENT_AUTH, [])
+
+    def pem(cert: x509.Certificate) -> bytes:
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+    def key_pem(key: ec.EllipticCurvePrivateKey, password: str | None = None) -> bytes:
+        encryption: serialization.KeySerializationEncryption = (
+            serialization.BestAvailableEncryption(password.encode())
+            if password
+            else serialization.NoEncryption()
+        )
+        return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+
+    pki = Pki(
+        dir=directory,
+        ca=directory / "ca.pem",
+        server_cert=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_cert=directory / "client.pem",
+        client_key=directory / "client.key",
+        client_key_encrypted=directory / "client-encrypted.key",
+        keystore=directory / "server.p12",
+        truststore=directory / "truststore.p12",
+    )
+    pki.ca.write_bytes(pem(ca))
+    pki.server_cert.write_bytes(pem(server_cert))
+    pki.server_key.write_bytes(key_pem(server_key))
+    pki.client_cert.write_bytes(pem(client_cert))
+    pki.client_key.write_bytes(key_pem(client_key))
+    pki.client_key_encrypted.write_bytes(key_pem(client_key, KEY_PASSWORD))
+    pki.keystore.write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"server",
+            server_key,
+            server_cert,
+            [ca],
+            serialization.BestAvailableEncryption(STORE_PASSWORD.encode()),
+        )
+    )
+    return pki
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+class FakeConnect(BaseHTTPRequestHandler):
+    """Answers a few Connect REST calls, over TLS, to requests that carry the expected
+    credentials; 401 with Connect's error body otherwise. Records each Authorization header."""
+
+    expected: ClassVar[set[str | None]] = set()
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self) -> None:
+        auth = self.headers.get("Authorization")
+        type(self).seen.append(auth)
+        if auth not in self.expected:
+            self._reply(401, {"error_code": 401, "message": "User cannot access the resource."})
+        elif self.path.startswith("/connectors?") and "expand=status" in self.path:
+            status = {
+                "name": "orders",
+                "connector": {"state": "RUNNING", "worker_id": "w1"},
+                "tasks": [{"id": 0, "state": "RUNNING", "worker_id": "w1"}],
+                "type": "source",
+            }
+            self._reply(200, {"orders": {"status": status}})
+        elif self.path.startswith("/connectors/orders/config"):
+            self._reply(200, {"connector.class": "FileStreamSource", "database.password": PASSWORD})
+        elif self.path.startswith("/connectors"):
+            self._reply(200, ["orders"])
+        else:
+            self._reply(200, {"version": "fake", "commit": "0", "kafka_cluster_id": "x"})
+
+    def _reply(self, status: int, body: object) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def https_server(pki: Pki, *, require_client_cert: bool = False) -> Iterator[str]:
+    """A TLS server on a free loopback port with FakeConnect; yields its https URL."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(pki.server_cert, pki.server_key)
+    if require_client_cert:
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(pki.ca)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeConnect)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture
+def fake_connect(pki: Pki) -> Iterator[str]:
+    basic = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    FakeConnect.expected = {basic, f"Bearer {TOKEN}"}
+    FakeConnect.seen = []
+    with https_server(pki) as url:
+        yield url
+
+
+def secrets_in(text: str) -> list[str]:
+    """The test secrets, or their base64 as in a Basic header, found in ``text``."""
+    encoded = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    return [s for s in (PASSWORD, TOKEN, KEY_PASSWORD, encoded) if s in text]
+
+
+def test_basic_auth_over_tls(fake_connect: str, pki: Pki, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)  # httpx and httpcore log every request at DEBUG
+    with ConnectClient(fake_connect, verify=str(pki.ca), auth=(USER, PASSWORD)) as client:
+        assert client.connectors() == ["orders"]
+        assert FakeConnect.seen[-1] is not None and FakeConnect.seen[-1].startswith("Basic ")
+        assert repr(client) == f"ConnectClient({fake_connect!r}, auth=basic, verify={str(pki.ca)!r})"
+    with ConnectClient(fake_connect, verify=pki.ca, auth=(USER, "wrong")) as client:
+        with pytest.raises(ConnectError) as info:
+            client.connectors()
+    assert info.value.status == 401 and "User cannot access the resource" in str(info.value)
+    assert "(authentication: basic)" in str(info.value)
+    with ConnectClient(fake_connect, auth=(USER, PASSWORD)) as client:  # certifi's CAs only
+        with pytest.raises(ConnectUnreachableError, match="not trusted: pass its CA as verify="):
+            client.connectors()
+    assert not secrets_in(caplog.text)
+
+
+def test_bearer_token_and_credentials_in_the_url(
+    fake_connect: str, pki: Pki, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with ConnectClient(fake_connect, verify=pki.ca, token=TOKEN) as client:
+        assert client.info()["version"] == "fake"
+        assert FakeConnect.seen[-1] == f"Bearer {TOKEN}"
+        assert "auth=bearer" in repr(client)
+        shown = repr(client)
+    # user:password@ in the URL is basic auth, and leaves the URL that messages show.
+    with_userinfo = fake_connect.replace("https://", f"https://{USER}:{PASSWORD}@")
+    with ConnectClient(with_userinfo, verify=pki.ca) as client:
+        assert client.connectors() == ["orders"]
+        assert client.url == fake_connect and "auth=basic" in repr(client)
+        shown += repr(client)
+    with ConnectClient(f"https://{USER}:{PASSWORD}@127.0.0.1:{free_port()}", timeout=5) as client:
+        with pytest.raises(ConnectUnreachableError) as info:
+            client.connectors()
+        shown += str(info.value)
+    with pytest.raises(KafkaMLError, match="not both"):
+        ConnectClient(fake_connect, auth=(USER, PASSWORD), token=TOKEN)
+    with pytest.raises(KafkaMLError, match="credentials both in the URL"):
+        ConnectClient(with_userinfo, token=TOKEN)
+    assert not secrets_in(shown + caplog.text)
+
+
+def test_mutual_tls(pki: Pki) -> None:
+    FakeConnect.expected = {None}  # no HTTP auth: the client certificate is the credential
+    FakeConnect.seen = []
+    with https_server(pki, require_client_cert=True) as url:
+        with ConnectClient(url, verify=pki.ca, cert=(pki.client_cert, pki.client_key)) as client:
+            assert client.connectors() == ["orders"]
+            assert f"cert={str(pki.client_cert)!r}" in repr(client)
+        encrypted = (str(pki.client_cert), str(pki.client_key_encrypted), KEY_PASSWORD)
+        with ConnectClient(url, verify=pki.ca, cert=encrypted) as client:
+            assert client.connectors() == ["orders"]
+            assert not secrets_in(repr(client))
+        with ConnectClient(url, verify=pki.ca, timeout=5) as client:  # no client certificate
+            with pytest.raises(ConnectUnreachableError):
+                client.connectors()
+
+
+def test_bad_tls_settings_are_named(pki: Pki, tmp_path: Path) -> None:
+    with pytest.raises(
+        KafkaMLError, match=re.escape("cannot load the CA certificates '/nonexistent/ca.pem'")
+    ):
+        ConnectClient("https://127.0.0.1:1", verify="/nonexistent/ca.pem")
+    wrong_password = (str(pki.client_cert), str(pki.client_key_encrypted), "not-" + KEY_PASSWORD)
+    with pytest.raises(KafkaMLError, match="cannot load the client certificate") as info:
+        ConnectClient("https://127.0.0.1:1", verify=pki.ca, cert=wrong_password)
+    assert str(pki.client_key_encrypted) in str(info.value) and not secrets_in(str(info.value))
+    with pytest.raises(KafkaMLError, match="cannot load the client certificate"):
+        ConnectClient("https://127.0.0.1:1", cert=str(tmp_path / "missing.pem"))
+    with pytest.raises(KafkaMLError, match="auth must be"):
+        ConnectClient("https://127.0.0.1:1", auth=(USER,))  # type: ignore[arg-type]
+
+
+def test_cli_tls_and_password_from_the_environment(
+    fake_connect: str, pki: Pki, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CONNECT_PASSWORD", PASSWORD)
+    flags = ["connect", "--url", fake_connect, "--ca", str(pki.ca), "--user", USER]
+    assert cli_main([*flags, "--password-env", "CONNECT_PASSWORD", "list"]) == 0
+    out, err = capsys.readouterr()
+    assert out.startswith("orders\tRUNNING\tsource\t0:RUNNING") and not secrets_in(out + err)
+    # A connector's configuration is shown with its secrets masked.
+    assert cli_main([*flags, "--password-env", "CONNECT_PASSWORD", "config", "orders"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"connector.class": "FileStreamSource", "database.password": "***"}
+    assert not secrets_in(out + err)
+
+    monkeypatch.setenv("WRONG_PASSWORD", "wrong-" + PASSWORD)
+    assert cli_main([*flags, "--password-env", "WRONG_PASSWORD", "list"]) == 1
+    out, err = capsys.readouterr()
+    assert "HTTP 401" in err and not secrets_in(out + err)
+    assert cli_main([*flags, "--password-env", "UNSET_VARIABLE_42", "list"]) == 2
+    assert "UNSET_VARIABLE_42" in capsys.readouterr().err
+    assert cli_main([*flags, "list"]) == 2
+    assert "--user needs --password-env" in capsys.readouterr().err
+
+    monkeypatch.setenv("CONNECT_TOKEN", TOKEN)
+    assert (
+        cli_main(
+            ["connect", "--url", fake_connect, "--ca", str(pki.ca), "--token-env", "CONNECT_TOKEN", "list"]
+        )
+        == 0
+    )
+    out, err = capsys.readouterr()
+    assert "orders" in out and not secrets_in(out + err)
+    assert (
+        cli_main(["connect", "--url", fake_connect, "--insecure", "--token-env", "CONNECT_TOKEN", "list"])
+        == 0
+    )
+    assert cli_main(["connect", "--url", fake_connect, "--token-env", "CONNECT_TOKEN", "list"]) == 1
+    assert "not trusted" in capsys.readouterr().err
+
+
+class HttpsConnectWorker(ConnectWorker):
+    """The test worker with its REST API on https only, requiring client certificates
+    (``listeners.https.ssl.*``: Connect's own settings for its REST server)."""
+
+    def __init__(self, bootstrap_servers: str, pki: Pki) -> None:
+        super().__init__(bootstrap_servers)
+        self.pki = pki
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def _write_config(self) -> Path:
+        path = super()._write_config()
+        https = {
+            "listeners": self.url,
+            "rest.advertised.listener": "https",
+            "listeners.https.ssl.keystore.type": "PKCS12",
+            "listeners.https.ssl.keystore.location": str(self.pki.keystore),
+            "listeners.https.ssl.keystore.password": STORE_PASSWORD,
+            "listeners.https.ssl.key.password": STORE_PASSWORD,
+            "listeners.https.ssl.truststore.type": "PKCS12",
+            "listeners.https.ssl.truststore.location": str(self.pki.truststore),
+            "listeners.https.ssl.truststore.password": STORE_PASSWORD,
+            "listeners.https.ssl.client.auth": "required",
+        }
+        if not self.pki.truststore.exists():
+            # keytool, not cryptography: Java trusts only PKCS#12 certificate entries that carry
+            # its own "trusted" attribute, which keytool writes.
+            subprocess.run(
+                [
+                    shutil.which("keytool")
+                    or str(Path(shutil.which("java") or "java").resolve().parent / "keytool"),
+                    "-importcert",
+                    "-noprompt",
+                    "-alias",
+                    "ca",
+                    "-file",
+                    str(self.pki.ca),
+                    "-keystore",
+                    str(self.pki.truststore),
+                    "-storetype",
+                    "PKCS12",
+                    "-storepass",
+                    STORE_PASSWORD,
+                ],
+                check=True,
+                capture_output=True,
+            )
+        kept = [line for line in path.read_text().splitlines() if line.split("=", 1)[0] not in https]
+        path.write_text("".join(f"{line}\n" for line in [*kept, *(f"{k}={v}" for k, v in https.items())]))
+        return path
+
+    def _ready(self) -> bool:
+        context = ssl.create_default_context(cafile=str(self.pki.ca))
+        context.load_cert_chain(self.pki.client_cert, self.pki.client_key)
+        try:
+            with urllib.request.urlopen(f"{self.url}/connectors", timeout=2, context=context) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+
+def test_connect_worker_over_mutual_tls(
+    bootstrap_servers: str, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A real worker whose REST API is https with client certificates required."""
+    worker = HttpsConnectWorker(bootstrap_servers, pki)
+    worker.start()
+    try:
+        client_cert = (pki.client_cert, pki.client_key)
+        with ConnectClient(worker.url, verify=pki.ca, cert=client_cert) as connect:
+            assert connect.info()["version"].startswith("4.")
+            name = f"tls-{uuid.uuid4().hex[:8]}"
+            connect.create(
+                name,
+                {
+                    "connector.class": "org.apache.kafka.connect.file.FileStreamSourceConnector",
+                    "file": str(tmp_path / "in.txt"),
+                    "topic": f"{name}-lines",
+                },
+            )
+            connect.wait_until_running(name, timeout=30)
+        with ConnectClient(worker.url, verify=pki.ca, timeout=5) as no_cert:
+            with pytest.raises(ConnectUnreachableError):
+                no_cert.connectors()
+        with ConnectClient(worker.url, cert=client_cert, timeout=5) as untrusted:
+            with pytest.raises(ConnectUnreachableError, match="not trusted"):
+                untrusted.connectors()
+        tls = ["--ca", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+        assert cli_main(["connect", "--url", worker.url, *tls, "list"]) == 0
+        assert any(line.startswith(f"{name}\tRUNNING") for line in capsys.readouterr().out.splitlines())
+        assert cli_main(["connect", "--url", worker.url, *tls, "delete", name]) == 0
+    finally:
+        worker.stop()
 
 
 def test_postgres_to_model_notebook(

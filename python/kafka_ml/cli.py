@@ -11,6 +11,42 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, librdkafka_version
+from ._secrets import redact
+from .exceptions import ConfigError, KafkaMLError
+
+
+def add_kafka_options(parser: argparse.ArgumentParser, *, bootstrap_help: str) -> None:
+    """The connection options of every subcommand that talks to Kafka."""
+    parser.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="client properties (key=value lines, as Kafka's tools take with --command-config: "
+        "security.protocol, sasl.*, ssl.*, ...); the flags below win over the file",
+    )
+    parser.add_argument("--bootstrap-servers", help=bootstrap_help)
+
+
+def kafka_config(args: argparse.Namespace) -> dict[str, str]:
+    """The client configuration of a subcommand: the ``--config`` file, then the explicit flags
+    over it. Raises :class:`ConfigError` naming the file and line of a bad file."""
+    from .config import load_properties
+
+    config = load_properties(args.config) if args.config is not None else {}
+    if args.bootstrap_servers:
+        config["bootstrap.servers"] = args.bootstrap_servers
+    return config
+
+
+def _secret_from_env(variable: str | None, flag: str) -> str | None:
+    # Secrets come from the environment, never from a flag's value: flags end up in shell
+    # histories and in `ps` output.
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"{flag} {variable}: that environment variable is not set or empty")
+    return value
 
 
 def add_connect_parser(sub: Any) -> None:
@@ -21,6 +57,22 @@ def add_connect_parser(sub: Any) -> None:
         default=os.environ.get("KAFKA_CONNECT_URL", "http://localhost:8083"),
         help="the Connect worker's REST address (default: $KAFKA_CONNECT_URL or http://localhost:8083)",
     )
+    tls = c.add_mutually_exclusive_group()
+    tls.add_argument(
+        "--ca", type=Path, metavar="FILE", help="CA bundle (PEM) that signed the worker's certificate"
+    )
+    tls.add_argument("--insecure", action="store_true", help="do not verify the worker's TLS certificate")
+    c.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (PEM) for mutual TLS")
+    c.add_argument(
+        "--key", type=Path, metavar="FILE", help="the client certificate's private key, if not in --cert"
+    )
+    c.add_argument("--user", help="basic auth user (the password comes from --password-env)")
+    c.add_argument(
+        "--password-env",
+        metavar="VAR",
+        help="environment variable holding the basic auth password (never a flag: flags are visible in ps)",
+    )
+    c.add_argument("--token-env", metavar="VAR", help="environment variable holding a bearer token")
     actions = c.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="list connectors with their states")
     actions.add_parser("plugins", help="list installed connector plugins")
@@ -56,6 +108,32 @@ def _connector_file(path: Path) -> tuple[str | None, dict[str, Any]]:
     return (str(name) if name else None), config
 
 
+def connect_client_options(args: argparse.Namespace) -> dict[str, Any]:
+    """ConnectClient's keyword arguments from the `connect` flags."""
+    if args.key is not None and args.cert is None:
+        raise ConfigError("--key needs --cert")
+    if args.user is not None and args.password_env is None:
+        raise ConfigError("--user needs --password-env VAR (the environment variable holding the password)")
+    if args.password_env is not None and args.user is None:
+        raise ConfigError("--password-env needs --user")
+    if args.user is not None and args.token_env is not None:
+        raise ConfigError("--user and --token-env: give one way to authenticate")
+    options: dict[str, Any] = {}
+    if args.ca is not None:
+        options["verify"] = str(args.ca)
+    elif args.insecure:
+        options["verify"] = False
+    if args.cert is not None:
+        options["cert"] = (str(args.cert), str(args.key)) if args.key is not None else str(args.cert)
+    password = _secret_from_env(args.password_env, "--password-env")
+    if args.user is not None and password is not None:
+        options["auth"] = (args.user, password)
+    token = _secret_from_env(args.token_env, "--token-env")
+    if token is not None:
+        options["token"] = token
+    return options
+
+
 def connect_command(args: argparse.Namespace) -> int:
     from .connect import ConnectClient, ConnectorStatus
     from .exceptions import ConnectError, ConnectorFailedError
@@ -76,7 +154,7 @@ def connect_command(args: argparse.Namespace) -> int:
         }
 
     try:
-        with ConnectClient(args.url) as client:
+        with ConnectClient(args.url, **connect_client_options(args)) as client:
             if args.action == "list":
                 for connector, s in client.statuses().items():
                     tasks = ", ".join(f"{t.id}:{t.state}" for t in s.tasks) or "no tasks"
@@ -87,7 +165,7 @@ def connect_command(args: argparse.Namespace) -> int:
             elif args.action == "status":
                 show(status_json(client.status(args.name)))
             elif args.action == "config":
-                show(client.config(args.name))
+                show(redact(client.config(args.name)))
             elif args.action in ("pause", "resume", "delete"):
                 getattr(client, args.action)(args.name)
                 print(f"{args.action}: {args.name}")
@@ -105,14 +183,15 @@ def connect_command(args: argparse.Namespace) -> int:
                 if name is None:
                     print(f"kafka-ml connect: {args.file} names no connector ('name')", file=sys.stderr)
                     return 2
-                show(client.create(name, config))
+                created = client.create(name, config)
+                show({**created, "config": redact(created.get("config") or {})})
     except ConnectorFailedError as e:
         print(f"kafka-ml connect: {e}\n{e.trace or ''}", file=sys.stderr)
         return 1
     except ConnectError as e:
         print(f"kafka-ml connect: {e}", file=sys.stderr)
         return 1
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # ConfigError too: a bad flag, file or CA bundle
         print(f"kafka-ml connect: {e}", file=sys.stderr)
         return 2
     return 0
@@ -127,7 +206,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser(
         "demo", help="the whole pipeline: ingest digits, train from Kafka, publish the model, serve it"
     )
-    d.add_argument("--bootstrap-servers", help="a real Kafka cluster (default: an embedded one)")
+    add_kafka_options(
+        d, bootstrap_help="a real Kafka cluster (default: an embedded one, unless --config names one)"
+    )
     d.add_argument("--epochs", type=int, default=10)
     d.add_argument("--rate", type=int, default=2000, help="held-out inputs per second offered to serving")
     d.add_argument("--repeat", type=int, default=4, help="times the held-out set is streamed")
@@ -136,7 +217,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import run_demo
 
-        return run_demo(args.bootstrap_servers, epochs=args.epochs, rate=args.rate, repeat=args.repeat)
+        try:
+            config = kafka_config(args)
+        except ConfigError as e:
+            print(f"kafka-ml demo: {e}", file=sys.stderr)
+            return 2
+        try:
+            return run_demo(epochs=args.epochs, rate=args.rate, repeat=args.repeat, client_config=config)
+        except KafkaMLError as e:
+            # The library's messages say what failed and never carry a secret.
+            print(f"kafka-ml demo: {type(e).__name__}: {e}", file=sys.stderr)
+            return 1
     if args.command == "connect":
         return connect_command(args)
     return 2

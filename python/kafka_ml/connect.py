@@ -10,17 +10,22 @@ validation lists the errors of each setting.
         connect.create("orders", {"connector.class": "...PostgresConnector", "topic.prefix": ...})
         connect.wait_until_running("orders")
 
+A secured REST API: ``ConnectClient("https://connect:8443", verify="ca.pem",
+cert=("client.pem", "client.key"), auth=("user", password))`` (or ``token=`` for a bearer
+token). The password and token appear in no repr, exception or log line.
+
 Needs the ``connect`` extra (``pip install kafka-ml[connect]``), which brings httpx.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 try:
     import httpx
@@ -29,6 +34,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
 
 from .dataset import _config  # Connect properties are strings, written as librdkafka's are
 from .exceptions import (
+    ConfigError,
     ConnectConflictError,
     ConnectError,
     ConnectorExistsError,
@@ -42,6 +48,11 @@ from .exceptions import (
 __all__ = ["ConnectClient", "ConnectorStatus", "TaskStatus", "ValidationResult"]
 
 DEFAULT_URL = "http://localhost:8083"
+
+# A client certificate, as httpx took it: a PEM file holding the certificate and its key,
+# (certificate file, key file), or (certificate file, key file, key password).
+_Path = str | os.PathLike[str]
+CertTypes = _Path | tuple[_Path, _Path | None] | tuple[_Path, _Path | None, str]
 
 
 @dataclass(frozen=True)
@@ -141,16 +152,119 @@ def _maybe_invalid(error: ConnectError) -> bool:
     return error.status in (400, 500)
 
 
+class _BearerAuth(httpx.Auth):
+    """``Authorization: Bearer <token>`` on every request; its repr hides the token."""
+
+    def __init__(self, token: str) -> None:
+        self._header = f"Bearer {token}"
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        request.headers["Authorization"] = self._header
+        yield request
+
+    def __repr__(self) -> str:
+        return "<bearer token>"
+
+
+def _auth(auth: httpx.Auth | tuple[str, str] | None, token: str | None) -> tuple[httpx.Auth | None, str]:
+    """The httpx auth and how to name it in a repr (never with the secret)."""
+    if auth is not None and token is not None:
+        raise ConfigError("ConnectClient takes auth= or token=, not both")
+    if token is not None:
+        if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
+            raise ConfigError("token must be a non-empty string on one line")
+        return _BearerAuth(token), "bearer"
+    if auth is None:
+        return None, "none"
+    if isinstance(auth, tuple):
+        if len(auth) != 2 or not all(isinstance(x, str) for x in auth) or not auth[0]:
+            raise ConfigError("auth must be (user, password) with a non-empty user, or an httpx.Auth")
+        return httpx.BasicAuth(auth[0], auth[1]), "basic"
+    if isinstance(auth, httpx.Auth):
+        return auth, type(auth).__name__
+    raise ConfigError(f"auth must be (user, password) or an httpx.Auth, got a {type(auth).__name__}")
+
+
+def _tls(
+    verify: bool | str | os.PathLike[str] | ssl.SSLContext, cert: CertTypes | None
+) -> tuple[bool | ssl.SSLContext, str]:
+    """What httpx gets as ``verify`` (a context when a CA file or client certificate is set:
+    httpx 0.28 deprecates its own ``verify=<path>`` and ``cert=``) and a description for repr."""
+    if isinstance(verify, ssl.SSLContext):
+        if cert is not None:
+            raise ConfigError("cert= with an ssl.SSLContext: load the certificate into the context instead")
+        return verify, "SSLContext"
+    if isinstance(verify, bool):
+        if cert is None:
+            return verify, str(verify)
+        # httpx's own default context: certifi's CAs, or $SSL_CERT_FILE / $SSL_CERT_DIR.
+        ctx = httpx.create_ssl_context(verify=verify)
+        described = str(verify)
+    elif isinstance(verify, (str, os.PathLike)):
+        path = os.fspath(verify)
+        try:
+            if os.path.isdir(path):
+                ctx = ssl.create_default_context(capath=path)
+            else:
+                ctx = ssl.create_default_context(cafile=path)
+        except (OSError, ssl.SSLError) as e:
+            raise ConfigError(f"verify: cannot load the CA certificates {path!r}: {_ssl_reason(e)}") from None
+        described = repr(path)
+    else:
+        raise ConfigError(
+            f"verify must be a bool, a CA bundle path or an ssl.SSLContext, got a {type(verify).__name__}"
+        )
+    if cert is not None:
+        if isinstance(cert, (str, os.PathLike)):
+            certfile, keyfile, password = cert, None, None
+        elif isinstance(cert, tuple) and len(cert) in (2, 3):
+            certfile, keyfile = cert[0], cert[1]
+            password = cert[2] if len(cert) == 3 else None
+        else:
+            raise ConfigError(
+                "cert must be a PEM file, (certificate file, key file) or "
+                "(certificate file, key file, password)"
+            )
+        try:
+            ctx.load_cert_chain(certfile, keyfile, password)
+        except (OSError, ssl.SSLError) as e:
+            # Names the files only: the message must not carry the key's password.
+            files = repr(os.fspath(certfile)) + (f" / {os.fspath(keyfile)!r}" if keyfile is not None else "")
+            raise ConfigError(f"cert: cannot load the client certificate {files}: {_ssl_reason(e)}") from None
+        described += f", cert={os.fspath(certfile)!r}"
+    return ctx, described
+
+
+def _ssl_reason(e: OSError) -> str:
+    if isinstance(e, ssl.SSLError):
+        return str(e.reason or e.strerror or type(e).__name__)
+    return str(e.strerror or type(e).__name__)
+
+
+def _without_userinfo(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without ``user:password@`` (kept out of messages and reprs), and those credentials."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    user, _, password = parsed.userinfo.decode("ascii").partition(":")
+    return str(parsed.copy_with(userinfo=b"")), (unquote(user), unquote(password))
+
+
 class ConnectClient:
     """Kafka Connect's REST API.
 
     Args:
         url: the worker's REST address, e.g. ``"http://localhost:8083"`` (any worker of the
-            cluster: Connect forwards to the leader where needed).
+            cluster: Connect forwards to the leader where needed). ``user:password@`` in the URL
+            is taken as basic auth and removed from the URL.
         auth: HTTP authentication for a secured REST API: ``(user, password)`` for basic auth,
             or any ``httpx.Auth``.
-        verify: TLS verification for ``https://``: ``True`` (system CAs), ``False``, or an
-            ``ssl.SSLContext`` (e.g. with a private CA loaded).
+        token: a bearer token, sent as ``Authorization: Bearer <token>`` (instead of ``auth``).
+        verify: TLS verification for ``https://``: ``True`` (certifi's CAs, or
+            ``$SSL_CERT_FILE``), ``False``, the path of a CA bundle (PEM file, or a directory
+            of hashed certificates), or an ``ssl.SSLContext``.
+        cert: a client certificate for mutual TLS: a PEM file holding the certificate and its
+            key, ``(certificate file, key file)`` or ``(certificate file, key file, key password)``.
         timeout: seconds for each request.
         headers: extra HTTP headers sent with every request.
         rebalance_timeout: seconds to keep repeating a request that Connect refuses because its
@@ -163,17 +277,26 @@ class ConnectClient:
         url: str = DEFAULT_URL,
         *,
         auth: httpx.Auth | tuple[str, str] | None = None,
-        verify: bool | ssl.SSLContext = True,
+        token: str | None = None,
+        verify: bool | str | os.PathLike[str] | ssl.SSLContext = True,
+        cert: CertTypes | None = None,
         timeout: float = 30.0,
         headers: Mapping[str, str] | None = None,
         rebalance_timeout: float = 30.0,
     ) -> None:
+        url, url_auth = _without_userinfo(url)
+        if url_auth is not None:
+            if auth is not None or token is not None:
+                raise ConfigError("credentials both in the URL and in auth= / token=: give them once")
+            auth = url_auth
         self.url = url.rstrip("/")
         self.rebalance_timeout = rebalance_timeout
+        http_auth, self._auth_kind = _auth(auth, token)
+        tls, self._tls_description = _tls(verify, cert)
         self._http = httpx.Client(
             base_url=self.url,
-            auth=auth,
-            verify=verify,
+            auth=http_auth,
+            verify=tls,
             timeout=timeout,
             headers={"Accept": "application/json", **(headers or {})},
         )
@@ -189,8 +312,12 @@ class ConnectClient:
             try:
                 response = self._http.request(method, path, json=json, params=params)
             except httpx.TransportError as e:
+                hint = ""
+                if "CERTIFICATE_VERIFY_FAILED" in str(e):
+                    hint = " (the worker's certificate is not trusted: pass its CA as verify=, or --ca)"
                 raise ConnectUnreachableError(
-                    f"Kafka Connect at {self.url} is unreachable ({method} {path}): {e or type(e).__name__}"
+                    f"Kafka Connect at {self.url} is unreachable ({method} {path}): "
+                    f"{e or type(e).__name__}{hint}"
                 ) from e
             if response.is_success:
                 if response.status_code == 204 or not response.content:
@@ -211,6 +338,8 @@ class ConnectClient:
         except (ValueError, AttributeError):
             message, error_code = response.text.strip() or response.reason_phrase, status
         text = f"Kafka Connect {method} {path}: {message} (HTTP {status})"
+        if status in (401, 403):
+            text += f" (authentication: {self._auth_kind})"
         if status == 404:
             return ConnectorNotFoundError(text, status=status, error_code=error_code)
         if status == 409 and "already exists" in message:
@@ -222,6 +351,10 @@ class ConnectClient:
     @staticmethod
     def _path(name: str) -> str:
         return f"/connectors/{quote(name, safe='')}"
+
+    def __repr__(self) -> str:
+        # Names how the client authenticates, never with what.
+        return f"ConnectClient({self.url!r}, auth={self._auth_kind}, verify={self._tls_description})"
 
     def close(self) -> None:
         self._http.close()

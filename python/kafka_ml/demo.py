@@ -15,13 +15,13 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from . import EmbeddedCluster, KafkaDataset, Producer
+from . import EmbeddedCluster, KafkaDataset, Producer, _native
 from .dataset import ColumnType
 from .inference import InferenceLoop
 
@@ -113,9 +113,21 @@ def _forward(weights: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 def run_demo(
-    bootstrap_servers: str | None = None, *, epochs: int = 10, rate: int = 2000, repeat: int = 4
+    bootstrap_servers: str | None = None,
+    *,
+    epochs: int = 10,
+    rate: int = 2000,
+    repeat: int = 4,
+    client_config: Mapping[str, Any] | None = None,
 ) -> int:
-    """Runs the pipeline; returns 0 when serving was exactly-once and accurate."""
+    """Runs the pipeline; returns 0 when serving was exactly-once and accurate.
+
+    ``client_config`` (e.g. a secured cluster's ``security.protocol``, ``sasl.*``, ``ssl.*``) is
+    given to every client; ``bootstrap_servers`` (or the config's) names a real cluster, else the
+    demo starts an embedded one."""
+    client_config = dict(client_config or {})
+    if bootstrap_servers is None:
+        bootstrap_servers = client_config.pop("bootstrap.servers", None)
     try:
         from sklearn.datasets import load_digits
         from sklearn.model_selection import train_test_split
@@ -128,16 +140,21 @@ def run_demo(
 
     t_start = time.perf_counter()
     with _cluster(bootstrap_servers) as (bootstrap, cluster):
-        config = {"bootstrap.servers": bootstrap}
+        config = {**client_config, "bootstrap.servers": bootstrap}
         where = "embedded cluster (librdkafka mock)" if cluster is not None else "Kafka"
         print(f"kafka-ml demo on {where} at {bootstrap}")
         run = f"{int(time.time())}"
         train_topic, live_topic = f"demo-digits-train-{run}", f"demo-digits-live-{run}"
         out_topic, model_topic = f"demo-digits-predictions-{run}", f"demo-models-{run}"
-        if cluster is not None:
-            # The mock cluster has no admin API: its topics are created here, up front.
-            for topic, partitions in ((train_topic, 2), (live_topic, 2), (out_topic, 1), (model_topic, 1)):
+        # Topics up front: the serving loop subscribes to the live topic before anything is
+        # written to it, and a secured cluster may not create topics on first use.
+        for topic, partitions in ((train_topic, 2), (live_topic, 2), (out_topic, 1)):
+            if cluster is not None:  # the mock cluster has no admin API
                 cluster.create_topic(topic, partitions=partitions)
+            else:  # the cluster's default replication
+                _native.create_topic(config, topic, partitions, -1)
+        if cluster is not None:  # a real cluster gets it from the ModelPublisher, compacted
+            cluster.create_topic(model_topic, partitions=1)
 
         # 1. ingest
         digits = load_digits()
