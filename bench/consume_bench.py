@@ -12,14 +12,24 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
    Target: >= 0.8x msgs/s.
 3. ``rss``: peak RSS of a child process reading the tensor topic for 1 pass and for
    ``--rss-passes`` passes with a bounded ``queue_bytes`` (should be flat).
+4. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
+   (``kafka/secure_launcher.py``, whose PLAINTEXT listener serves workloads 1-3) and reads the same
+   topics, interleaved: JSON by ``KafkaDataset(format="json")`` over its SASL_SSL listener
+   (SCRAM-SHA-512 over TLS), by ``KafkaDataset`` over its PLAINTEXT listener and by the
+   confluent-kafka loop of workload 1 over the same SASL_SSL listener; tensors by
+   ``KafkaDataset(format="tensor")`` over SASL_SSL and PLAINTEXT. Targets: kafka-ml SASL_SSL /
+   PLAINTEXT >= 0.7x, kafka-ml / confluent-kafka over SASL_SSL >= 10x (JSON). Not part of
+   ``make bench``: it adds a broker with TLS and five more confluent-kafka passes.
 
-Both consumers of each comparison get the same librdkafka consumer properties (librdkafka's
-defaults, plus whatever ``-X key=value`` adds, applied to every side). CPU is measured with
-``getrusage``: ``RUSAGE_SELF`` deltas for the in-process consumers (kafka-ml's background
-thread is in-process), ``RUSAGE_CHILDREN`` deltas for ``rdkafka_performance``.
+Both consumers of each comparison get the same librdkafka consumer properties (``PARITY_PROPS``,
+plus whatever ``-X key=value`` adds, applied to every side; over SASL_SSL, plus the listener's
+``security.protocol``, ``sasl.*`` and ``ssl.ca.location`` properties, as they are). CPU is
+measured with ``getrusage``: ``RUSAGE_SELF`` deltas for the in-process consumers (kafka-ml's
+background thread is in-process), ``RUSAGE_CHILDREN`` deltas for ``rdkafka_performance``.
 
     python bench/consume_bench.py --quick          # 100k records, smoke run
     python bench/consume_bench.py                  # 1M records
+    python bench/consume_bench.py --tls-only       # 1M records, only the TLS workload
 
 Prints a table and writes ``bench/results/consume-<timestamp>.json``.
 """
@@ -30,9 +40,7 @@ import argparse
 import gc
 import json
 import os
-import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,9 +51,22 @@ from typing import Any
 
 import numpy as np
 
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
-RESULTS_DIR = BENCH_DIR / "results"
+# The shared helpers; torch_bench, model_bench and inference_bench still import some of them from
+# this module, so they stay importable from here.
+from common import (
+    RESULTS_DIR,
+    build_rdkafka_performance,
+    cpu_children,
+    cpu_self,
+    create_topic,
+    log,
+    machine_info,
+    redacted,
+    start_broker,
+    tls_client_configs,
+    total_messages,
+)
+
 DIM_JSON = 16
 DIM_TENSOR = 64
 JSON_SCHEMA = {"id": "int64", "x": ("float32", DIM_JSON), "y": "int64"}
@@ -67,112 +88,7 @@ PARITY_PROPS = {
 }
 
 
-# -- helpers ---------------------------------------------------------------------------------
-
-
-def cpu_self() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-def cpu_children() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def start_broker() -> tuple[str, Any]:
-    """``$KAFKA_BOOTSTRAP_SERVERS`` and no broker, or a broker started for this run (the caller
-    stops it) and its address."""
-    bs = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if bs:
-        return bs, None
-    sys.path.insert(0, str(REPO / "kafka"))
-    from launcher import KafkaBroker
-
-    log("starting Kafka broker ...")
-    broker = KafkaBroker().start()
-    return broker.bootstrap_servers, broker
-
-
-def machine_info(rdkafka_perf: str | None) -> dict[str, Any]:
-    import confluent_kafka
-    import kafka_ml
-
-    cpu_model = "?"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_total = None
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_total = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    broker_jars = sorted(p.name for p in (REPO / "kafka" / "target" / "lib").glob("kafka_2.13-*.jar"))
-    return {
-        "nproc": os.cpu_count(),
-        "sched_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "cpu_model": cpu_model,
-        "mem_total_bytes": mem_total,
-        "platform": platform.platform(),
-        "python": sys.version.split()[0],
-        "numpy": np.__version__,
-        "kafka_ml": getattr(kafka_ml, "__version__", "?"),
-        "kafka_ml_librdkafka": kafka_ml.librdkafka_version,
-        "confluent_kafka": confluent_kafka.__version__,
-        "confluent_kafka_librdkafka": confluent_kafka.libversion()[0],
-        "rdkafka_performance": rdkafka_perf,
-        "broker": broker_jars[0].removesuffix(".jar") if broker_jars else None,
-    }
-
-
-# -- broker and data -------------------------------------------------------------------------
-
-
-def create_topic(bs: str, name: str, partitions: int) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bs})
-    fut = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    fut[name].result(timeout=30)
-    # wait for the leader to be known
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        md = admin.list_topics(name, timeout=5)
-        t = md.topics.get(name)
-        if (
-            t is not None
-            and t.error is None
-            and len(t.partitions) == partitions
-            and all(p.leader >= 0 for p in t.partitions.values())
-        ):
-            return
-        time.sleep(0.2)
-    raise TimeoutError(f"topic {name} not ready")
-
-
-def total_messages(bs: str, topic: str) -> int:
-    from confluent_kafka import Consumer, TopicPartition
-
-    c = Consumer({"bootstrap.servers": bs, "group.id": "bench-watermarks"})
-    try:
-        md = c.list_topics(topic, timeout=10)
-        total = 0
-        for p in md.topics[topic].partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += hi - lo
-        return total
-    finally:
-        c.close()
+# -- data ------------------------------------------------------------------------------------
 
 
 def json_records(n: int, seed: int = 0) -> tuple[list[bytes], float]:
@@ -234,41 +150,68 @@ def load_tensor_topic(bs: str, topic: str, records: int) -> None:
 # -- workload 1: JSON ------------------------------------------------------------------------
 
 
-def kafka_ml_json(bs: str, topic: str, records: int, batch: int, extra: dict[str, str]) -> dict[str, Any]:
+def kafka_ml_json(
+    conn: dict[str, str], topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    """`conn`: bootstrap.servers plus any security properties (given as they are)."""
     import kafka_ml
 
     gc.collect()
     c0, t0 = cpu_self(), time.perf_counter()
     ds = kafka_ml.KafkaDataset(
         topic,
-        {"bootstrap.servers": bs, **extra},
+        {**conn, **extra},
         format="json",
         schema=JSON_SCHEMA,
         start="earliest",
         end="latest",
         batch_size=batch,
     )
+    t_open = time.perf_counter()
     rows = 0
     checksum = 0
+    t_first = None
     for b in ds:
         cols = b.to_numpy()
         x, ids, y = cols["x"], cols["id"], cols["y"]
+        if t_first is None:
+            t_first, first_rows = time.perf_counter(), x.shape[0]
         rows += x.shape[0]
         checksum += int(ids.sum()) + int(y.sum())
+    t_last = time.perf_counter()
     ds.close()
     t1, c1 = time.perf_counter(), cpu_self()
     assert x.shape[1] == DIM_JSON and x.dtype == np.float32, (x.shape, x.dtype)
-    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
+    return {
+        "rows": rows,
+        "wall_s": t1 - t0,
+        "cpu_s": c1 - c0,
+        "checksum": checksum,
+        **phases(t0, t_open, t_first, t_last, rows, first_rows),
+    }
 
 
-def confluent_json(bs: str, topic: str, records: int, batch: int, extra: dict[str, str]) -> dict[str, Any]:
+def phases(
+    t0: float, t_open: float, t_first: float, t_last: float, rows: int, first_rows: int
+) -> dict[str, Any]:
+    """Where a run's wall time went: ``open_s`` creating the consumer (kafka-ml: the dataset, with
+    its metadata and watermark look-ups; confluent-kafka: Consumer + list_topics + assign),
+    ``first_batch_s`` from the start to the first batch (connections, TLS handshakes, SASL, the
+    first fetch), and the rate from the first batch to the last."""
+    stream = (rows - first_rows) / (t_last - t_first) if t_last > t_first else None
+    return {"open_s": t_open - t0, "first_batch_s": t_first - t0, "stream_rows_per_s": stream}
+
+
+def confluent_json(
+    conn: dict[str, str], topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     gc.collect()
     c0, t0 = cpu_self(), time.perf_counter()
     c = Consumer(
         {
-            "bootstrap.servers": bs,
+            **conn,
             "group.id": f"bench-confluent-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
@@ -278,8 +221,10 @@ def confluent_json(bs: str, topic: str, records: int, batch: int, extra: dict[st
     )
     md = c.list_topics(topic, timeout=10)
     c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    t_open = time.perf_counter()
     rows = 0
     checksum = 0
+    t_first = None
     loads = json.loads
     while rows < records:
         msgs = c.consume(batch, timeout=1.0)
@@ -301,25 +246,36 @@ def confluent_json(bs: str, topic: str, records: int, batch: int, extra: dict[st
         x = np.array(xs, dtype=np.float32)
         idarr = np.array(ids, dtype=np.int64)
         yarr = np.array(ys, dtype=np.int64)
+        if t_first is None:
+            t_first, first_rows = time.perf_counter(), x.shape[0]
         rows += x.shape[0]
         checksum += int(idarr.sum()) + int(yarr.sum())
+    t_last = time.perf_counter()
     c.close()
     t1, c1 = time.perf_counter(), cpu_self()
     assert x.shape[1] == DIM_JSON
-    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
+    return {
+        "rows": rows,
+        "wall_s": t1 - t0,
+        "cpu_s": c1 - c0,
+        "checksum": checksum,
+        **phases(t0, t_open, t_first, t_last, rows, first_rows),
+    }
 
 
 # -- workload 2: tensor ----------------------------------------------------------------------
 
 
-def kafka_ml_tensor(bs: str, topic: str, records: int, batch: int, extra: dict[str, str]) -> dict[str, Any]:
+def kafka_ml_tensor(
+    conn: dict[str, str], topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
     import kafka_ml
 
     gc.collect()
     c0, t0 = cpu_self(), time.perf_counter()
     ds = kafka_ml.KafkaDataset(
         topic,
-        {"bootstrap.servers": bs, **extra},
+        {**conn, **extra},
         format="tensor",
         dtype="float32",
         shape=DIM_TENSOR,
@@ -327,6 +283,7 @@ def kafka_ml_tensor(bs: str, topic: str, records: int, batch: int, extra: dict[s
         end="latest",
         batch_size=batch,
     )
+    t_open = time.perf_counter()
     rows = 0
     t_first = None
     for b in ds:
@@ -339,10 +296,14 @@ def kafka_ml_tensor(bs: str, topic: str, records: int, batch: int, extra: dict[s
     ds.close()
     t1, c1 = time.perf_counter(), cpu_self()
     assert v.shape[1] == DIM_TENSOR and v.dtype == np.float32, (v.shape, v.dtype)
-    # steady-state rate from the first batch to the last, comparable to rdkafka_performance's
-    # self-reported rate (which starts its clock at its first message)
-    stream = (rows - first_rows) / (t_last - t_first) if t_last > t_first else None
-    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "stream_rows_per_s": stream}
+    # stream_rows_per_s, the steady-state rate from the first batch to the last, is comparable to
+    # rdkafka_performance's self-reported rate (which starts its clock at its first message)
+    return {
+        "rows": rows,
+        "wall_s": t1 - t0,
+        "cpu_s": c1 - c0,
+        **phases(t0, t_open, t_first, t_last, rows, first_rows),
+    }
 
 
 _PERF_RE = re.compile(r"(\d+) messages \((\d+) bytes\) consumed in (\d+)ms: (\d+) msgs/s")
@@ -368,18 +329,6 @@ def rdkafka_perf_tensor(
         rows = int(n)
         reported = {"msgs": int(n), "ms": int(ms), "msgs_per_s": int(rate)}
     return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "reported": reported, "cmd": cmd}
-
-
-def build_rdkafka_performance() -> str | None:
-    env_bin = os.environ.get("RDKAFKA_PERFORMANCE")
-    if env_bin:
-        return env_bin
-    script = BENCH_DIR / "build_rdkafka_performance.sh"
-    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=1200)
-    if proc.returncode != 0:
-        log(f"building rdkafka_performance failed:\n{proc.stderr[-3000:]}")
-        return None
-    return proc.stdout.strip().splitlines()[-1]
 
 
 # -- workload 3: RSS (child process) ---------------------------------------------------------
@@ -472,6 +421,88 @@ def run_rss(
     raise RuntimeError(f"rss child failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
 
 
+# -- workload 4: TLS (SASL_SSL) on the secured broker ------------------------------------------
+
+TLS_TARGET_VS_PLAINTEXT = 0.7
+TLS_TARGET_VS_CONFLUENT = 10.0
+
+
+def tls_workload(
+    conns: dict[str, dict[str, str]],
+    jtopic: str,
+    ttopic: str,
+    records: int,
+    repeat: int,
+    batch: int,
+    extra: dict[str, str],
+) -> dict[str, Any]:
+    """On one SecureKafkaBroker, interleaved: JSON by kafka-ml over SASL_SSL, kafka-ml over
+    PLAINTEXT and confluent-kafka over SASL_SSL; tensors by kafka-ml over SASL_SSL and PLAINTEXT.
+    Every consumer gets `extra` (the parity properties) on top of its connection's properties."""
+    tls, plain = conns["tls"], conns["plaintext"]
+    log("TLS warm-up ...")
+    for conn in (tls, plain):
+        kafka_ml_json(conn, jtopic, records, batch, extra)
+        kafka_ml_tensor(conn, ttopic, records, batch, extra)
+    workloads: dict[str, tuple[str, dict[str, tuple[Any, dict[str, str]]]]] = {
+        "json": (
+            jtopic,
+            {
+                "kafka_ml_tls": (kafka_ml_json, tls),
+                "kafka_ml_plaintext": (kafka_ml_json, plain),
+                "confluent_kafka_tls": (confluent_json, tls),
+            },
+        ),
+        "tensor": (
+            ttopic,
+            {"kafka_ml_tls": (kafka_ml_tensor, tls), "kafka_ml_plaintext": (kafka_ml_tensor, plain)},
+        ),
+    }
+    out: dict[str, Any] = {}
+    for name, (topic, sides) in workloads.items():
+        runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
+        for i in range(repeat):
+            for side, (fn, conn) in sides.items():
+                r = fn(conn, topic, records, batch, extra)
+                log(f"tls {name:<6} {side:<20} run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
+                runs[side].append(r)
+        for side, rs in runs.items():
+            for r in rs:
+                if r["rows"] != records:
+                    raise RuntimeError(f"tls {name} {side}: read {r['rows']} rows, expected {records}")
+        sums = {r["checksum"] for rs in runs.values() for r in rs if "checksum" in r}
+        if len(sums) > 1:
+            log(f"WARNING: tls {name} checksums differ between consumers: {sorted(sums)}")
+        w: dict[str, Any] = {side: summarize(rs, records) for side, rs in runs.items()}
+        km, kp = w["kafka_ml_tls"], w["kafka_ml_plaintext"]
+        w["ratio_tls_plaintext"] = km["rows_per_s"] / kp["rows_per_s"]
+        w["cpu_ratio_tls_plaintext"] = km["cpu_s_median"] / max(kp["cpu_s_median"], 1e-9)
+        w["target_tls_plaintext"] = TLS_TARGET_VS_PLAINTEXT
+        for side, rs in runs.items():
+            for key in ("open_s", "first_batch_s", "stream_rows_per_s"):
+                vals = [r[key] for r in rs if r.get(key) is not None]
+                w[side][f"{key}_median"] = statistics.median(vals) if vals else None
+        stream = {side: w[side]["stream_rows_per_s_median"] for side in runs}
+        if stream["kafka_ml_tls"] and stream["kafka_ml_plaintext"]:
+            # first batch to last: without connecting (TLS handshake, SASL) and the first fetch
+            w["ratio_tls_plaintext_steady_state"] = stream["kafka_ml_tls"] / stream["kafka_ml_plaintext"]
+        if "confluent_kafka_tls" in w:
+            cf = w["confluent_kafka_tls"]
+            w["ratio_vs_confluent"] = km["rows_per_s"] / cf["rows_per_s"]
+            w["cpu_ratio_vs_confluent"] = cf["cpu_s_median"] / max(km["cpu_s_median"], 1e-9)
+            w["target_vs_confluent"] = TLS_TARGET_VS_CONFLUENT
+        out[name] = w
+    return out
+
+
+def tls_targets_met(t: dict[str, Any]) -> bool:
+    return all(
+        w["ratio_tls_plaintext"] >= w["target_tls_plaintext"]
+        and w.get("ratio_vs_confluent", 1e9) >= w.get("target_vs_confluent", 0)
+        for w in t.values()
+    )
+
+
 # -- main ------------------------------------------------------------------------------------
 
 
@@ -511,6 +542,13 @@ def main() -> int:
     )
     ap.add_argument("--skip-rdkafka", action="store_true", help="skip the rdkafka_performance baseline")
     ap.add_argument("--skip-rss", action="store_true")
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="run on a secured broker (kafka/secure_launcher.py) and add the TLS workload: kafka-ml over "
+        "SASL_SSL (SCRAM-SHA-512) vs kafka-ml over PLAINTEXT vs confluent-kafka over SASL_SSL",
+    )
+    ap.add_argument("--tls-only", action="store_true", help="--tls, without the other workloads")
     ap.add_argument("--output", type=Path, default=None, help="JSON result path")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target ratio is missed")
     ap.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
@@ -524,15 +562,16 @@ def main() -> int:
         a.records = 100_000
         a.repeat = 1
         a.rss_passes = min(a.rss_passes, 3)
+    a.tls = a.tls or a.tls_only
     extra = {**PARITY_PROPS, **dict(p.split("=", 1) for p in a.props)}
     records = a.records
 
-    perf_bin = None if a.skip_rdkafka else build_rdkafka_performance()
+    perf_bin = None if a.skip_rdkafka or a.tls_only else build_rdkafka_performance()
     if perf_bin:
         log(f"rdkafka_performance: {perf_bin}")
 
     t_start = time.perf_counter()
-    bs, broker = start_broker()
+    bs, broker = start_broker(secure=a.tls)
     log(f"broker at {bs}")
     result: dict[str, Any] = {
         "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -548,9 +587,15 @@ def main() -> int:
             "queue_bytes": a.queue_bytes,
             "consumer_props": extra,
             "external_broker": broker is None,
+            "broker_kind": type(broker).__name__ if broker is not None else "external",
         },
     }
     try:
+        conns = tls_client_configs(broker) if a.tls else None
+        if conns is not None:
+            result["params"]["tls_client_props"] = redacted(conns["tls"])
+            result["params"]["plaintext_client_props"] = conns["plaintext"]
+        plain = {"bootstrap.servers": bs}
         suffix = f"{os.getpid()}-{int(time.time())}"
         jtopic, ttopic = f"bench-json-{suffix}", f"bench-tensor-{suffix}"
         create_topic(bs, jtopic, a.json_partitions)
@@ -569,80 +614,10 @@ def main() -> int:
         result["params"]["json_record_bytes_mean"] = mean
         result["params"]["tensor_record_bytes"] = DIM_TENSOR * 4
 
-        # warm-up (broker page cache, JIT, imports), not timed
-        log("warm-up ...")
-        kafka_ml_json(bs, jtopic, records, a.batch_size, extra)
-        kafka_ml_tensor(bs, ttopic, records, a.batch_size, extra)
-
-        # workload 1: interleave the two sides so drift hits both alike
-        km, cf = [], []
-        for i in range(a.repeat):
-            r = kafka_ml_json(bs, jtopic, records, a.batch_size, extra)
-            log(f"json kafka-ml    run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
-            km.append(r)
-            r = confluent_json(bs, jtopic, records, a.batch_size, extra)
-            log(f"json confluent   run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
-            cf.append(r)
-        for r in km + cf:
-            if r["rows"] != records:
-                raise RuntimeError(f"json: read {r['rows']} rows, expected {records}")
-        if km[0]["checksum"] != cf[0]["checksum"] and a.json_partitions == 1:
-            log(f"WARNING: json checksums differ: {km[0]['checksum']} vs {cf[0]['checksum']}")
-        w1 = {"kafka_ml": summarize(km, records), "confluent_kafka": summarize(cf, records)}
-        w1["ratio"] = w1["kafka_ml"]["rows_per_s"] / w1["confluent_kafka"]["rows_per_s"]
-        w1["cpu_ratio"] = w1["confluent_kafka"]["cpu_s_median"] / max(w1["kafka_ml"]["cpu_s_median"], 1e-9)
-        w1["target"] = 10.0
-        result["json"] = w1
-
-        # workload 2
-        km, rp = [], []
-        if perf_bin:
-            rdkafka_perf_tensor(perf_bin, bs, ttopic, records, extra)  # warm-up
-        for i in range(a.repeat):
-            r = kafka_ml_tensor(bs, ttopic, records, a.batch_size, extra)
-            log(f"tensor kafka-ml  run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
-            km.append(r)
-            if perf_bin:
-                r = rdkafka_perf_tensor(perf_bin, bs, ttopic, records, extra)
-                log(
-                    f"tensor rdkperf   run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s "
-                    f"(reported {r['reported']})"
-                )
-                rp.append(r)
-        for r in km + rp:
-            if r["rows"] != records:
-                raise RuntimeError(f"tensor: read {r['rows']} rows, expected {records}")
-        w2: dict[str, Any] = {"kafka_ml": summarize(km, records), "target": 0.8}
-        if rp:
-            w2["rdkafka_performance"] = summarize(rp, records)
-            w2["rdkafka_performance"]["cmd"] = " ".join(rp[0]["cmd"])
-            rep = [r["reported"]["msgs_per_s"] for r in rp if r["reported"]]
-            w2["rdkafka_performance"]["self_reported_msgs_per_s_median"] = (
-                statistics.median(rep) if rep else None
-            )
-            w2["ratio"] = w2["kafka_ml"]["rows_per_s"] / w2["rdkafka_performance"]["rows_per_s"]
-            streams = [r["stream_rows_per_s"] for r in km if r.get("stream_rows_per_s")]
-            w2["kafka_ml"]["stream_rows_per_s_median"] = statistics.median(streams) if streams else None
-            if rep and streams:
-                w2["ratio_steady_state"] = statistics.median(streams) / statistics.median(rep)
-        result["tensor"] = w2
-
-        # workload 3
-        if not a.skip_rss:
-            log(f"RSS: 1 pass, then {a.rss_passes} passes, queue_bytes={a.queue_bytes}")
-            # librdkafka's default prefetch depth (100000 msgs) unless -X sets it: the raised
-            # throughput setting would make librdkafka itself hold up to 1M messages.
-            user = dict(p.split("=", 1) for p in a.props)
-            rss_props = {**extra, "queued.min.messages": user.get("queued.min.messages", "100000")}
-            one = run_rss(bs, ttopic, 1, a.batch_size, a.queue_bytes, rss_props)
-            many = run_rss(bs, ttopic, a.rss_passes, a.batch_size, a.queue_bytes, rss_props)
-            result["rss"] = {
-                "queue_bytes": a.queue_bytes,
-                "consumer_props": rss_props,
-                "one_pass": one,
-                "many_passes": many,
-                "passes": a.rss_passes,
-            }
+        if not a.tls_only:
+            plain_workloads(a, result, perf_bin, bs, plain, jtopic, ttopic, extra)
+        if conns is not None:
+            result["tls"] = tls_workload(conns, jtopic, ttopic, records, a.repeat, a.batch_size, extra)
     finally:
         if broker is not None:
             broker.stop()
@@ -656,20 +631,111 @@ def main() -> int:
     print(f"\nresults written to {out}")
 
     if a.check:
-        ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.8
+        ok = True
+        if "json" in result:
+            ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.8
+        if "tls" in result:
+            ok = ok and tls_targets_met(result["tls"])
         return 0 if ok else 1
     return 0
 
 
+def plain_workloads(
+    a: argparse.Namespace,
+    result: dict[str, Any],
+    perf_bin: str | None,
+    bs: str,
+    plain: dict[str, str],
+    jtopic: str,
+    ttopic: str,
+    extra: dict[str, str],
+) -> None:
+    """Workloads 1-3 (JSON, tensor, RSS) over PLAINTEXT; they fill `result`."""
+    records = a.records
+    # warm-up (broker page cache, JIT, imports), not timed
+    log("warm-up ...")
+    kafka_ml_json(plain, jtopic, records, a.batch_size, extra)
+    kafka_ml_tensor(plain, ttopic, records, a.batch_size, extra)
+
+    # workload 1: interleave the two sides so drift hits both alike
+    km, cf = [], []
+    for i in range(a.repeat):
+        r = kafka_ml_json(plain, jtopic, records, a.batch_size, extra)
+        log(f"json kafka-ml    run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
+        km.append(r)
+        r = confluent_json(plain, jtopic, records, a.batch_size, extra)
+        log(f"json confluent   run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
+        cf.append(r)
+    for r in km + cf:
+        if r["rows"] != records:
+            raise RuntimeError(f"json: read {r['rows']} rows, expected {records}")
+    if km[0]["checksum"] != cf[0]["checksum"] and a.json_partitions == 1:
+        log(f"WARNING: json checksums differ: {km[0]['checksum']} vs {cf[0]['checksum']}")
+    w1 = {"kafka_ml": summarize(km, records), "confluent_kafka": summarize(cf, records)}
+    w1["ratio"] = w1["kafka_ml"]["rows_per_s"] / w1["confluent_kafka"]["rows_per_s"]
+    w1["cpu_ratio"] = w1["confluent_kafka"]["cpu_s_median"] / max(w1["kafka_ml"]["cpu_s_median"], 1e-9)
+    w1["target"] = 10.0
+    result["json"] = w1
+
+    # workload 2
+    km, rp = [], []
+    if perf_bin:
+        rdkafka_perf_tensor(perf_bin, bs, ttopic, records, extra)  # warm-up
+    for i in range(a.repeat):
+        r = kafka_ml_tensor(plain, ttopic, records, a.batch_size, extra)
+        log(f"tensor kafka-ml  run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s")
+        km.append(r)
+        if perf_bin:
+            r = rdkafka_perf_tensor(perf_bin, bs, ttopic, records, extra)
+            log(
+                f"tensor rdkperf   run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s "
+                f"(reported {r['reported']})"
+            )
+            rp.append(r)
+    for r in km + rp:
+        if r["rows"] != records:
+            raise RuntimeError(f"tensor: read {r['rows']} rows, expected {records}")
+    w2: dict[str, Any] = {"kafka_ml": summarize(km, records), "target": 0.8}
+    if rp:
+        w2["rdkafka_performance"] = summarize(rp, records)
+        w2["rdkafka_performance"]["cmd"] = " ".join(rp[0]["cmd"])
+        rep = [r["reported"]["msgs_per_s"] for r in rp if r["reported"]]
+        w2["rdkafka_performance"]["self_reported_msgs_per_s_median"] = statistics.median(rep) if rep else None
+        w2["ratio"] = w2["kafka_ml"]["rows_per_s"] / w2["rdkafka_performance"]["rows_per_s"]
+        streams = [r["stream_rows_per_s"] for r in km if r.get("stream_rows_per_s")]
+        w2["kafka_ml"]["stream_rows_per_s_median"] = statistics.median(streams) if streams else None
+        if rep and streams:
+            w2["ratio_steady_state"] = statistics.median(streams) / statistics.median(rep)
+    result["tensor"] = w2
+
+    # workload 3
+    if not a.skip_rss:
+        log(f"RSS: 1 pass, then {a.rss_passes} passes, queue_bytes={a.queue_bytes}")
+        # librdkafka's default prefetch depth (100000 msgs) unless -X sets it: the raised
+        # throughput setting would make librdkafka itself hold up to 1M messages.
+        user = dict(p.split("=", 1) for p in a.props)
+        rss_props = {**extra, "queued.min.messages": user.get("queued.min.messages", "100000")}
+        one = run_rss(bs, ttopic, 1, a.batch_size, a.queue_bytes, rss_props)
+        many = run_rss(bs, ttopic, a.rss_passes, a.batch_size, a.queue_bytes, rss_props)
+        result["rss"] = {
+            "queue_bytes": a.queue_bytes,
+            "consumer_props": rss_props,
+            "one_pass": one,
+            "many_passes": many,
+            "passes": a.rss_passes,
+        }
+
+
 def render(r: dict[str, Any]) -> str:
     m, p = r["machine"], r["params"]
+    load = m.get("loadavg_at_start")
     lines = [
         "kafka-ml consumer benchmark",
         f"  machine : {m['nproc']} CPUs ({m['cpu_model']}), {(m['mem_total_bytes'] or 0) / 2**30:.1f} GiB, "
-        f"{m['platform']}",
+        f"{m['platform']}" + (f", load average at start {load[0]:.2f}" if load else ""),
         f"  software: python {m['python']}, numpy {m['numpy']}, kafka-ml {m['kafka_ml']} "
         f"(librdkafka {m['kafka_ml_librdkafka']}), confluent-kafka {m['confluent_kafka']} "
-        f"(librdkafka {m['confluent_kafka_librdkafka']}), broker {m['broker']}",
+        f"(librdkafka {m['confluent_kafka_librdkafka']}), broker {m['broker']} ({p.get('broker_kind')})",
         f"  params  : {p['records']:,} records/topic, median of {p['repeat']} run(s), "
         f"batch {p['batch_size']}, "
         f"json {p.get('json_record_bytes_mean', 0):.0f} B/record on {p['json_partitions']} partition(s), "
@@ -677,45 +743,106 @@ def render(r: dict[str, Any]) -> str:
         f"consumer props: {p['consumer_props']}",
         "  note    : broker, producer-free consumers and baselines share this machine's CPUs",
         "",
-        f"{'workload':<8} {'consumer':<34} {'rows/s':>12} {'wall s':>8} {'CPU s':>7} {'CPU s/1M msg':>13}",
-        "-" * 86,
+        f"{'workload':<8} {'consumer':<40} {'rows/s':>12} {'wall s':>8} {'CPU s':>7} {'CPU s/1M msg':>13}",
+        "-" * 92,
     ]
 
     def row(w: str, name: str, s: dict[str, Any]) -> str:
         return (
-            f"{w:<8} {name:<34} {s['rows_per_s']:>12,.0f} {s['wall_s_median']:>8.3f} "
+            f"{w:<8} {name:<40} {s['rows_per_s']:>12,.0f} {s['wall_s_median']:>8.3f} "
             f"{s['cpu_s_median']:>7.2f} {s['cpu_s_per_million']:>13.2f}"
         )
 
-    j = r["json"]
-    lines.append(row("json", "kafka-ml KafkaDataset(json)", j["kafka_ml"]))
-    lines.append(row("json", "confluent-kafka + json.loads", j["confluent_kafka"]))
-    t = r["tensor"]
-    lines.append(row("tensor", "kafka-ml KafkaDataset(tensor)", t["kafka_ml"]))
-    if "rdkafka_performance" in t:
-        lines.append(row("tensor", "rdkafka_performance -C (C, wall)", t["rdkafka_performance"]))
-    lines.append("")
     ok = lambda v, tgt: "OK" if v >= tgt else "MISSED"  # noqa: E731
-    lines.append(
-        f"json   speed-up kafka-ml / confluent-kafka : {j['ratio']:6.2f}x  "
-        f"(target >= {j['target']:.0f}x: {ok(j['ratio'], j['target'])}); "
-        f"CPU per message {j['cpu_ratio']:.2f}x less"
-    )
-    if "ratio" in t:
-        rep = t["rdkafka_performance"].get("self_reported_msgs_per_s_median")
-        stream = t["kafka_ml"].get("stream_rows_per_s_median")
-        extra = (
-            f"\n  steady state (first to last message): kafka-ml {stream:,.0f} rows/s vs "
-            f"rdkafka_performance self-reported {rep:,.0f} msgs/s = {t['ratio_steady_state']:.2f}x"
-            if rep and stream
-            else ""
+    ratios: list[str] = []
+    if "json" in r:
+        j = r["json"]
+        lines.append(row("json", "kafka-ml KafkaDataset(json)", j["kafka_ml"]))
+        lines.append(row("json", "confluent-kafka + json.loads", j["confluent_kafka"]))
+        ratios.append(
+            f"json   speed-up kafka-ml / confluent-kafka : {j['ratio']:6.2f}x  "
+            f"(target >= {j['target']:.0f}x: {ok(j['ratio'], j['target'])}); "
+            f"CPU per message {j['cpu_ratio']:.2f}x less"
         )
-        lines.append(
-            f"tensor ratio  kafka-ml / rdkafka_performance: {t['ratio']:6.2f}x  "
-            f"(target >= {t['target']}x: {ok(t['ratio'], t['target'])}){extra}"
+    if "tensor" in r:
+        t = r["tensor"]
+        lines.append(row("tensor", "kafka-ml KafkaDataset(tensor)", t["kafka_ml"]))
+        if "rdkafka_performance" in t:
+            lines.append(row("tensor", "rdkafka_performance -C (C, wall)", t["rdkafka_performance"]))
+        if "ratio" in t:
+            rep = t["rdkafka_performance"].get("self_reported_msgs_per_s_median")
+            stream = t["kafka_ml"].get("stream_rows_per_s_median")
+            more = (
+                f"\n  steady state (first to last message): kafka-ml {stream:,.0f} rows/s vs "
+                f"rdkafka_performance self-reported {rep:,.0f} msgs/s = {t['ratio_steady_state']:.2f}x"
+                if rep and stream
+                else ""
+            )
+            ratios.append(
+                f"tensor ratio  kafka-ml / rdkafka_performance: {t['ratio']:6.2f}x  "
+                f"(target >= {t['target']}x: {ok(t['ratio'], t['target'])}){more}"
+            )
+        else:
+            ratios.append("tensor ratio  kafka-ml / rdkafka_performance: n/a (baseline skipped or not built)")
+    if "tls" in r:
+        tls = r["tls"]
+        names = {
+            ("json", "kafka_ml_tls"): "kafka-ml KafkaDataset(json) SASL_SSL",
+            ("json", "kafka_ml_plaintext"): "kafka-ml KafkaDataset(json) PLAINTEXT",
+            ("json", "confluent_kafka_tls"): "confluent-kafka + json.loads SASL_SSL",
+            ("tensor", "kafka_ml_tls"): "kafka-ml KafkaDataset(tensor) SASL_SSL",
+            ("tensor", "kafka_ml_plaintext"): "kafka-ml KafkaDataset(tensor) PLAINTEXT",
+        }
+        if "json" in r or "tensor" in r:
+            lines.append("")
+        for (w, side), name in names.items():
+            if side in tls.get(w, {}):
+                lines.append(row(f"tls {w}"[:8], name, tls[w][side]))
+        if ratios:
+            ratios.append("")
+        ratios.append(
+            "TLS: SASL_SSL = SCRAM-SHA-512 over TLS (user alice, broker verified against the session CA); "
+            "PLAINTEXT = the same broker's plaintext listener"
         )
-    else:
-        lines.append("tensor ratio  kafka-ml / rdkafka_performance: n/a (baseline skipped or not built)")
+        for w in ("json", "tensor"):
+            if w not in tls:
+                continue
+            x = tls[w]
+            ratios.append(
+                f"tls {w:<6} kafka-ml SASL_SSL / kafka-ml PLAINTEXT     : {x['ratio_tls_plaintext']:6.2f}x  "
+                f"(target >= {x['target_tls_plaintext']}x: "
+                f"{ok(x['ratio_tls_plaintext'], x['target_tls_plaintext'])}); "
+                f"CPU per message {x['cpu_ratio_tls_plaintext']:.2f}x of PLAINTEXT's"
+            )
+            if "ratio_tls_plaintext_steady_state" in x:
+                ratios.append(
+                    f"  steady state (first to last batch): SASL_SSL "
+                    f"{x['kafka_ml_tls']['stream_rows_per_s_median']:,.0f} rows/s vs PLAINTEXT "
+                    f"{x['kafka_ml_plaintext']['stream_rows_per_s_median']:,.0f} rows/s = "
+                    f"{x['ratio_tls_plaintext_steady_state']:.2f}x"
+                )
+            ratios.append(
+                "  open / first batch (median s): "
+                + "; ".join(
+                    f"{label} {x[side]['open_s_median']:.3f} / {x[side]['first_batch_s_median']:.3f}"
+                    for side, label in (
+                        ("kafka_ml_tls", "kafka-ml SASL_SSL"),
+                        ("kafka_ml_plaintext", "kafka-ml PLAINTEXT"),
+                        ("confluent_kafka_tls", "confluent-kafka SASL_SSL"),
+                    )
+                    if side in x
+                )
+            )
+            if "ratio_vs_confluent" in x:
+                ratios.append(
+                    f"tls {w:<6} kafka-ml SASL_SSL / confluent-kafka SASL_SSL: "
+                    f"{x['ratio_vs_confluent']:6.2f}x  "
+                    f"(target >= {x['target_vs_confluent']:.0f}x: "
+                    f"{ok(x['ratio_vs_confluent'], x['target_vs_confluent'])}); "
+                    f"CPU per message {x['cpu_ratio_vs_confluent']:.2f}x less"
+                )
+    lines.append("")
+    lines += ratios
     if "rss" in r:
         s = r["rss"]
         one, many = s["one_pass"], s["many_passes"]

@@ -13,10 +13,18 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
    ``bench/build_rdkafka_performance.sh``). Target: >= 0.9x msgs/s.
 3. ``async``: ``kafka_ml.aio.Producer`` on the JSON workload, if the module exists.
    Target: >= 0.8x of the sync producer.
+4. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
+   (``kafka/secure_launcher.py``, whose PLAINTEXT listener serves workloads 1-3) and writes the
+   JSON rows, interleaved, with kafka-ml over its SASL_SSL listener (SCRAM-SHA-512 over TLS), with
+   kafka-ml over its PLAINTEXT listener and with the confluent-kafka loop of workload 1 over the
+   same SASL_SSL listener. Targets: kafka-ml SASL_SSL / PLAINTEXT >= 0.7x, kafka-ml /
+   confluent-kafka over SASL_SSL >= 10x. Not part of ``make bench``: it adds a broker with TLS and
+   three more confluent-kafka passes.
 
 Every measurement writes to a fresh one-partition topic (partition 0 on every side). All
 producers get the same librdkafka properties (``PARITY_PROPS``, plus whatever ``-X key=value``
-adds, applied to every side): acks=all with idempotence, as kafka-ml's default, and
+adds, applied to every side; over SASL_SSL, plus the listener's ``security.protocol``, ``sasl.*``
+and ``ssl.ca.location`` properties, as they are): acks=all with idempotence, as kafka-ml's default, and
 rdkafka_performance's own overrides (linger.ms=1000, message.send.max.retries=3,
 retry.backoff.ms=500) reset to the same values as the others. Wall time includes creating the
 producer (and, for rdkafka_performance, starting the process) up to the last delivery report.
@@ -25,8 +33,10 @@ are in-process), ``RUSAGE_CHILDREN`` deltas for ``rdkafka_performance``.
 
     python bench/produce_bench.py --quick          # 100k records, 1 run, smoke test
     python bench/produce_bench.py                  # 1M records, median of 3
+    python bench/produce_bench.py --tls-only       # 1M records, only the TLS workload
 
-Prints a table and writes ``bench/results/produce-latest.json`` (and a timestamped copy).
+Prints a table and writes ``bench/results/produce-latest.json`` (``produce-tls-latest.json`` for
+``--tls-only``; and a timestamped copy).
 """
 
 from __future__ import annotations
@@ -49,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from consume_bench import (
+from common import (
     RESULTS_DIR,
     build_rdkafka_performance,
     cpu_children,
@@ -57,7 +67,9 @@ from consume_bench import (
     create_topic,
     log,
     machine_info,
+    redacted,
     start_broker,
+    tls_client_configs,
     total_messages,
 )
 
@@ -82,6 +94,8 @@ PARITY_PROPS = {
 }
 
 Result = dict[str, Any]
+# A connection's librdkafka properties: bootstrap.servers plus any security.protocol, sasl.*, ssl.*
+Conf = dict[str, str]
 
 
 # -- data ------------------------------------------------------------------------------------
@@ -159,11 +173,11 @@ def timed(fn: Callable[[], Any], cpu: Callable[[], float] = cpu_self) -> Result:
     return {"wall_s": t1 - t0, "cpu_s": c1 - c0, **extra}
 
 
-def kafka_ml_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
+def kafka_ml_json(conn: Conf, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
     import kafka_ml
 
     def run() -> Result:
-        p = kafka_ml.Producer({"bootstrap.servers": bs, **props})
+        p = kafka_ml.Producer({**conn, **props})
         t0 = time.perf_counter()
         n = sent_rows(p.send(topic, data, format="json", schema=JSON_SCHEMA, partition=0))
         t1 = time.perf_counter()
@@ -176,11 +190,11 @@ def kafka_ml_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict[
     return timed(run)
 
 
-def confluent_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
+def confluent_json(conn: Conf, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
     from confluent_kafka import Producer
 
     def run() -> Result:
-        p = Producer({"bootstrap.servers": bs, **props})
+        p = Producer({**conn, **props})
         t0 = time.perf_counter()
         produce, poll, dumps = p.produce, p.poll, json.dumps
         n = 0
@@ -234,14 +248,14 @@ def aio_available() -> bool:
     return True
 
 
-def kafka_ml_aio_json(bs: str, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
+def kafka_ml_aio_json(conn: Conf, topic: str, data: dict[str, np.ndarray], props: dict[str, str]) -> Result:
     import kafka_ml.aio
 
     async def maybe_await(v: Any) -> Any:
         return await v if inspect.isawaitable(v) else v
 
     async def main() -> Result:
-        p = kafka_ml.aio.Producer({"bootstrap.servers": bs, **props})
+        p = kafka_ml.aio.Producer({**conn, **props})
         t0 = time.perf_counter()
         n = sent_rows(await p.send(topic, data, format="json", schema=JSON_SCHEMA, partition=0))
         t1 = time.perf_counter()
@@ -255,11 +269,11 @@ def kafka_ml_aio_json(bs: str, topic: str, data: dict[str, np.ndarray], props: d
     return timed(lambda: asyncio.run(main()))
 
 
-def kafka_ml_tensor(bs: str, topic: str, rows: np.ndarray, props: dict[str, str]) -> Result:
+def kafka_ml_tensor(conn: Conf, topic: str, rows: np.ndarray, props: dict[str, str]) -> Result:
     import kafka_ml
 
     def run() -> Result:
-        p = kafka_ml.Producer({"bootstrap.servers": bs, **props})
+        p = kafka_ml.Producer({**conn, **props})
         t0 = time.perf_counter()
         n = sent_rows(p.send(topic, rows, partition=0))
         t1 = time.perf_counter()
@@ -386,6 +400,58 @@ def measure(
     return runs
 
 
+TLS_TARGET_VS_PLAINTEXT = 0.7
+TLS_TARGET_VS_CONFLUENT = 10.0
+
+
+def tls_workload(
+    conns: dict[str, dict[str, str]],
+    topics: Topics,
+    jdata: dict[str, np.ndarray],
+    records: int,
+    repeat: int,
+    props: dict[str, str],
+) -> Result:
+    """JSON rows on one SecureKafkaBroker, interleaved: kafka-ml over SASL_SSL, kafka-ml over
+    PLAINTEXT, confluent-kafka over SASL_SSL. Every producer gets `props` (the parity properties)
+    on top of its connection's properties."""
+    tls, plain = conns["tls"], conns["plaintext"]
+    log("TLS warm-up ...")
+    warm = {k: v[: min(records, 50_000)] for k, v in jdata.items()}
+    kafka_ml_json(tls, topics.new("warmup"), warm, props)
+    kafka_ml_json(plain, topics.new("warmup"), warm, props)
+    confluent_json(tls, topics.new("warmup"), warm, props)
+
+    sizes: dict[str, float] = {}
+
+    def vjson(side: str, topic: str) -> None:
+        sizes[side] = verify_json(topics.bs, topic, jdata)
+
+    sides: dict[str, Callable[[str], Result]] = {
+        "kafka-ml tls": lambda t: kafka_ml_json(tls, t, jdata, props),
+        "kafka-ml plaintext": lambda t: kafka_ml_json(plain, t, jdata, props),
+        "confluent-kafka tls": lambda t: confluent_json(tls, t, jdata, props),
+    }
+    runs = measure("tls", sides, topics, records, repeat, vjson)
+    km = summarize(runs["kafka-ml tls"], records)
+    kp = summarize(runs["kafka-ml plaintext"], records)
+    cf = summarize(runs["confluent-kafka tls"], records)
+    return {
+        "json": {
+            "kafka_ml_tls": km,
+            "kafka_ml_plaintext": kp,
+            "confluent_kafka_tls": cf,
+            "message_bytes_mean": sizes,
+            "ratio_tls_plaintext": km["rows_per_s"] / kp["rows_per_s"],
+            "cpu_ratio_tls_plaintext": km["cpu_s_median"] / max(kp["cpu_s_median"], 1e-9),
+            "target_tls_plaintext": TLS_TARGET_VS_PLAINTEXT,
+            "ratio_vs_confluent": km["rows_per_s"] / cf["rows_per_s"],
+            "cpu_ratio_vs_confluent": cf["cpu_s_median"] / max(km["cpu_s_median"], 1e-9),
+            "target_vs_confluent": TLS_TARGET_VS_CONFLUENT,
+        }
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=1_000_000, help="rows per measurement")
@@ -400,25 +466,33 @@ def main() -> int:
         help="librdkafka producer property given to every producer (all sides)",
     )
     ap.add_argument("--skip-rdkafka", action="store_true", help="skip the rdkafka_performance baseline")
+    ap.add_argument(
+        "--tls",
+        action="store_true",
+        help="run on a secured broker (kafka/secure_launcher.py) and add the TLS workload: kafka-ml over "
+        "SASL_SSL (SCRAM-SHA-512) vs kafka-ml over PLAINTEXT vs confluent-kafka over SASL_SSL",
+    )
+    ap.add_argument("--tls-only", action="store_true", help="--tls, without the other workloads")
     ap.add_argument("--output", type=Path, default=None, help="JSON result path")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target ratio is missed")
     a = ap.parse_args()
     if a.quick:
         a.records, a.repeat = 100_000, 1
+    a.tls = a.tls or a.tls_only
     props = {**PARITY_PROPS, **dict(p.split("=", 1) for p in a.props)}
     records = a.records
 
     wait_for_kafka_ml()
-    perf_bin = None if a.skip_rdkafka else build_rdkafka_performance()
+    perf_bin = None if a.skip_rdkafka or a.tls_only else build_rdkafka_performance()
     if perf_bin:
         log(f"rdkafka_performance: {perf_bin}")
-    has_aio = aio_available()
-    if not has_aio:
+    has_aio = not a.tls_only and aio_available()
+    if not has_aio and not a.tls_only:
         log("async producer: not available (no kafka_ml.aio)")
 
     log(f"generating {records:,} rows ...")
     jdata = json_data(records)
-    tdata = tensor_data(records)
+    tdata = tensor_data(records) if not a.tls_only else np.empty((0, DIM_TENSOR), dtype=np.float32)
 
     machine = machine_info(perf_bin)  # imports kafka_ml: fail before starting a broker
     import confluent_kafka
@@ -438,74 +512,22 @@ def main() -> int:
         },
     }
     t_start = time.perf_counter()
-    bs, broker = start_broker()
+    bs, broker = start_broker(secure=a.tls)
     if broker is not None and broker.proc is not None:
         watch_broker(broker.proc, broker.log_path)
     log(f"broker at {bs}")
     result["params"]["external_broker"] = broker is None
+    result["params"]["broker_kind"] = type(broker).__name__ if broker is not None else "external"
     try:
         topics = Topics(bs)
-        # warm-up (broker, page cache, imports, allocator), not timed
-        log("warm-up ...")
-        warm = min(records, 50_000)
-        wj = {k: v[:warm] for k, v in jdata.items()}
-        kafka_ml_json(bs, topics.new("warmup"), wj, props)
-        confluent_json(bs, topics.new("warmup"), wj, props)
-        kafka_ml_tensor(bs, topics.new("warmup"), tdata[:warm], props)
-        if perf_bin:
-            rdkafka_perf_tensor(perf_bin, bs, topics.new("warmup"), warm, props)
-
-        # workload 1: JSON
-        sizes: dict[str, float] = {}
-
-        def vjson(side: str, topic: str) -> None:
-            sizes[side] = verify_json(bs, topic, jdata)
-
-        sides: dict[str, Callable[[str], Result]] = {
-            "kafka-ml": lambda t: kafka_ml_json(bs, t, jdata, props),
-            "confluent-kafka": lambda t: confluent_json(bs, t, jdata, props),
-        }
-        if has_aio:
-            sides["kafka-ml aio"] = lambda t: kafka_ml_aio_json(bs, t, jdata, props)
-        runs = measure("json", sides, topics, records, a.repeat, vjson)
-        w1: Result = {
-            "kafka_ml": summarize(runs["kafka-ml"], records),
-            "confluent_kafka": summarize(runs["confluent-kafka"], records),
-            "target": 10.0,
-            "message_bytes_mean": sizes,
-        }
-        w1["ratio"] = w1["kafka_ml"]["rows_per_s"] / w1["confluent_kafka"]["rows_per_s"]
-        w1["cpu_ratio"] = w1["confluent_kafka"]["cpu_s_median"] / max(w1["kafka_ml"]["cpu_s_median"], 1e-9)
-        result["json"] = w1
-        if has_aio:
-            w3: Result = {"kafka_ml_aio": summarize(runs["kafka-ml aio"], records), "target": 0.8}
-            w3["ratio"] = w3["kafka_ml_aio"]["rows_per_s"] / w1["kafka_ml"]["rows_per_s"]
-            result["async"] = w3
-        else:
-            result["async"] = {"available": False}
-
-        # workload 2: tensor
-        sides = {"kafka-ml": lambda t: kafka_ml_tensor(bs, t, tdata, props)}
-        if perf_bin:
-            binary = perf_bin
-            sides["rdkafka_performance"] = lambda t: rdkafka_perf_tensor(binary, bs, t, records, props)
-
-        def vtensor(side: str, topic: str) -> None:
-            if side == "kafka-ml":
-                verify_tensor(bs, topic, tdata)
-
-        runs = measure("tensor", sides, topics, records, a.repeat, vtensor)
-        w2: Result = {"kafka_ml": summarize(runs["kafka-ml"], records), "target": 0.9}
-        if perf_bin:
-            rp = summarize(runs["rdkafka_performance"], records)
-            rp["cmd"] = " ".join(runs["rdkafka_performance"][0]["cmd"])
-            w2["rdkafka_performance"] = rp
-            w2["ratio"] = w2["kafka_ml"]["rows_per_s"] / rp["rows_per_s"]
-            w2["ratio_steady_state"] = (
-                w2["kafka_ml"]["send_flush_rows_per_s"] / rp["self_reported_msgs_per_s_median"]
-            )
-            w2["cpu_ratio"] = w2["kafka_ml"]["cpu_s_median"] / max(rp["cpu_s_median"], 1e-9)
-        result["tensor"] = w2
+        conns = tls_client_configs(broker) if a.tls else None
+        if conns is not None:
+            result["params"]["tls_client_props"] = redacted(conns["tls"])
+            result["params"]["plaintext_client_props"] = conns["plaintext"]
+        if not a.tls_only:
+            plain_workloads(result, topics, jdata, tdata, records, a.repeat, props, perf_bin, has_aio)
+        if conns is not None:
+            result["tls"] = tls_workload(conns, topics, jdata, records, a.repeat, props)
     finally:
         if broker is not None:
             if broker.proc is not None:
@@ -516,29 +538,114 @@ def main() -> int:
     print(render(result))
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     payload = json.dumps(result, indent=2, default=str)
-    out = a.output or RESULTS_DIR / "produce-latest.json"
+    latest = "produce-tls-latest.json" if a.tls_only else "produce-latest.json"
+    out = a.output or RESULTS_DIR / latest
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(payload)
     (RESULTS_DIR / f"produce-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(payload)
     print(f"\nresults written to {out}")
 
     if a.check:
-        ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.9
-        ok = ok and result["async"].get("ratio", 1.0) >= 0.8
+        ok = True
+        if "json" in result:
+            ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.9
+            ok = ok and result["async"].get("ratio", 1.0) >= 0.8
+        if "tls" in result:
+            x = result["tls"]["json"]
+            ok = ok and x["ratio_tls_plaintext"] >= x["target_tls_plaintext"]
+            ok = ok and x["ratio_vs_confluent"] >= x["target_vs_confluent"]
         return 0 if ok else 1
     return 0
+
+
+def plain_workloads(
+    result: Result,
+    topics: Topics,
+    jdata: dict[str, np.ndarray],
+    tdata: np.ndarray,
+    records: int,
+    repeat: int,
+    props: dict[str, str],
+    perf_bin: str | None,
+    has_aio: bool,
+) -> None:
+    """Workloads 1-3 (JSON, async JSON, tensor) over PLAINTEXT; they fill `result`."""
+    bs = topics.bs
+    plain = {"bootstrap.servers": bs}
+    # warm-up (broker, page cache, imports, allocator), not timed
+    log("warm-up ...")
+    warm = min(records, 50_000)
+    wj = {k: v[:warm] for k, v in jdata.items()}
+    kafka_ml_json(plain, topics.new("warmup"), wj, props)
+    confluent_json(plain, topics.new("warmup"), wj, props)
+    kafka_ml_tensor(plain, topics.new("warmup"), tdata[:warm], props)
+    if perf_bin:
+        rdkafka_perf_tensor(perf_bin, bs, topics.new("warmup"), warm, props)
+
+    # workload 1: JSON
+    sizes: dict[str, float] = {}
+
+    def vjson(side: str, topic: str) -> None:
+        sizes[side] = verify_json(bs, topic, jdata)
+
+    sides: dict[str, Callable[[str], Result]] = {
+        "kafka-ml": lambda t: kafka_ml_json(plain, t, jdata, props),
+        "confluent-kafka": lambda t: confluent_json(plain, t, jdata, props),
+    }
+    if has_aio:
+        sides["kafka-ml aio"] = lambda t: kafka_ml_aio_json(plain, t, jdata, props)
+    runs = measure("json", sides, topics, records, repeat, vjson)
+    w1: Result = {
+        "kafka_ml": summarize(runs["kafka-ml"], records),
+        "confluent_kafka": summarize(runs["confluent-kafka"], records),
+        "target": 10.0,
+        "message_bytes_mean": sizes,
+    }
+    w1["ratio"] = w1["kafka_ml"]["rows_per_s"] / w1["confluent_kafka"]["rows_per_s"]
+    w1["cpu_ratio"] = w1["confluent_kafka"]["cpu_s_median"] / max(w1["kafka_ml"]["cpu_s_median"], 1e-9)
+    result["json"] = w1
+    if has_aio:
+        w3: Result = {"kafka_ml_aio": summarize(runs["kafka-ml aio"], records), "target": 0.8}
+        w3["ratio"] = w3["kafka_ml_aio"]["rows_per_s"] / w1["kafka_ml"]["rows_per_s"]
+        result["async"] = w3
+    else:
+        result["async"] = {"available": False}
+
+    # workload 2: tensor
+    sides = {"kafka-ml": lambda t: kafka_ml_tensor(plain, t, tdata, props)}
+    if perf_bin:
+        binary = perf_bin
+        sides["rdkafka_performance"] = lambda t: rdkafka_perf_tensor(binary, bs, t, records, props)
+
+    def vtensor(side: str, topic: str) -> None:
+        if side == "kafka-ml":
+            verify_tensor(bs, topic, tdata)
+
+    runs = measure("tensor", sides, topics, records, repeat, vtensor)
+    w2: Result = {"kafka_ml": summarize(runs["kafka-ml"], records), "target": 0.9}
+    if perf_bin:
+        rp = summarize(runs["rdkafka_performance"], records)
+        rp["cmd"] = " ".join(runs["rdkafka_performance"][0]["cmd"])
+        w2["rdkafka_performance"] = rp
+        w2["ratio"] = w2["kafka_ml"]["rows_per_s"] / rp["rows_per_s"]
+        w2["ratio_steady_state"] = (
+            w2["kafka_ml"]["send_flush_rows_per_s"] / rp["self_reported_msgs_per_s_median"]
+        )
+        w2["cpu_ratio"] = w2["kafka_ml"]["cpu_s_median"] / max(rp["cpu_s_median"], 1e-9)
+    result["tensor"] = w2
 
 
 def render(r: Result) -> str:
     m, p = r["machine"], r["params"]
     props = " ".join(f"{k}={v}" for k, v in p["producer_props"].items())
+    load = m.get("loadavg_at_start")
     lines = [
         "kafka-ml producer benchmark",
         f"  machine : {m['nproc']} CPUs ({m['cpu_model']}), {(m['mem_total_bytes'] or 0) / 2**30:.1f} GiB, "
-        f"{m['platform']}",
+        f"{m['platform']}" + (f", load average at start {load[0]:.2f}" if load else ""),
         f"  software: python {m['python']}, numpy {m['numpy']}, kafka-ml {m['kafka_ml']} "
         f"(librdkafka {m['kafka_ml_librdkafka']}), confluent-kafka {m['confluent_kafka']} "
-        f"(librdkafka {m['confluent_kafka_librdkafka']}), broker {m['broker']}",
+        f"(librdkafka {m['confluent_kafka_librdkafka']}), broker {m['broker']} ({p.get('broker_kind')})",
         f"  params  : {p['records']:,} rows per run, median of {p['repeat']} run(s), each run into a fresh "
         f"1-partition topic; json {{id int64, x float32x{DIM_JSON}, y int32}}, "
         f"tensor float32x{DIM_TENSOR} ({p['tensor_record_bytes']} B)",
@@ -546,65 +653,93 @@ def render(r: Result) -> str:
         "  note    : the broker shares this machine's CPUs with the producers; wall time includes "
         "creating the producer (process start for rdkafka_performance) up to the last delivery",
         "",
-        f"{'workload':<8} {'producer':<38} {'rows/s':>12} {'wall s':>8} {'CPU s':>7} {'CPU s/1M msg':>13}",
-        "-" * 90,
+        f"{'workload':<8} {'producer':<44} {'rows/s':>12} {'wall s':>8} {'CPU s':>7} {'CPU s/1M msg':>13}",
+        "-" * 96,
     ]
 
     def row(w: str, name: str, s: Result) -> str:
         return (
-            f"{w:<8} {name:<38} {s['rows_per_s']:>12,.0f} {s['wall_s_median']:>8.3f} "
+            f"{w:<8} {name:<44} {s['rows_per_s']:>12,.0f} {s['wall_s_median']:>8.3f} "
             f"{s['cpu_s_median']:>7.2f} {s['cpu_s_per_million']:>13.2f}"
         )
 
     ok = lambda v, tgt: "OK" if v >= tgt else "MISSED"  # noqa: E731
-    j, t, aio = r["json"], r["tensor"], r["async"]
-    lines.append(row("json", "kafka-ml Producer.send(json)", j["kafka_ml"]))
-    lines.append(row("json", "confluent-kafka json.dumps+produce", j["confluent_kafka"]))
-    if "kafka_ml_aio" in aio:
-        lines.append(row("json", "kafka-ml aio Producer.send(json)", aio["kafka_ml_aio"]))
-    lines.append(row("tensor", "kafka-ml Producer.send(array)", t["kafka_ml"]))
-    if "rdkafka_performance" in t:
-        lines.append(row("tensor", "rdkafka_performance -P (C)", t["rdkafka_performance"]))
+    ratios: list[str] = []
+    if "json" in r:
+        j, t, aio = r["json"], r["tensor"], r["async"]
+        lines.append(row("json", "kafka-ml Producer.send(json)", j["kafka_ml"]))
+        lines.append(row("json", "confluent-kafka json.dumps+produce", j["confluent_kafka"]))
+        if "kafka_ml_aio" in aio:
+            lines.append(row("json", "kafka-ml aio Producer.send(json)", aio["kafka_ml_aio"]))
+        lines.append(row("tensor", "kafka-ml Producer.send(array)", t["kafka_ml"]))
+        if "rdkafka_performance" in t:
+            lines.append(row("tensor", "rdkafka_performance -P (C)", t["rdkafka_performance"]))
+        sizes = j["message_bytes_mean"]
+        ratios.append(
+            f"json   speed-up kafka-ml / confluent-kafka  : {j['ratio']:6.2f}x  "
+            f"(target >= {j['target']:.0f}x: {ok(j['ratio'], j['target'])}); "
+            f"CPU per message {j['cpu_ratio']:.2f}x less"
+        )
+        ratios.append(
+            "  mean message bytes: "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items())
+            + " (json.dumps writes float32 values as 17-digit doubles)"
+        )
+        if "ratio" in aio:
+            ratios.append(
+                f"async  ratio    kafka-ml aio / sync         : {aio['ratio']:6.2f}x  "
+                f"(target >= {aio['target']}x: {ok(aio['ratio'], aio['target'])})"
+            )
+        else:
+            ratios.append("async producer: not available")
+        if "ratio" in t:
+            rp = t["rdkafka_performance"]
+            ratios.append(
+                f"tensor ratio    kafka-ml / rdkafka_performance: {t['ratio']:6.2f}x  "
+                f"(target >= {t['target']}x: {ok(t['ratio'], t['target'])}); "
+                f"CPU per message {t['cpu_ratio']:.2f}x of the C client's"
+            )
+            steady = t["kafka_ml"]["send_flush_rows_per_s"]
+            ratios.append(
+                f"  steady state (first send to last delivery): kafka-ml {steady:,.0f}"
+                f" rows/s vs rdkafka_performance self-reported {rp['self_reported_msgs_per_s_median']:,.0f} "
+                f"msgs/s = {t['ratio_steady_state']:.2f}x"
+            )
+            ratios.append(f"  baseline: {rp['cmd']}")
+        else:
+            ratios.append(
+                "tensor ratio    kafka-ml / rdkafka_performance: n/a (baseline skipped or not built)"
+            )
+        for name, s in (("json", j["kafka_ml"]), ("tensor", t["kafka_ml"])):
+            ratios.append(
+                f"  kafka-ml {name:<6} send() {s['send_s_median']:.3f}s + flush() {s['flush_s_median']:.3f}s "
+                f"(median)"
+            )
+    if "tls" in r:
+        x = r["tls"]["json"]
+        if "json" in r:
+            lines.append("")
+        lines.append(row("tls json", "kafka-ml Producer.send(json) SASL_SSL", x["kafka_ml_tls"]))
+        lines.append(row("tls json", "kafka-ml Producer.send(json) PLAINTEXT", x["kafka_ml_plaintext"]))
+        lines.append(row("tls json", "confluent-kafka json.dumps+produce SASL_SSL", x["confluent_kafka_tls"]))
+        if ratios:
+            ratios.append("")
+        ratios += [
+            "TLS: SASL_SSL = SCRAM-SHA-512 over TLS (user alice, broker verified against the session CA); "
+            "PLAINTEXT = the same broker's plaintext listener",
+            f"tls json kafka-ml SASL_SSL / kafka-ml PLAINTEXT     : {x['ratio_tls_plaintext']:6.2f}x  "
+            f"(target >= {x['target_tls_plaintext']}x: "
+            f"{ok(x['ratio_tls_plaintext'], x['target_tls_plaintext'])}); "
+            f"CPU per message {x['cpu_ratio_tls_plaintext']:.2f}x of PLAINTEXT's",
+            f"tls json kafka-ml SASL_SSL / confluent-kafka SASL_SSL: {x['ratio_vs_confluent']:6.2f}x  "
+            f"(target >= {x['target_vs_confluent']:.0f}x: "
+            f"{ok(x['ratio_vs_confluent'], x['target_vs_confluent'])}); "
+            f"CPU per message {x['cpu_ratio_vs_confluent']:.2f}x less",
+            f"  kafka-ml SASL_SSL send() {x['kafka_ml_tls']['send_s_median']:.3f}s + flush() "
+            f"{x['kafka_ml_tls']['flush_s_median']:.3f}s (median)",
+        ]
     lines.append("")
-    sizes = j["message_bytes_mean"]
-    lines.append(
-        f"json   speed-up kafka-ml / confluent-kafka  : {j['ratio']:6.2f}x  "
-        f"(target >= {j['target']:.0f}x: {ok(j['ratio'], j['target'])}); "
-        f"CPU per message {j['cpu_ratio']:.2f}x less"
-    )
-    lines.append(
-        "  mean message bytes: "
-        + ", ".join(f"{k} {v:.0f}" for k, v in sizes.items())
-        + " (json.dumps writes float32 values as 17-digit doubles)"
-    )
-    if "ratio" in aio:
-        lines.append(
-            f"async  ratio    kafka-ml aio / sync         : {aio['ratio']:6.2f}x  "
-            f"(target >= {aio['target']}x: {ok(aio['ratio'], aio['target'])})"
-        )
-    else:
-        lines.append("async producer: not available")
-    if "ratio" in t:
-        rp = t["rdkafka_performance"]
-        lines.append(
-            f"tensor ratio    kafka-ml / rdkafka_performance: {t['ratio']:6.2f}x  "
-            f"(target >= {t['target']}x: {ok(t['ratio'], t['target'])}); "
-            f"CPU per message {t['cpu_ratio']:.2f}x of the C client's"
-        )
-        steady = t["kafka_ml"]["send_flush_rows_per_s"]
-        lines.append(
-            f"  steady state (first send to last delivery): kafka-ml {steady:,.0f}"
-            f" rows/s vs rdkafka_performance self-reported {rp['self_reported_msgs_per_s_median']:,.0f} "
-            f"msgs/s = {t['ratio_steady_state']:.2f}x"
-        )
-        lines.append(f"  baseline: {rp['cmd']}")
-    else:
-        lines.append("tensor ratio    kafka-ml / rdkafka_performance: n/a (baseline skipped or not built)")
-    for name, s in (("json", j["kafka_ml"]), ("tensor", t["kafka_ml"])):
-        lines.append(
-            f"  kafka-ml {name:<6} send() {s['send_s_median']:.3f}s + flush() {s['flush_s_median']:.3f}s "
-            f"(median)"
-        )
+    lines += ratios
     lines.append(f"\ntotal wall time {r['total_wall_s']:.0f}s")
     return "\n".join(lines)
 
