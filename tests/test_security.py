@@ -125,12 +125,21 @@ def test_dataloader_epoch_over_scram(scram: dict[str, Any], topic: str) -> None:
 def test_model_publish_and_subscribe_over_scram(scram: dict[str, Any]) -> None:
     model_topic = f"models-{uuid.uuid4().hex[:8]}"
     weights = {"w": np.arange(12, dtype=np.float32).reshape(3, 4)}
-    with km.ModelPublisher(model_topic, scram) as pub:
-        pub.publish(weights, "v1")
+    data_topic = f"secure-data-{uuid.uuid4().hex[:8]}"
+    fill(scram, data_topic, 10)
+    with (
+        km.KafkaDataset(data_topic, scram, format="json", schema=SCHEMA, end="latest") as ds,
+        km.ModelPublisher(model_topic, scram) as pub,
+    ):
+        assert sum(len(b) for b in ds) == 10
+        pub.publish(weights, "v1", metadata={"trained_on": "secure"}, lineage=ds)
     with km.ModelSubscriber(model_topic, scram) as sub:
         got = sub.wait_for("v1", timeout=30)
         assert got.version == "v1"
         np.testing.assert_array_equal(sub.latest.model["w"], weights["w"])
+        # The manifest records where the data came from, never how to log in there.
+        assert got.lineage == {"version": 1, "offsets": {data_topic: {"0": 10}}}
+        assert scram["sasl.password"] not in json.dumps([got.lineage, got.metadata, repr(got)])
 
 
 def test_exactly_once_inference_over_scram(scram: dict[str, Any], topic: str) -> None:
@@ -268,8 +277,11 @@ def test_dead_letters_over_scram(scram: dict[str, Any], topic: str) -> None:
     ) as ds:
         assert sorted(int(i) for b in ds for i in b["id"]) == [1, 2]
     with km.KafkaDataset(dlq, scram, format="raw", end="latest", metadata=["headers"]) as ds:
-        values = [v for b in ds for v in b.to_numpy()["value"]]
+        batches = list(ds)
+    values = [v for b in batches for v in b.to_numpy()["value"]]
     assert values == [b"not json"]
+    headers = repr([b.to_numpy()["headers"] for b in batches])
+    assert "kafka_ml.error" in headers and scram["sasl.password"] not in headers
 
 
 def test_cli_demo_with_a_properties_file(secure_broker: Any, tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
 """kafka-ml: Apache Kafka as a first-class data source and sink for machine learning."""
 
+import logging as _logging
+
 from ._native import Batch, EmbeddedCluster, __version__, librdkafka_features, librdkafka_version
 from .dataset import KafkaDataset
 
@@ -64,3 +66,7 @@ __all__ = [
     "librdkafka_features",
     "librdkafka_version",
 ]
+
+# librdkafka's and the core's log records reach the `kafka_ml` loggers; as for any library, the
+# application decides whether and where they are shown (no "last resort" printing to stderr).
+_logging.getLogger("kafka_ml").addHandler(_logging.NullHandler())

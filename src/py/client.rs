@@ -46,13 +46,14 @@ struct PyTokenSource(Py<PyAny>);
 
 impl TokenSource for PyTokenSource {
     fn token(&self, oauthbearer_config: Option<&str>) -> Result<OAuthToken, String> {
-        Python::attach(|py| {
+        Python::try_attach(|py| {
             let out = self
                 .0
                 .call1(py, (oauthbearer_config.unwrap_or(""),))
                 .map_err(|e| format!("oauth_cb raised {e}"))?;
             parse_token(out.bind(py)).map_err(|e| format!("oauth_cb returned {e}"))
         })
+        .unwrap_or_else(|| Err("the Python interpreter is shutting down".to_owned()))
     }
 }
 
@@ -161,13 +162,17 @@ pub fn install_logging(py: Python<'_>) -> PyResult<()> {
         .spawn(move || {
             use log::Log;
             for r in rx {
-                python_logger.log(
-                    &log::Record::builder()
-                        .level(r.level)
-                        .target(&r.target)
-                        .args(format_args!("{}", r.message))
-                        .build(),
-                );
+                // Not while the interpreter shuts down (attaching then would panic): records
+                // of clients dropped at exit are let go.
+                let _ = Python::try_attach(|_py| {
+                    python_logger.log(
+                        &log::Record::builder()
+                            .level(r.level)
+                            .target(&r.target)
+                            .args(format_args!("{}", r.message))
+                            .build(),
+                    )
+                });
             }
         })
         .map_err(|e| {
