@@ -145,14 +145,7 @@ impl AdminHandle {
                 .create_with_context(AdminContext::default())
                 .map_err(|e| Error::kafka("cannot create an admin client", e))?,
         );
-        let token_refresher = match &config.token_source {
-            Some(source) => Some(TokenRefresher::start(
-                &client,
-                client.inner().native_ptr(),
-                source.clone(),
-            )?),
-            None => None,
-        };
+        let token_refresher = TokenRefresher::when_needed(&client, client.inner().native_ptr(), config)?;
         Ok(AdminHandle {
             _token_refresher: token_refresher,
             client,

@@ -588,6 +588,21 @@ impl TokenRefresher {
     }
 }
 
+impl TokenRefresher {
+    /// A refresher for `client` (whose handle is `native`) if `settings` carry a token source.
+    pub(crate) fn when_needed<T: Send + Sync + 'static>(
+        client: &Arc<T>,
+        native: *mut rd::rd_kafka_t,
+        settings: &ClientSettings,
+    ) -> Result<Option<TokenRefresher>> {
+        settings
+            .token_source
+            .as_ref()
+            .map(|source| TokenRefresher::start(client, native, source.clone()))
+            .transpose()
+    }
+}
+
 impl Drop for TokenRefresher {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);

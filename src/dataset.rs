@@ -221,14 +221,7 @@ pub(crate) fn new_consumer<C: ConsumerContext + 'static>(
         cc.create_with_context(ctx)
             .map_err(|e| Error::kafka("invalid consumer configuration", e))?,
     );
-    let token_refresher = match &config.token_source {
-        Some(source) => Some(TokenRefresher::start(
-            &consumer,
-            consumer.client().native_ptr(),
-            source.clone(),
-        )?),
-        None => None,
-    };
+    let token_refresher = TokenRefresher::when_needed(&consumer, consumer.client().native_ptr(), config)?;
     Ok(ClosingConsumer {
         _token_refresher: token_refresher,
         consumer,

@@ -259,14 +259,7 @@ impl Producer {
             cc.create_with_context(DeliveryTracker::default())
                 .map_err(|e| Error::kafka("cannot create producer", e))?,
         );
-        let token_refresher = match &config.token_source {
-            Some(source) => Some(TokenRefresher::start(
-                &inner,
-                inner.client().native_ptr(),
-                source.clone(),
-            )?),
-            None => None,
-        };
+        let token_refresher = TokenRefresher::when_needed(&inner, inner.client().native_ptr(), config)?;
         let max_message_bytes = config_value(config, "message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
