@@ -42,8 +42,10 @@ PLUGIN_DIR = CONNECT_DIR / "target" / "plugins"
 
 def ensure_connect_jars() -> tuple[Path, Path]:
     """Resolves the worker's jars and the plugins with Maven (cached in ~/.m2) unless present."""
-    if not any(WORKER_LIB.glob("connect-runtime-*.jar")) or not any(
-        (PLUGIN_DIR / "file-stream").glob("connect-file-*.jar")
+    if (
+        not any(WORKER_LIB.glob("connect-runtime-*.jar"))
+        or not any(WORKER_LIB.glob("connect-basic-auth-extension-*.jar"))
+        or not any((PLUGIN_DIR / "file-stream").glob("connect-file-*.jar"))
     ):
         subprocess.run(["mvn", "-q", "-B", "-f", str(CONNECT_DIR / "pom.xml"), "package"], check=True)
     if not any((PLUGIN_DIR / "debezium-postgres").glob("debezium-connector-postgres-*.jar")):
@@ -134,6 +136,7 @@ class ConnectWorker:
                 "-XX:TieredStopAtLevel=1",  # a faster start; the tests move little data
                 "-Djava.awt.headless=true",
                 f"-Dlog4j2.configurationFile={self.workdir / 'log4j2.properties'}",
+                *self._jvm_args(),
                 "-cp",
                 f"{WORKER_LIB}/*",
                 "org.apache.kafka.connect.cli.ConnectDistributed",
@@ -146,6 +149,10 @@ class ConnectWorker:
             poll=0.5,
         )
         return self
+
+    def _jvm_args(self) -> list[str]:
+        """Extra JVM arguments (a hook: e.g. the JAAS file of the REST API's basic auth)."""
+        return []
 
     def _ready(self) -> bool:
         # The REST server answers before the worker has joined its group; /connectors answers

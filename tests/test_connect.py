@@ -680,11 +680,25 @@ def test_cli_tls_and_password_from_the_environment(
 
 class HttpsConnectWorker(ConnectWorker):
     """The test worker with its REST API on https only, requiring client certificates
-    (``listeners.https.ssl.*``: Connect's own settings for its REST server)."""
+    (``listeners.https.ssl.*``: Connect's own settings for its REST server) and HTTP basic auth
+    (Apache Kafka's ``BasicAuthSecurityRestExtension`` with a JAAS property-file login)."""
 
-    def __init__(self, bootstrap_servers: str, pki: Pki) -> None:
+    def __init__(self, bootstrap_servers: str, pki: Pki, user: str, password: str) -> None:
         super().__init__(bootstrap_servers)
         self.pki = pki
+        self.user, self.password = user, password
+
+    def _jvm_args(self) -> list[str]:
+        users = self.workdir / "rest-users.properties"
+        users.write_text(f"{self.user}={self.password}\n")
+        jaas = self.workdir / "rest-jaas.conf"
+        jaas.write_text(
+            "KafkaConnect {\n"
+            "  org.apache.kafka.connect.rest.basic.auth.extension.PropertyFileLoginModule required\n"
+            f'  file="{users}";\n'
+            "};\n"
+        )
+        return [f"-Djava.security.auth.login.config={jaas}"]
 
     @property
     def url(self) -> str:
@@ -703,6 +717,8 @@ class HttpsConnectWorker(ConnectWorker):
             "listeners.https.ssl.truststore.location": str(self.pki.truststore),
             "listeners.https.ssl.truststore.password": STORE_PASSWORD,
             "listeners.https.ssl.client.auth": "required",
+            "rest.extension.classes": "org.apache.kafka.connect.rest.basic.auth.extension."
+            "BasicAuthSecurityRestExtension",
         }
         if not self.pki.truststore.exists():
             # keytool, not cryptography: Java trusts only PKCS#12 certificate entries that carry
@@ -734,22 +750,44 @@ class HttpsConnectWorker(ConnectWorker):
     def _ready(self) -> bool:
         context = ssl.create_default_context(cafile=str(self.pki.ca))
         context.load_cert_chain(self.pki.client_cert, self.pki.client_key)
+        credentials = base64.b64encode(f"{self.user}:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"{self.url}/connectors", headers={"Authorization": f"Basic {credentials}"}
+        )
         try:
-            with urllib.request.urlopen(f"{self.url}/connectors", timeout=2, context=context) as resp:
+            with urllib.request.urlopen(request, timeout=2, context=context) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False
 
 
-def test_connect_worker_over_mutual_tls(
-    bootstrap_servers: str, pki: Pki, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_connect_worker_over_mutual_tls_with_basic_auth(
+    bootstrap_servers: str,
+    pki: Pki,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A real worker whose REST API is https with client certificates required."""
-    worker = HttpsConnectWorker(bootstrap_servers, pki)
+    """A real worker whose REST API is https with client certificates and basic auth required."""
+    password = "rest-" + uuid.uuid4().hex
+    worker = HttpsConnectWorker(bootstrap_servers, pki, "ml-team", password)
     worker.start()
     try:
         client_cert = (pki.client_cert, pki.client_key)
-        with ConnectClient(worker.url, verify=pki.ca, cert=client_cert) as connect:
+        # The certificate without the password: the worker answers 401.
+        with ConnectClient(worker.url, verify=pki.ca, cert=client_cert, timeout=5) as no_auth:
+            with pytest.raises(ConnectError) as refused:
+                no_auth.connectors()
+            assert refused.value.status == 401, refused.value
+        with ConnectClient(
+            worker.url, verify=pki.ca, cert=client_cert, auth=("ml-team", "wrong-" + password), timeout=5
+        ) as wrong:
+            with pytest.raises(ConnectError) as refused:
+                wrong.connectors()
+            assert refused.value.status == 401 and password not in str(refused.value)
+        auth = ("ml-team", password)
+        with ConnectClient(worker.url, verify=pki.ca, cert=client_cert, auth=auth) as connect:
+            assert password not in repr(connect)
             assert connect.info()["version"].startswith("4.")
             name = f"tls-{uuid.uuid4().hex[:8]}"
             connect.create(
@@ -768,6 +806,8 @@ def test_connect_worker_over_mutual_tls(
             with pytest.raises(ConnectUnreachableError, match="not trusted"):
                 untrusted.connectors()
         tls = ["--ca", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
+        tls += ["--user", "ml-team", "--password-env", "KAFKA_ML_TEST_CONNECT_PASSWORD"]
+        monkeypatch.setenv("KAFKA_ML_TEST_CONNECT_PASSWORD", password)
         assert cli_main(["connect", "--url", worker.url, *tls, "list"]) == 0
         assert any(line.startswith(f"{name}\tRUNNING") for line in capsys.readouterr().out.splitlines())
         assert cli_main(["connect", "--url", worker.url, *tls, "delete", name]) == 0
