@@ -1052,7 +1052,12 @@ impl Engine {
         for msg in &messages {
             match msg.error() {
                 None => progressed |= self.handle(msg)?,
-                Some(RDKafkaErrorCode::PartitionEOF) => self.check_positions(),
+                // Not `check_positions`: librdkafka has already moved every partition's
+                // position past the whole batch, so a partition whose last messages follow this
+                // EOF in the batch would look finished before they are decoded.
+                Some(RDKafkaErrorCode::PartitionEOF) => {
+                    self.finish_at_eof(msg.topic(), msg.partition(), msg.offset())
+                }
                 Some(code) => self.handle_error(
                     KafkaError::MessageConsumption(code),
                     Some((msg.topic(), msg.partition())),
@@ -1167,8 +1172,29 @@ impl Engine {
         }
     }
 
-    /// At a partition EOF: finish every partition whose position reached its end (covers ends
-    /// that fall on transaction markers or compacted-away offsets, which yield no message).
+    /// At an EOF of one partition (batch path): the partition's messages before it have all
+    /// been handled, and `eof_offset` (its fetch position) has passed any transaction markers
+    /// or compacted-away offsets, so an end at or below it is reached.
+    fn finish_at_eof(&mut self, topic: &str, partition: i32, eof_offset: i64) {
+        if !self.bounded {
+            return;
+        }
+        let id = self.ids.id(topic, partition);
+        if self
+            .ends
+            .get(id)
+            .copied()
+            .flatten()
+            .is_some_and(|end| eof_offset >= end)
+        {
+            self.finish_partition(id);
+        }
+    }
+
+    /// At a partition EOF (poll path): finish every partition whose position reached its end
+    /// (covers ends that fall on transaction markers or compacted-away offsets, which yield no
+    /// message). `poll` hands out one message at a time, so a position is never ahead of what
+    /// was handled; and its EOF event names the partition but not the topic.
     fn check_positions(&mut self) {
         if !self.bounded {
             return;

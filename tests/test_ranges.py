@@ -82,3 +82,27 @@ def test_empty_range_ends_at_once(config, new_topic, produce):
     produce(topic, rows(0, 3))
     ds = open_ds(config, topic, start="latest", end="latest")
     assert len(ds) == 0 and list(ds) == []
+
+
+@pytest.mark.parametrize("group", [None, "g-eof"], ids=["batch-path", "group-poll-path"])
+def test_a_partition_fetched_after_another_ones_end_is_read_whole(config, new_topic, group):
+    # Partition 1 (one message) reaches its end in the first fetch; partition 0 arrives in many
+    # small record batches over several fetches, and its tail lands in the same consume batch
+    # as partition 1's end-of-partition event. Every message must still be delivered.
+    topic = new_topic(partitions=2)
+    n = 600
+    with km.Producer({**config, "batch.size": "1000", "linger.ms": "0"}) as producer:
+        producer.send(topic, {"id": np.arange(n, dtype=np.int64)}, format="json", partition=0)
+        producer.send(topic, {"id": np.array([n], dtype=np.int64)}, format="json", partition=1)
+    for fetch_bytes in ("1024", "4096", "16384"):
+        ds = km.KafkaDataset(
+            topic,
+            {**config, "max.partition.fetch.bytes": fetch_bytes}
+            | ({"group.id": f"{group}-{topic}-{fetch_bytes}"} if group else {}),
+            format="json",
+            schema={"id": "int64"},
+            end="latest",
+            batch_size=32,
+        )
+        got = sorted(int(v) for b in ds for v in b["id"])
+        assert got == list(range(n + 1)), f"max.partition.fetch.bytes={fetch_bytes}"
