@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup build broker lint rust-test py-test bench clean connect postgres
+.PHONY: demo test setup build broker lint rust-test py-test bench clean connect postgres registry
 
 demo: build
 	$(VENV)/bin/kafka-ml demo
@@ -32,6 +32,11 @@ broker:
 connect: postgres
 	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import connect_launcher; connect_launcher.ensure_connect_jars()"
 
+# Resolves the Schema Registry the tests start (Apicurio Registry, its Confluent-compatible API)
+# from Maven Central (cached in ~/.m2) and unpacks it into kafka/registry/target.
+registry:
+	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import registry_launcher; registry_launcher.ensure_registry_jar()"
+
 postgres:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing PostgreSQL (Debian's postgresql package)"; \
@@ -48,7 +53,7 @@ lint: setup
 rust-test:
 	cargo test --release
 
-py-test: build broker connect
+py-test: build broker connect registry
 	$(VENV)/bin/pytest
 
 bench: build broker
@@ -59,4 +64,4 @@ bench: build broker
 	$(PY) bench/inference_bench.py
 
 clean:
-	rm -rf $(VENV) kafka/target kafka/connect/target
+	rm -rf $(VENV) kafka/target kafka/connect/target kafka/registry/target

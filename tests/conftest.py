@@ -6,6 +6,10 @@ loopback ports; its log is printed if it fails to start and kept in its temp dir
 
 `secure_broker` is a second, secured broker (TLS, mTLS, SASL, ACLs: kafka/secure_launcher.py),
 started only by the first test that asks for it.
+
+`schema_registry_url` is a Schema Registry's Confluent-compatible API: `SCHEMA_REGISTRY_URL` if
+set, otherwise a local Apicurio Registry (kafka/registry_launcher.py, global compatibility
+BACKWARD like Confluent's default), started only by the first test that asks for it.
 """
 
 from __future__ import annotations
@@ -57,6 +61,23 @@ def secure_broker() -> Iterator[SecureKafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url() -> Iterator[str]:
+    """A Schema Registry's Confluent-compatible API base URL (no trailing slash)."""
+    external = os.environ.get("SCHEMA_REGISTRY_URL")
+    if external:
+        yield external.rstrip("/")
+        return
+    from registry_launcher import RegistryServer
+
+    registry = RegistryServer()
+    registry.start()
+    try:
+        yield registry.url
+    finally:
+        registry.stop()
 
 
 @pytest.fixture(scope="session")
