@@ -47,6 +47,7 @@ Start-up on a 2-core machine: about 4-4.5 s to ready and ~225 MiB RSS with the J
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -88,7 +89,15 @@ class RegistryServer:
     `compatibility` is the global compatibility level set at start (Confluent's default,
     BACKWARD, unless told otherwise; None leaves Apicurio's own default, no check)."""
 
-    def __init__(self, compatibility: str | None = "BACKWARD", workdir: str | None = None) -> None:
+    def __init__(
+        self,
+        compatibility: str | None = "BACKWARD",
+        workdir: str | None = None,
+        users: dict[str, str] | None = None,
+    ) -> None:
+        # With `users` ({name: password}), every request needs HTTP basic auth (Quarkus's
+        # embedded user store); the harness itself uses the first user.
+        self.users = dict(users or {})
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="kafka-ml-registry-"))
         self.port = free_port()
         self.compatibility = compatibility
@@ -131,14 +140,31 @@ class RegistryServer:
         ]
 
     def _jvm_args(self) -> list[str]:
-        """Extra JVM arguments (a hook: e.g. `-Dquarkus.http.auth.basic=true` and users)."""
-        return []
+        """Extra JVM arguments: basic auth and its users when `users` is given."""
+        if not self.users:
+            return []
+        args = [
+            "-Dquarkus.http.auth.basic=true",
+            "-Dquarkus.security.users.embedded.enabled=true",
+            "-Dquarkus.security.users.embedded.plain-text=true",
+            "-Dapicurio.auth.enabled=true",
+        ]
+        for name, password in self.users.items():
+            args.append(f"-Dquarkus.security.users.embedded.users.{name}={password}")
+            args.append(f"-Dquarkus.security.users.embedded.roles.{name}=sr-admin")
+        return args
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": CONTENT_TYPE}
+        if self.users:
+            name, password = next(iter(self.users.items()))
+            token = base64.b64encode(f"{name}:{password}".encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        return headers
 
     def _request(self, method: str, path: str, body: object | None = None) -> tuple[int, object]:
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(
-            f"{self.url}{path}", data=data, method=method, headers={"Content-Type": CONTENT_TYPE}
-        )
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=self._headers())
         try:
             with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status, json.loads(resp.read() or b"null")
@@ -147,7 +173,8 @@ class RegistryServer:
 
     def _ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/subjects", timeout=2) as resp:
+            req = urllib.request.Request(f"{self.url}/subjects", headers=self._headers())
+            with urllib.request.urlopen(req, timeout=2) as resp:
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False

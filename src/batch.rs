@@ -272,6 +272,12 @@ impl BatchBuilder {
         Ok(())
     }
 
+    /// The failure outside the message behind the last failed `append` (see
+    /// `Decoder::take_unavailable`).
+    pub fn take_unavailable(&mut self) -> Option<crate::error::Error> {
+        self.decoder.take_unavailable()
+    }
+
     /// Whether the decoder decodes chunks ahead (see `Decoder::prepare`).
     pub fn decodes_ahead(&self) -> bool {
         self.decoder.decodes_ahead()

@@ -1101,6 +1101,10 @@ impl Engine {
             },
         };
         if let Err(reason) = self.builder.append(&view, id) {
+            if let Some(e) = self.builder.take_unavailable() {
+                // Not the message's fault: stop before its offset, skipping nothing.
+                return Err(Stop::Failed(e));
+            }
             let position = MessagePosition {
                 topic: view.topic.to_string(),
                 partition: view.partition,

@@ -128,6 +128,15 @@ pub enum Error {
         kafka: Option<KafkaCode>,
     },
 
+    /// The Schema Registry refused a request or could not be reached: `status` is the HTTP
+    /// status (none when it did not answer), `error_code` the registry's own code.
+    #[error("schema registry: {what}")]
+    Registry {
+        what: String,
+        status: Option<u16>,
+        error_code: Option<i64>,
+    },
+
     /// The object was used after `close()`.
     #[error("{0} is closed")]
     Closed(&'static str),

@@ -7,7 +7,8 @@
 //! - [`batch_consume`]: librdkafka's batch consume API for assigned, non-committing readers;
 //! - [`queue`]: the byte-bounded hand-off; [`producer`]: delivery-tracked producing;
 //! - [`embedded`]: the in-process mock cluster; [`admin`]: topic creation (the compacted model topic);
-//! - [`offsets`]: checkpoint commits and watermarks.
+//! - [`offsets`]: checkpoint commits and watermarks;
+//! - [`registry`]: the Schema Registry client (writer schemas by id, subjects, registration).
 //!
 //! `py` holds the bindings only: argument conversion, GIL release, error mapping.
 
@@ -23,6 +24,7 @@ pub mod error;
 pub mod offsets;
 pub mod producer;
 pub mod queue;
+pub mod registry;
 pub mod schema;
 
 mod py;

@@ -26,11 +26,13 @@ from .exceptions import (
     KafkaMLError,
     KafkaTimeoutError,
     ModelIntegrityError,
+    SchemaRegistryError,
     SSLError,
     UnknownTopicError,
 )
 from .models import ModelPublisher, ModelSubscriber, ModelVersion
 from .producer import Producer, SendReport
+from .registry import SchemaRegistry
 
 __all__ = [
     "AuthenticationError",
@@ -60,6 +62,8 @@ __all__ = [
     "ModelVersion",
     "Producer",
     "SSLError",
+    "SchemaRegistry",
+    "SchemaRegistryError",
     "SendReport",
     "UnknownTopicError",
     "__version__",

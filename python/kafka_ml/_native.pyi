@@ -1,5 +1,6 @@
 """Typed stubs of the native module (checked against it with mypy's stubtest)."""
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any, final
 
@@ -14,6 +15,7 @@ __all__ = [
     "KafkaDataset",
     "PreparedSend",
     "Producer",
+    "SchemaRegistry",
     "SendReport",
     "__version__",
     "commit_offsets",
@@ -91,6 +93,8 @@ class KafkaDataset:
         shape: list[int] | None = None,
         avro_schema: str | None = None,
         registry_schemas: dict[int, str] | None = None,
+        registry: SchemaRegistry | None = None,
+        subject: str | None = None,
         metadata: list[str] = ...,
         batch_size: int = 1024,
         max_wait: float = 0.1,
@@ -192,3 +196,25 @@ def create_topic(
     topic_config: dict[str, str] | None = None,
     timeout: float = 30.0,
 ) -> bool: ...
+
+@final
+class SchemaRegistry:
+    """A Schema Registry client (Confluent's REST API): writer schemas by id (cached), subject
+    versions, lookup and registration. ``auth`` is ``(user, secret)`` or a bearer token;
+    ``verify`` is ``True``, ``False`` or a CA file path. Credentials are never shown."""
+
+    def __new__(
+        cls,
+        url: str,
+        *,
+        auth: tuple[str, str] | str | None = None,
+        verify: bool | str | os.PathLike[str] | None = None,
+        timeout: float = 10.0,
+    ) -> SchemaRegistry: ...
+    @property
+    def url(self) -> str: ...
+    def schema(self, schema_id: int) -> dict[str, Any]: ...
+    def subject_version(self, subject: str, version: int | None = None) -> dict[str, Any]: ...
+    def register(
+        self, subject: str, schema: str, schema_type: str = "AVRO", *, auto_register: bool = True
+    ) -> int: ...

@@ -13,8 +13,9 @@ import numpy as np
 
 from ._native import SendReport
 from .dataset import ColumnType
-from .producer import Headers, _send_arguments
+from .producer import Headers, _send_arguments, registered_schema_id
 from .producer import Producer as _SyncProducer
+from .registry import SchemaRegistry, SubjectNameStrategy
 
 __all__ = ["Producer"]
 
@@ -44,8 +45,18 @@ class Producer:
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
+        schema_registry: str | SchemaRegistry | None = None,
+        subject: str | None = None,
+        subject_name_strategy: SubjectNameStrategy = "topic",
+        auto_register: bool = True,
         timeout: float = 30.0,
     ) -> SendReport:
+        if schema_registry is not None and schema_id is None:
+            # A registry round trip the first time a schema is seen: off the event loop.
+            schema_id = await asyncio.to_thread(
+                registered_schema_id,
+                topic, format, avro_schema, schema_registry, subject, subject_name_strategy, auto_register,
+            )  # fmt: skip
         stream, kwargs = _send_arguments(
             data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
         )

@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from . import _native
-from ._native import Batch, BatchReader
+from ._native import Batch, BatchReader, SchemaRegistry
 from .exceptions import ClosedError, ConfigError
+from .registry import registry_client
 
 if TYPE_CHECKING:
     from .torch import KafkaIterableDataset
@@ -107,7 +108,12 @@ class KafkaDataset:
             ``debezium``: the table's columns, the same way.
         dtype, shape: for ``tensor``: element type and per-message shape.
         avro_schema: for ``avro``: the (reader) record schema, as a dict or JSON string.
-        schema_registry: for Confluent-framed Avro: ``{schema_id: writer_schema}``.
+        schema_registry: for Confluent-framed Avro (magic byte 0 + schema id): a registry URL
+            or :class:`~kafka_ml.SchemaRegistry` — each writer schema is fetched by id the first
+            time it is seen and values resolve to the reader schema (``avro_schema``, or else
+            the subject's latest version) — or, offline, ``{schema_id: writer_schema}``.
+        subject: the reader schema's subject when ``avro_schema`` is not given (default
+            ``<topic>-value``).
         metadata: extra columns among ``topic, partition, offset, timestamp, key, headers``.
         batch_size: rows per batch at most; ``max_wait``: seconds before a partial batch is
             handed out anyway (the latency bound).
@@ -134,7 +140,8 @@ class KafkaDataset:
         dtype: Any = None,
         shape: int | Sequence[int] | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
-        schema_registry: Mapping[int, Mapping[str, Any] | str] | None = None,
+        schema_registry: str | SchemaRegistry | Mapping[int, Mapping[str, Any] | str] | None = None,
+        subject: str | None = None,
         metadata: Sequence[str] = (),
         batch_size: int = 1024,
         max_wait: float = 0.1,
@@ -150,8 +157,8 @@ class KafkaDataset:
         self._arguments: dict[str, Any] = {
             "topics": topics, "config": dict(config or {}), "partitions": partitions, "format": format,
             "schema": schema, "dtype": dtype, "shape": shape, "avro_schema": avro_schema,
-            "schema_registry": schema_registry, "metadata": list(metadata), "batch_size": batch_size,
-            "max_wait": max_wait, "start": start, "end": end, "on_error": on_error,
+            "schema_registry": schema_registry, "subject": subject, "metadata": list(metadata),
+            "batch_size": batch_size, "max_wait": max_wait, "start": start, "end": end, "on_error": on_error,
             "dead_letter_topic": dead_letter_topic, "queue_bytes": queue_bytes, "timeout": timeout,
         }  # fmt: skip
         if isinstance(topics, str):
@@ -173,8 +180,10 @@ class KafkaDataset:
             shape=list(shape) if shape is not None else None,
             avro_schema=as_json(avro_schema) if avro_schema is not None else None,
             registry_schemas={int(k): as_json(v) for k, v in schema_registry.items()}
-            if schema_registry is not None
+            if isinstance(schema_registry, Mapping)
             else None,
+            registry=registry_client(schema_registry),
+            subject=subject,
             metadata=list(metadata),
             batch_size=batch_size,
             max_wait=max_wait,

@@ -28,6 +28,7 @@ __all__ = [
     "KafkaTimeoutError",
     "ModelIntegrityError",
     "SSLError",
+    "SchemaRegistryError",
     "UnknownTopicError",
 ]
 
@@ -131,6 +132,29 @@ class AuthorizationError(KafkaMLError, PermissionError):
         super().__init__(message, code=code, name=name, retriable=retriable, fatal=fatal)
         self.resource = resource
         self.operation = operation
+
+
+class SchemaRegistryError(KafkaMLError):
+    """The Schema Registry refused a request (an incompatible schema, an unknown subject, wrong
+    credentials) or could not be reached. ``status`` is the HTTP status (``None`` when the
+    registry did not answer) and ``error_code`` the registry's own code (HTTP 409 for an
+    incompatible schema; HTTP 404 with code 40403 for an unknown schema id). Credentials never
+    appear in the message."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error_code: int | None = None,
+        code: int | None = None,
+        name: str | None = None,
+        retriable: bool = False,
+        fatal: bool = False,
+    ) -> None:
+        super().__init__(message, code=code, name=name, retriable=retriable, fatal=fatal)
+        self.status = status
+        self.error_code = error_code
 
 
 class ModelIntegrityError(KafkaMLError):

@@ -13,6 +13,7 @@ from . import _native
 from ._native import SendReport
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config
 from .exceptions import ConfigError, EncodeError, KafkaMLError
+from .registry import SchemaRegistry, SubjectNameStrategy, registry_client, subject_name
 
 __all__ = ["Headers", "Producer", "SendReport"]
 
@@ -61,6 +62,10 @@ class Producer:
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
+        schema_registry: str | SchemaRegistry | None = None,
+        subject: str | None = None,
+        subject_name_strategy: SubjectNameStrategy = "topic",
+        auto_register: bool = True,
         timeout: float = 30.0,
         progress: bool = False,
     ) -> SendReport:
@@ -79,6 +84,13 @@ class Producer:
         Every row is encoded and checked (size against ``message.max.bytes``, the topic's
         existence) before the first is queued: a failed ``send`` sends nothing.
 
+        With ``schema_registry`` (a URL or :class:`~kafka_ml.SchemaRegistry`), ``avro`` values
+        are framed with the id of ``avro_schema`` under its subject (``subject``, or the
+        ``subject_name_strategy``'s: ``<topic>-value`` by default): the schema is registered
+        first (``auto_register=False`` only looks it up), and a schema the subject's
+        compatibility rule refuses raises :class:`~kafka_ml.SchemaRegistryError` before
+        anything is sent.
+
         ``key`` is a column name (partitioning then follows the key) or one key per row.
         ``headers`` is a list of ``(name, value)`` for every row, or ``{name: values}`` with one
         value per row (bytes, text or integers; e.g. each result's lineage).
@@ -91,6 +103,10 @@ class Producer:
         if format == "tensor" and isinstance(data, np.ndarray) and schema is None and key is None:
             report = self._send_tensor_rows(topic, data, partition)
         else:
+            if schema_registry is not None and schema_id is None:
+                schema_id = registered_schema_id(
+                    topic, format, avro_schema, schema_registry, subject, subject_name_strategy, auto_register
+                )
             stream, kwargs = _send_arguments(
                 data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
             )
@@ -217,6 +233,28 @@ def _arrow_stream(data: Any, format: str) -> Any:
         return pa.table(pa.record_batch(data))
     raise EncodeError(
         f"cannot send {type(data).__name__}: expected a NumPy array, a dict of arrays, or an Arrow table"
+    )
+
+
+def registered_schema_id(
+    topic: str,
+    format: str,
+    avro_schema: Mapping[str, Any] | str | None,
+    schema_registry: str | SchemaRegistry,
+    subject: str | None,
+    strategy: SubjectNameStrategy,
+    auto_register: bool,
+) -> int:
+    """The registry id that frames a send's values (looked up or registered; cached)."""
+    if format != "avro":
+        raise ConfigError(f"schema_registry is for format='avro', not {format!r}")
+    if avro_schema is None:
+        raise ConfigError("format='avro' with a schema_registry needs avro_schema (the writer schema)")
+    client = registry_client(schema_registry)
+    assert client is not None
+    text = avro_schema if isinstance(avro_schema, str) else json.dumps(avro_schema)
+    return client.register(
+        subject or subject_name(topic, strategy, avro_schema), text, "AVRO", auto_register=auto_register
     )
 
 

@@ -1,20 +1,26 @@
 //! `avro`: Avro binary records, plain or in the Confluent Schema Registry wire format.
 
 use super::{require_value, Decoder};
+use crate::error::Error;
+use crate::registry::{SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
 use crate::schema::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 use std::collections::HashMap;
-
-/// The first byte of every Confluent-framed message.
-const CONFLUENT_MAGIC: u8 = 0;
+use std::sync::Arc;
 
 pub struct AvroDecoder {
     reader_schema: Schema,
-    /// Writer schemas by registry id; empty means plain Avro datums written with `reader_schema`.
+    /// Whether values carry the Confluent header (a registry, or writer schemas by id, given);
+    /// otherwise they are plain Avro datums written with `reader_schema`.
+    framed: bool,
+    /// Writer schemas by registry id: given up front, or fetched from `registry` on first sight.
     writers: HashMap<u32, Schema>,
+    registry: Option<Arc<SchemaRegistry>>,
+    /// A registry failure (not a bad message) that stopped the last `decode`.
+    unavailable: Option<Error>,
     columns: Vec<ColumnBuilder>,
     rows: usize,
 }
@@ -73,7 +79,11 @@ fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
 }
 
 impl AvroDecoder {
-    pub fn new(schema: &str, registry_schemas: &[(u32, String)]) -> Result<Self, String> {
+    pub fn new(
+        schema: &str,
+        registry_schemas: &[(u32, String)],
+        registry: Option<Arc<SchemaRegistry>>,
+    ) -> Result<Self, String> {
         let reader_schema = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
         let Schema::Record(record) = &reader_schema else {
             return Err("the Avro schema must be a record".into());
@@ -90,26 +100,59 @@ impl AvroDecoder {
         }
         Ok(AvroDecoder {
             reader_schema,
+            framed: registry.is_some() || !writers.is_empty(),
             writers,
+            registry,
+            unavailable: None,
             columns,
             rows: 0,
         })
     }
 
-    fn decode_record(&mut self, value: &[u8]) -> Result<(), String> {
-        let (writer, mut body) = if self.writers.is_empty() {
-            (&self.reader_schema, value)
-        } else {
-            if value.len() < 5 || value[0] != CONFLUENT_MAGIC {
-                return Err("not in the Confluent wire format (magic byte 0 + 4-byte schema id)".into());
-            }
-            let id = u32::from_be_bytes(value[1..5].try_into().expect("4 bytes"));
-            let writer = self.writers.get(&id).ok_or_else(|| {
+    /// The writer schema of `id`: known, or fetched from the registry (once per id).
+    fn writer(&mut self, id: u32) -> Result<&Schema, String> {
+        if !self.writers.contains_key(&id) {
+            let Some(registry) = &self.registry else {
                 let mut known: Vec<_> = self.writers.keys().collect();
                 known.sort();
-                format!("unknown schema id {id} (known ids: {known:?})")
-            })?;
-            (writer, &value[5..])
+                return Err(format!("unknown schema id {id} (known ids: {known:?})"));
+            };
+            let writer = match registry.schema_by_id(id) {
+                Ok(found) if found.schema_type != SchemaType::Avro => {
+                    return Err(format!(
+                        "schema id {id} is a {} schema in the registry, not Avro",
+                        found.schema_type.name()
+                    ))
+                }
+                Ok(found) => parse_registered(registry, &found.schema, &found.references)
+                    .map_err(|e| format!("the registry's schema id {id}: {e}"))?,
+                Err(e) if e.is_registry_not_found() => {
+                    return Err(format!(
+                        "unknown schema id {id}: the registry at {} has no such schema",
+                        registry.url()
+                    ))
+                }
+                Err(e) => {
+                    let reason = e.to_string();
+                    self.unavailable = Some(e);
+                    return Err(reason);
+                }
+            };
+            self.writers.insert(id, writer);
+        }
+        Ok(&self.writers[&id])
+    }
+
+    fn decode_record(&mut self, value: &[u8]) -> Result<(), String> {
+        let (writer, mut body) = if !self.framed {
+            (&self.reader_schema, value)
+        } else {
+            if value.len() < WIRE_HEADER || value[0] != WIRE_MAGIC {
+                return Err("not in the Confluent wire format (magic byte 0 + 4-byte schema id)".into());
+            }
+            let id = u32::from_be_bytes(value[1..WIRE_HEADER].try_into().expect("4 bytes"));
+            self.writer(id)?;
+            (&self.writers[&id], &value[WIRE_HEADER..])
         };
         let datum = apache_avro::from_avro_datum(writer, &mut body, Some(&self.reader_schema))
             .map_err(|e| format!("invalid Avro: {e}"))?;
@@ -173,6 +216,42 @@ fn append(col: &mut ColumnBuilder, v: &Value) -> Result<(), String> {
     }
 }
 
+/// Parses a registered Avro schema, with the schemas it references (named types registered
+/// under other subjects) fetched first.
+pub(crate) fn parse_registered(
+    registry: &SchemaRegistry,
+    schema: &str,
+    references: &[crate::registry::SchemaReference],
+) -> Result<Schema, String> {
+    if references.is_empty() {
+        return Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"));
+    }
+    // Depth-first, so that every named type is defined before a schema that uses it.
+    let mut texts: Vec<String> = Vec::new();
+    let mut pending: Vec<(crate::registry::SchemaReference, bool)> =
+        references.iter().rev().map(|r| (r.clone(), false)).collect();
+    let mut seen = std::collections::HashSet::new();
+    while let Some((reference, expanded)) = pending.pop() {
+        let found = registry
+            .subject_version(&reference.subject, Some(reference.version))
+            .map_err(|e| format!("reference '{}': {e}", reference.name))?;
+        if expanded || found.references.is_empty() {
+            if seen.insert((reference.subject.clone(), reference.version)) {
+                texts.push(found.schema);
+            }
+        } else {
+            pending.push((reference, true));
+            pending.extend(found.references.iter().rev().map(|r| (r.clone(), false)));
+        }
+    }
+    texts.push(schema.to_owned());
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let mut parsed = Schema::parse_list(refs).map_err(|e| format!("invalid Avro schema: {e}"))?;
+    parsed
+        .pop()
+        .ok_or_else(|| "invalid Avro schema: empty".to_owned())
+}
+
 impl Decoder for AvroDecoder {
     fn fields(&self) -> Vec<FieldRef> {
         self.columns.iter().map(|c| c.field()).collect()
@@ -192,6 +271,10 @@ impl Decoder for AvroDecoder {
                 Err(e)
             }
         }
+    }
+
+    fn take_unavailable(&mut self) -> Option<Error> {
+        self.unavailable.take()
     }
 
     fn finish(&mut self) -> Vec<ArrayRef> {
@@ -232,7 +315,7 @@ mod tests {
 
     #[test]
     fn plain_and_confluent_framing() {
-        let mut plain = AvroDecoder::new(SCHEMA, &[]).unwrap();
+        let mut plain = AvroDecoder::new(SCHEMA, &[], None).unwrap();
         plain.decode(None, Some(&datum(1, Some("a")))).unwrap();
         plain.decode(None, Some(&datum(2, None))).unwrap();
         assert!(plain
@@ -251,7 +334,7 @@ mod tests {
         );
         assert!(cols[2].is_null(1));
 
-        let mut framed = AvroDecoder::new(SCHEMA, &[(7, SCHEMA.to_string())]).unwrap();
+        let mut framed = AvroDecoder::new(SCHEMA, &[(7, SCHEMA.to_string())], None).unwrap();
         let mut msg = vec![0, 0, 0, 0, 7];
         msg.extend(datum(3, None));
         framed.decode(None, Some(&msg)).unwrap();

@@ -12,9 +12,11 @@ mod raw;
 mod tensor;
 
 use crate::error::{Error, Result};
+use crate::registry::SchemaRegistry;
 use crate::schema::{ColumnSpec, ScalarType};
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
+use std::sync::Arc;
 
 pub use avro::AvroDecoder;
 pub use debezium::DebeziumDecoder;
@@ -40,6 +42,8 @@ pub enum FormatSpec {
     Avro {
         schema: String,
         registry_schemas: Vec<(u32, String)>,
+        /// Where the writer schemas of ids not in `registry_schemas` are fetched.
+        registry: Option<Arc<SchemaRegistry>>,
     },
     /// Key and value bytes as binary columns.
     Raw,
@@ -66,6 +70,12 @@ pub trait Decoder: Send {
     fn decodes_ahead(&self) -> bool {
         false
     }
+    /// After a failed `decode`: the failure outside the message that caused it (the schema
+    /// registry could not be reached), taken once. The read then stops with this error rather
+    /// than skip or dead-letter a message that is not at fault.
+    fn take_unavailable(&mut self) -> Option<Error> {
+        None
+    }
     /// Whether a message without a value is a tombstone that produces no row (the batch builder
     /// counts it) rather than a message to decode. Formats whose null values mean something
     /// else, or nothing valid, leave this `false`, and such a message is a decode error.
@@ -82,7 +92,10 @@ impl FormatSpec {
             FormatSpec::Avro {
                 schema,
                 registry_schemas,
-            } => Box::new(AvroDecoder::new(schema, registry_schemas).map_err(Error::Config)?),
+                registry,
+            } => {
+                Box::new(AvroDecoder::new(schema, registry_schemas, registry.clone()).map_err(Error::Config)?)
+            }
             FormatSpec::Raw => Box::new(RawDecoder::default()),
             FormatSpec::Debezium { columns } => Box::new(DebeziumDecoder::new(columns.clone())?),
         })

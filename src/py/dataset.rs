@@ -3,10 +3,12 @@
 use super::arrow_numpy::{column_to_numpy, ArrowBufferOwner};
 use super::blocking;
 use super::errors::{to_pyerr, IntoPyResult};
+use super::registry::PySchemaRegistry;
 use crate::batch::{KafkaBatch, MetaColumn, OffsetMap};
 use crate::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
 use crate::decode::FormatSpec;
 use crate::error::Error;
+use crate::registry::{SchemaRegistry, SchemaType};
 use crate::schema::{ColumnSpec, ScalarType};
 use arrow_array::{RecordBatch, StructArray};
 use arrow_schema::Field;
@@ -60,6 +62,7 @@ fn parse_format(
     shape: Option<Vec<usize>>,
     avro_schema: Option<String>,
     registry_schemas: Option<std::collections::HashMap<u32, String>>,
+    registry: Option<Arc<SchemaRegistry>>,
 ) -> PyResult<FormatSpec> {
     Ok(match format {
         "tensor" => {
@@ -84,13 +87,18 @@ fn parse_format(
             }
         }
         "avro" => {
-            let schema =
-                avro_schema.ok_or_else(|| config_error("format='avro' needs an Avro schema".into()))?;
-            let mut registry: Vec<(u32, String)> = registry_schemas.unwrap_or_default().into_iter().collect();
-            registry.sort();
+            let schema = avro_schema.ok_or_else(|| {
+                config_error(
+                    "format='avro' needs an Avro schema (avro_schema=, or a schema_registry and subject)"
+                        .into(),
+                )
+            })?;
+            let mut known: Vec<(u32, String)> = registry_schemas.unwrap_or_default().into_iter().collect();
+            known.sort();
             FormatSpec::Avro {
                 schema,
-                registry_schemas: registry,
+                registry_schemas: known,
+                registry,
             }
         }
         "raw" => FormatSpec::Raw,
@@ -121,7 +129,7 @@ impl KafkaDataset {
     #[new]
     #[pyo3(signature = (
         config, *, topics=None, partitions=None, format="raw", columns=None, dtype=None, shape=None,
-        avro_schema=None, registry_schemas=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
+        avro_schema=None, registry_schemas=None, registry=None, subject=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
         start=None, end=None, on_error="error", dead_letter_topic=None, queue_bytes=64 << 20, timeout=10.0,
         commit=true
     ))]
@@ -137,6 +145,8 @@ impl KafkaDataset {
         shape: Option<Vec<usize>>,
         avro_schema: Option<String>,
         registry_schemas: Option<std::collections::HashMap<u32, String>>,
+        registry: Option<Bound<'_, PySchemaRegistry>>,
+        subject: Option<String>,
         metadata: Vec<String>,
         batch_size: usize,
         max_wait: f64,
@@ -148,6 +158,42 @@ impl KafkaDataset {
         timeout: f64,
         commit: bool,
     ) -> PyResult<Self> {
+        let registry = registry.map(|r| r.get().inner.clone());
+        // The reader schema (and so the columns), when not given: the subject's latest version
+        // (TopicNameStrategy: `<topic>-value` unless a subject is named).
+        let avro_schema = match (format, avro_schema, &registry) {
+            ("avro", None, Some(client)) => {
+                let subject = match (subject, topics.as_deref(), partitions.as_deref()) {
+                    (Some(s), _, _) => s,
+                    (None, Some([topic]), _) => format!("{topic}-value"),
+                    (None, None, Some([(topic, _), rest @ ..])) if rest.iter().all(|(t, _)| t == topic) => {
+                        format!("{topic}-value")
+                    }
+                    _ => {
+                        return Err(config_error(
+                            "format='avro' over several topics: name the reader schema's subject (subject=) or give avro_schema".into(),
+                        ))
+                    }
+                };
+                let client = client.clone();
+                let latest = py
+                    .detach(move || client.subject_version(&subject, None))
+                    .py_err()?;
+                if latest.schema_type != SchemaType::Avro {
+                    return Err(config_error(format!(
+                        "the registry's latest schema of the subject is {}, not Avro",
+                        latest.schema_type.name()
+                    )));
+                }
+                if !latest.references.is_empty() {
+                    return Err(config_error(
+                        "the subject's latest schema references other subjects: give the reader schema as avro_schema=".into(),
+                    ));
+                }
+                Some(latest.schema)
+            }
+            (_, given, _) => given,
+        };
         let source = match (topics, partitions) {
             (Some(t), None) => Source::Topics(t),
             (None, Some(p)) => Source::Partitions(p),
@@ -195,7 +241,15 @@ impl KafkaDataset {
         let options = DatasetOptions {
             config,
             source,
-            format: parse_format(format, columns, dtype, shape, avro_schema, registry_schemas)?,
+            format: parse_format(
+                format,
+                columns,
+                dtype,
+                shape,
+                avro_schema,
+                registry_schemas,
+                registry,
+            )?,
             metadata,
             batch_size,
             max_wait: Duration::from_secs_f64(max_wait),

@@ -51,6 +51,13 @@ pub fn to_pyerr(err: Error) -> PyErr {
             Error::Closed(_) => "ClosedError",
             Error::Authentication { .. } => "AuthenticationError",
             Error::Ssl { .. } => "SSLError",
+            Error::Registry {
+                status, error_code, ..
+            } => {
+                let _ = kwargs.set_item("status", status);
+                let _ = kwargs.set_item("error_code", error_code);
+                "SchemaRegistryError"
+            }
             Error::Authorization {
                 resource, operation, ..
             } => {

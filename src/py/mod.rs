@@ -8,6 +8,7 @@ mod embedded;
 mod errors;
 mod offsets;
 mod producer;
+mod registry;
 
 use pyo3::prelude::*;
 use std::time::{Duration, Instant};
@@ -48,5 +49,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     offsets::register(m)?;
     admin::register(m)?;
     client::register(m)?;
+    registry::register(m)?;
     Ok(())
 }

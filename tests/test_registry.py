@@ -1,0 +1,376 @@
+"""Schema Registry by URL, on a real registry (Apicurio Registry's Confluent-compatible API, or
+`SCHEMA_REGISTRY_URL`) and a real broker: interop with confluent-kafka's serializers both ways,
+schema evolution, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import kafka_ml as km
+import numpy as np
+import pyarrow as pa
+import pytest
+from confluent_kafka import Consumer as CkConsumer
+from confluent_kafka import Producer as CkProducer
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from kafka_ml import _native
+
+V1 = {
+    "type": "record",
+    "name": "Reading",
+    "namespace": "ml.sensors",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "x", "type": {"type": "array", "items": "float"}},
+        {"name": "label", "type": ["null", "string"], "default": None},
+    ],
+}
+# v2: one field added with a default (BACKWARD-compatible), `label` removed.
+V2 = {
+    "type": "record",
+    "name": "Reading",
+    "namespace": "ml.sensors",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "x", "type": {"type": "array", "items": "float"}},
+        {"name": "weight", "type": "double", "default": 1.5},
+    ],
+}
+
+
+def rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {"id": i, "x": [float(i), i / 4.0], "label": None if i % 3 == 0 else f"r{i}"}
+        for i in range(start, start + n)
+    ]
+
+
+def confluent_send(
+    bootstrap: str, url: str, topic: str, schema: dict[str, Any], values: list[dict[str, Any]]
+) -> None:
+    serializer = AvroSerializer(SchemaRegistryClient({"url": url}), json.dumps(schema))
+    producer = CkProducer({"bootstrap.servers": bootstrap})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    for v in values:
+        producer.produce(topic, serializer(v, ctx))
+    assert producer.flush(30) == 0
+
+
+def read_all(ds: km.KafkaDataset) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for batch in ds:
+        for name, column in pa.record_batch(batch).to_pydict().items():
+            out.setdefault(name, []).extend(column)
+    return out
+
+
+def registered_subjects(url: str) -> list[str]:
+    return list(SchemaRegistryClient({"url": url}).get_subjects())
+
+
+# -- interop ----------------------------------------------------------------------------------
+
+
+def test_confluent_writes_kafka_ml_reads_with_only_the_url(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    values = rows(300)
+    confluent_send(config["bootstrap.servers"], schema_registry_url, topic, V1, values)
+    ds = km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    got = read_all(ds)
+    assert got["id"] == [v["id"] for v in values]
+    assert got["x"] == [v["x"] for v in values]  # float32 values that are exact in binary
+    assert got["label"] == [v["label"] for v in values]
+
+
+def test_kafka_ml_writes_confluent_reads_and_the_subject_exists(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    ids = np.arange(50, dtype=np.int64)
+    data = {"id": ids, "x": np.stack([ids * 0.5, ids * 0.25], axis=1).astype(np.float32)}
+    data_with_label = {**data, "label": [None if i % 2 else f"n{i}" for i in ids]}
+    with km.Producer(config) as producer:
+        producer.send(
+            topic, data_with_label, format="avro", avro_schema=V1, schema_registry=schema_registry_url
+        ).wait()
+    assert f"{topic}-value" in registered_subjects(schema_registry_url)
+
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": schema_registry_url}))
+    consumer = CkConsumer(
+        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    got: list[dict[str, Any]] = []
+    try:
+        for _ in range(200):
+            if len(got) == len(ids):
+                break
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
+    finally:
+        consumer.close()
+    assert [g["id"] for g in got] == ids.tolist()
+    assert [g["x"] for g in got] == data["x"].tolist()
+    assert [g["label"] for g in got] == data_with_label["label"]
+
+
+def test_values_of_two_schema_versions_resolve_to_the_latest(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    bootstrap = config["bootstrap.servers"]
+    confluent_send(bootstrap, schema_registry_url, topic, V1, rows(5))
+    v2_values = [{"id": 100 + i, "x": [1.0, 2.0], "weight": 0.25 * i} for i in range(5)]
+    confluent_send(bootstrap, schema_registry_url, topic, V2, v2_values)
+
+    # No reader schema given: the subject's latest version (v2) is the reader schema.
+    got = read_all(
+        km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    )
+    assert sorted(got) == ["id", "weight", "x"]  # `label` is gone, `weight` is new
+    assert got["id"] == [0, 1, 2, 3, 4, 100, 101, 102, 103, 104]
+    assert got["weight"] == [1.5] * 5 + [0.0, 0.25, 0.5, 0.75, 1.0]  # v1 values take the default
+
+    # An explicit reader schema (v1) reads v2 values too (forward: `weight` dropped, the
+    # missing `label` takes its default).
+    got = read_all(
+        km.KafkaDataset(
+            topic, config, format="avro", avro_schema=V1, schema_registry=schema_registry_url, end="latest"
+        )
+    )
+    assert got["label"][:5] == [None, "r1", "r2", None, "r4"] and got["label"][5:] == [None] * 5
+
+
+def test_record_name_strategy_and_auto_register_off(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    schema = {**V1, "name": f"R{uuid.uuid4().hex[:8]}"}
+    full_name = f"ml.sensors.{schema['name']}"
+    data = {"id": np.arange(3, dtype=np.int64), "x": np.zeros((3, 2), np.float32), "label": ["a", "b", None]}
+    with km.Producer(config) as producer:
+        with pytest.raises(km.SchemaRegistryError) as missing:
+            producer.send(
+                topic, data, format="avro", avro_schema=schema, schema_registry=schema_registry_url,
+                subject_name_strategy="record", auto_register=False,
+            )  # fmt: skip
+        assert missing.value.status == 404 and full_name in str(missing.value)
+        producer.send(
+            topic, data, format="avro", avro_schema=schema, schema_registry=schema_registry_url,
+            subject_name_strategy="record",
+        ).wait()  # fmt: skip
+    assert full_name in registered_subjects(schema_registry_url)
+    got = read_all(
+        km.KafkaDataset(
+            topic, config, format="avro", schema_registry=schema_registry_url, subject=full_name, end="latest"
+        )
+    )
+    assert got["id"] == [0, 1, 2] and got["label"] == ["a", "b", None]
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def frame(schema_id: int, body: bytes) -> bytes:
+    return b"\x00" + schema_id.to_bytes(4, "big") + body
+
+
+def produce_raw(bootstrap: str, topic: str, values: list[bytes]) -> None:
+    producer = CkProducer({"bootstrap.servers": bootstrap})
+    for v in values:
+        producer.produce(topic, v)
+    assert producer.flush(30) == 0
+
+
+@pytest.fixture
+def mixed_topic(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> Iterator[tuple[str, list[bytes]]]:
+    """Offsets 0-1 good, 2 an unknown id, 3 a wrong magic byte, 4 a body that does not match
+    its schema, 5 a good one."""
+    topic = new_topic()
+    client = km.SchemaRegistry(schema_registry_url)
+    schema_id = client.register(f"{topic}-value", json.dumps(V1))
+    serializer = AvroSerializer(SchemaRegistryClient({"url": schema_registry_url}), json.dumps(V1))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    good = [serializer(r, ctx) for r in rows(3)]
+    assert good[0][1:5] == schema_id.to_bytes(4, "big")
+    values = [
+        good[0],
+        good[1],
+        frame(2_000_000_000, good[2][5:]),
+        b"\x01" + good[2][1:],
+        frame(schema_id, b"\xff\xff\xff"),
+        good[2],
+    ]
+    produce_raw(config["bootstrap.servers"], topic, values)
+    yield topic, values
+
+
+def test_each_bad_value_is_named_and_follows_on_error(
+    config: dict[str, str], mixed_topic: tuple[str, list[bytes]], schema_registry_url: str
+) -> None:
+    topic, _ = mixed_topic
+    kw: dict[str, Any] = dict(
+        format="avro", avro_schema=V1, schema_registry=schema_registry_url, end="latest"
+    )
+    with pytest.raises(km.DecodeError) as first:
+        read_all(km.KafkaDataset(topic, config, **kw))
+    assert (first.value.topic, first.value.partition, first.value.offset) == (topic, 0, 2)
+    assert "unknown schema id 2000000000" in str(first.value) and "has no such schema" in str(first.value)
+
+    ds = km.KafkaDataset(topic, config, on_error="skip", **kw)
+    assert read_all(ds)["id"] == [0, 1, 2]
+    assert ds.stats["skipped"] == 3
+
+    reasons = []
+    for offset in (3, 4):
+        with pytest.raises(km.DecodeError) as bad:
+            read_all(km.KafkaDataset(topic, config, start={(topic, 0): offset}, **kw))
+        assert bad.value.offset == offset
+        reasons.append(str(bad.value))
+    assert "not in the Confluent wire format" in reasons[0]
+    assert "invalid Avro" in reasons[1]
+
+
+def test_an_unreachable_registry_stops_the_read_and_skips_nothing(
+    config: dict[str, str], mixed_topic: tuple[str, list[bytes]]
+) -> None:
+    topic, _ = mixed_topic
+    from launcher import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    group = f"g-{uuid.uuid4().hex}"
+    ds = km.KafkaDataset(
+        topic, {**config, "group.id": group}, format="avro", avro_schema=V1,
+        schema_registry=km.SchemaRegistry(dead, timeout=1.0), on_error="skip", end="latest",
+    )  # fmt: skip
+    with pytest.raises(km.SchemaRegistryError) as err:
+        read_all(ds)
+    assert err.value.status is None and f"cannot reach the schema registry at {dead}" in str(err.value)
+    assert ds.stats["skipped"] == 0 and ds.stats["dead_lettered"] == 0
+    # Nothing was handed out, so nothing was committed for the group.
+    assert _native.committed_offsets({**config, "group.id": group}, [(topic, 0)]) == {(topic, 0): None}
+
+
+def test_an_unreachable_registry_at_open_is_a_clear_error(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    from launcher import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(km.SchemaRegistryError, match="cannot reach the schema registry"):
+        km.KafkaDataset(
+            new_topic(), config, format="avro", schema_registry=km.SchemaRegistry(dead, timeout=1.0)
+        )
+
+
+def test_an_incompatible_schema_is_refused_before_anything_is_sent(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    data = {"id": np.arange(4, dtype=np.int64), "x": np.zeros((4, 2), np.float32), "label": ["a"] * 4}
+    incompatible = {**V1, "fields": [*V1["fields"], {"name": "required_new", "type": "int"}]}  # no default
+    with km.Producer(config) as producer:
+        producer.send(topic, data, format="avro", avro_schema=V1, schema_registry=schema_registry_url).wait()
+        data["required_new"] = np.arange(4, dtype=np.int32)  # type: ignore[assignment]
+        with pytest.raises(km.SchemaRegistryError) as refused:
+            producer.send(
+                topic, data, format="avro", avro_schema=incompatible, schema_registry=schema_registry_url
+            )
+    assert refused.value.status == 409
+    assert f"subject '{topic}-value'" in str(refused.value)
+    assert (
+        len(
+            read_all(
+                km.KafkaDataset(
+                    topic,
+                    config,
+                    format="avro",
+                    avro_schema=V1,
+                    schema_registry=schema_registry_url,
+                    end="latest",
+                )
+            )["id"]
+        )
+        == 4
+    )
+
+
+def test_a_protobuf_schema_id_is_not_read_as_avro(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    proto = 'syntax = "proto3";\nmessage Reading { int64 id = 1; }\n'
+    proto_id = km.SchemaRegistry(schema_registry_url).register(f"{topic}-proto", proto, "PROTOBUF")
+    produce_raw(config["bootstrap.servers"], topic, [frame(proto_id, b"\x00\x08\x01")])
+    with pytest.raises(km.DecodeError, match=f"schema id {proto_id} is a PROTOBUF schema"):
+        read_all(
+            km.KafkaDataset(
+                topic,
+                config,
+                format="avro",
+                avro_schema=V1,
+                schema_registry=schema_registry_url,
+                end="latest",
+            )
+        )
+
+
+# -- a registry with credentials --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def secured_registry() -> Iterator[tuple[str, str, str]]:
+    """A registry that needs HTTP basic auth: (url, user, password)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
+    from registry_launcher import RegistryServer
+
+    password = f"pw-{uuid.uuid4().hex}"
+    server = RegistryServer(users={"ml-reader": password}).start()
+    try:
+        yield server.url, "ml-reader", password
+    finally:
+        server.stop()
+
+
+def test_registry_credentials_work_and_wrong_ones_are_refused_without_showing_them(
+    config: dict[str, str], new_topic: Callable[..., str], secured_registry: tuple[str, str, str]
+) -> None:
+    url, user, password = secured_registry
+    topic = new_topic()
+    data = {"id": np.arange(3, dtype=np.int64), "x": np.ones((3, 2), np.float32), "label": ["a", None, "c"]}
+    registry = km.SchemaRegistry(url, auth=(user, password))
+    assert password not in repr(registry)
+    with km.Producer(config) as producer:
+        producer.send(topic, data, format="avro", avro_schema=V1, schema_registry=registry).wait()
+    # Credentials in the URL work the same way.
+    in_url = url.replace("http://", f"http://{user}:{password}@")
+    got = read_all(km.KafkaDataset(topic, config, format="avro", schema_registry=in_url, end="latest"))
+    assert got["id"] == [0, 1, 2]
+
+    wrong = f"wrong-{uuid.uuid4().hex}"
+    for spec in (
+        km.SchemaRegistry(url, auth=(user, wrong)),
+        url.replace("http://", f"http://{user}:{wrong}@"),
+    ):
+        with pytest.raises(km.SchemaRegistryError) as refused:
+            km.KafkaDataset(topic, config, format="avro", schema_registry=spec, end="latest")
+        assert refused.value.status == 401 and "credentials" in str(refused.value)
+        assert wrong not in str(refused.value)
+        assert wrong not in repr(km.SchemaRegistry(spec) if isinstance(spec, str) else spec)
+    with pytest.raises(km.SchemaRegistryError) as anonymous:
+        km.SchemaRegistry(url).schema(1)
+    assert anonymous.value.status == 401
