@@ -12,7 +12,13 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
    Target: >= 0.8x msgs/s.
 3. ``rss``: peak RSS of a child process reading the tensor topic for 1 pass and for
    ``--rss-passes`` passes with a bounded ``queue_bytes`` (should be flat).
-4. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
+4. ``avro``: the JSON workload's records registry-framed (Confluent wire format; the schema in
+   a real Schema Registry, ``bench/registry_formats.py``), ``--registry-records`` of them, read
+   by ``KafkaDataset(format="avro", schema_registry=url)`` vs confluent-kafka (``consume`` +
+   ``AvroDeserializer`` + ``np.array``), and the same records as JSON by
+   ``KafkaDataset(format="json")``, interleaved. Targets: >= 30x confluent-kafka, and Avro
+   rows/s >= JSON rows/s. ``--registry-only`` runs just this one.
+5. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
    (``kafka/secure_launcher.py``, whose PLAINTEXT listener serves workloads 1-3) and reads the same
    topics, interleaved: JSON by ``KafkaDataset(format="json")`` over its SASL_SSL listener
    (SCRAM-SHA-512 over TLS), by ``KafkaDataset`` over its PLAINTEXT listener and by the
@@ -549,6 +555,9 @@ def main() -> int:
         "SASL_SSL (SCRAM-SHA-512) vs kafka-ml over PLAINTEXT vs confluent-kafka over SASL_SSL",
     )
     ap.add_argument("--tls-only", action="store_true", help="--tls, without the other workloads")
+    ap.add_argument("--registry-records", type=int, default=300_000, help="records of the avro workload")
+    ap.add_argument("--skip-registry", action="store_true", help="skip the avro (registry) workload")
+    ap.add_argument("--registry-only", action="store_true", help="only the avro (registry) workload")
     ap.add_argument("--output", type=Path, default=None, help="JSON result path")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target ratio is missed")
     ap.add_argument("--_rss-child", dest="rss_child", default=None, help=argparse.SUPPRESS)
@@ -601,6 +610,9 @@ def main() -> int:
         create_topic(bs, jtopic, a.json_partitions)
         create_topic(bs, ttopic, 1)
 
+        if a.registry_only:
+            result["avro"] = avro_workload(a, bs, plain, extra)
+            return finish(a, result, t_start)
         t = time.perf_counter()
         mean = load_json_topic(bs, jtopic, records)
         log(f"loaded {records} JSON records (mean {mean:.0f} B) in {time.perf_counter() - t:.1f}s")
@@ -616,13 +628,19 @@ def main() -> int:
 
         if not a.tls_only:
             plain_workloads(a, result, perf_bin, bs, plain, jtopic, ttopic, extra)
+            if not a.skip_registry:
+                result["avro"] = avro_workload(a, bs, plain, extra)
         if conns is not None:
             result["tls"] = tls_workload(conns, jtopic, ttopic, records, a.repeat, a.batch_size, extra)
     finally:
         if broker is not None:
             broker.stop()
-    result["total_wall_s"] = time.perf_counter() - t_start
+    return finish(a, result, t_start)
 
+
+def finish(a: argparse.Namespace, result: dict[str, Any], t_start: float) -> int:
+    """Prints and writes the results; with ``--check``, whether every target was met."""
+    result["total_wall_s"] = time.perf_counter() - t_start
     text = render(result)
     print(text)
     out = a.output or RESULTS_DIR / f"consume-{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -636,8 +654,62 @@ def main() -> int:
             ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.8
         if "tls" in result:
             ok = ok and tls_targets_met(result["tls"])
+        if "avro" in result:
+            ok = ok and result["avro"]["ratio"] >= 30.0 and result["avro"]["ratio_vs_json"] >= 1.0
         return 0 if ok else 1
     return 0
+
+
+def avro_workload(
+    a: argparse.Namespace, bs: str, plain: dict[str, str], extra: dict[str, str]
+) -> dict[str, Any]:
+    """Workload 4: registry-framed Avro vs confluent-kafka, and vs kafka-ml JSON of the same records."""
+    import registry_formats as rf
+
+    n = a.registry_records if not a.quick else min(a.registry_records, 100_000)
+    url, server = rf.start_registry()
+    try:
+        suffix = f"{os.getpid()}-{int(time.time())}"
+        atopic, jtopic = f"bench-avro-{suffix}", f"bench-json-same-{suffix}"
+        create_topic(bs, atopic, 1)
+        create_topic(bs, jtopic, 1)
+        t = time.perf_counter()
+        avro_bytes = rf.load_avro_topic(bs, url, atopic, n)
+        json_bytes = load_json_topic(bs, jtopic, n)
+        log(f"loaded {n} Avro and {n} JSON records in {time.perf_counter() - t:.1f}s")
+        for topic in (atopic, jtopic):
+            if total_messages(bs, topic) != n:
+                raise RuntimeError(f"{topic}: expected {n} messages")
+        rf.kafka_ml_avro(plain, url, atopic, n, a.batch_size, extra)  # warm-up
+        km, js, cf = [], [], []
+        for i in range(a.repeat):
+            km.append(rf.kafka_ml_avro(plain, url, atopic, n, a.batch_size, extra))
+            rf.log_run("avro kafka-ml", i, km[-1])
+            js.append(kafka_ml_json(plain, jtopic, n, a.batch_size, extra))
+            rf.log_run("json kafka-ml", i, js[-1])
+            cf.append(rf.confluent_avro(plain, url, atopic, n, a.batch_size, extra))
+            rf.log_run("avro confluent", i, cf[-1])
+        for r in km + js + cf:
+            if r["rows"] != n:
+                raise RuntimeError(f"avro workload: read {r['rows']} rows, expected {n}")
+        if km[0]["checksum"] != cf[0]["checksum"]:
+            raise RuntimeError(f"avro checksums differ: {km[0]['checksum']} vs {cf[0]['checksum']}")
+        w: dict[str, Any] = {
+            "records": n,
+            "avro_record_bytes": avro_bytes,
+            "json_record_bytes_mean": json_bytes,
+            "registry": "external" if server is None else "Apicurio Registry 3.0.9 (local)",
+            "kafka_ml": summarize(km, n),
+            "kafka_ml_json": summarize(js, n),
+            "confluent_kafka": summarize(cf, n),
+            "target": 30.0,
+        }
+        w["ratio"] = w["kafka_ml"]["rows_per_s"] / w["confluent_kafka"]["rows_per_s"]
+        w["ratio_vs_json"] = w["kafka_ml"]["rows_per_s"] / w["kafka_ml_json"]["rows_per_s"]
+        return w
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def plain_workloads(
@@ -784,6 +856,18 @@ def render(r: dict[str, Any]) -> str:
             )
         else:
             ratios.append("tensor ratio  kafka-ml / rdkafka_performance: n/a (baseline skipped or not built)")
+    if "avro" in r:
+        v = r["avro"]
+        lines.append(row("avro", "kafka-ml KafkaDataset(avro, registry)", v["kafka_ml"]))
+        lines.append(row("avro", "kafka-ml KafkaDataset(json), same rows", v["kafka_ml_json"]))
+        lines.append(row("avro", "confluent-kafka + AvroDeserializer", v["confluent_kafka"]))
+        ratios.append(
+            f"avro   speed-up kafka-ml / confluent-kafka : {v['ratio']:6.2f}x  "
+            f"(target >= {v['target']:.0f}x: {ok(v['ratio'], v['target'])}); "
+            f"Avro / JSON rows/s in kafka-ml {v['ratio_vs_json']:.2f}x "
+            f"(target >= 1: {ok(v['ratio_vs_json'], 1.0)}); {v['records']:,} records, "
+            f"Avro {v['avro_record_bytes']} B vs JSON {v['json_record_bytes_mean']:.0f} B"
+        )
     if "tls" in r:
         tls = r["tls"]
         names = {

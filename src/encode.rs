@@ -25,6 +25,9 @@ pub enum EncodeFormat {
         schema: AvroSchema,
         schema_id: Option<u32>,
     },
+    /// One JSON object per row in the Confluent wire format of JSON Schema (magic byte 0 and
+    /// the schema's registry id before each object).
+    JsonSchema { schema_id: u32 },
     /// The `value` column's bytes as they are.
     Raw,
 }
@@ -77,6 +80,20 @@ impl EncodedRows {
         // SAFETY: the caller keeps `data` alive; the owner is a placeholder that frees nothing.
         let buffer = unsafe { Buffer::from_custom_allocation(ptr, data.len(), std::sync::Arc::new(())) };
         Self::fixed_width(buffer, row_bytes)
+    }
+
+    /// The same rows, each behind the Confluent header (magic byte 0, `schema_id` big-endian).
+    pub fn framed(&self, schema_id: u32) -> EncodedRows {
+        let mut out = RowsBuilder::default();
+        let mut row = Vec::new();
+        for i in 0..self.len() {
+            row.clear();
+            row.push(crate::registry::WIRE_MAGIC);
+            row.extend_from_slice(&schema_id.to_be_bytes());
+            row.extend_from_slice(self.row(i).unwrap_or_default());
+            out.push(&row);
+        }
+        out.finish(self.present.clone())
     }
 
     /// The first row longer than `limit` bytes, with its length.
@@ -247,7 +264,8 @@ fn check_integral(name: &str, values: &ArrayRef, shape: Shape) -> Result<(), Str
 pub fn encode(batch: &RecordBatch, format: &EncodeFormat) -> Result<EncodedRows, String> {
     match format {
         EncodeFormat::Tensor => encode_tensor(batch),
-        EncodeFormat::Json => encode_json(batch),
+        EncodeFormat::Json => encode_json(batch, false),
+        EncodeFormat::JsonSchema { schema_id } => Ok(encode_json(batch, true)?.framed(*schema_id)),
         EncodeFormat::Avro { schema, schema_id } => encode_avro(batch, schema, *schema_id),
         EncodeFormat::Raw => encode_raw(batch),
     }
@@ -314,9 +332,13 @@ pub fn json_row_bound(schema: &Schema) -> Option<usize> {
     Some(bound)
 }
 
-fn encode_json(batch: &RecordBatch) -> Result<EncodedRows, String> {
+/// `explicit_nulls`: a null is written as `"name": null` rather than left out (JSON Schema
+/// readers then see every property, as confluent's serializer writes them).
+fn encode_json(batch: &RecordBatch, explicit_nulls: bool) -> Result<EncodedRows, String> {
     validate_json(batch)?;
-    let mut writer = arrow_json::LineDelimitedWriter::new(Vec::with_capacity(batch.num_rows() * 64));
+    let mut writer = arrow_json::WriterBuilder::new()
+        .with_explicit_nulls(explicit_nulls)
+        .build::<_, arrow_json::writer::LineDelimited>(Vec::with_capacity(batch.num_rows() * 64));
     writer
         .write(batch)
         .map_err(|e| format!("cannot write JSON: {e}"))?;

@@ -374,3 +374,128 @@ def test_registry_credentials_work_and_wrong_ones_are_refused_without_showing_th
     with pytest.raises(km.SchemaRegistryError) as anonymous:
         km.SchemaRegistry(url).schema(1)
     assert anonymous.value.status == 401
+
+
+# -- JSON Schema ------------------------------------------------------------------------------
+
+JSON_SCHEMA = {
+    "$schema": "http://json-schema.org/draft-07/schema#",
+    "title": "Reading",
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer"},
+        "x": {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},
+        "label": {"type": ["string", "null"]},
+        "ok": {"type": "boolean"},
+    },
+    "required": ["id", "x", "ok"],
+}
+
+
+def test_json_schema_both_ways_with_confluent(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+
+    # confluent writes; kafka-ml reads with only the URL (columns from the subject's schema)
+    topic = new_topic()
+    values = [
+        {"id": i, "x": [i * 0.5, -1.25], "label": None if i % 2 else f"l{i}", "ok": i % 3 == 0}
+        for i in range(40)
+    ]
+    serializer = JSONSerializer(json.dumps(JSON_SCHEMA), SchemaRegistryClient({"url": schema_registry_url}))
+    producer = CkProducer({"bootstrap.servers": config["bootstrap.servers"]})
+    for v in values:
+        producer.produce(topic, serializer(v, SerializationContext(topic, MessageField.VALUE)))
+    assert producer.flush(30) == 0
+    ds = km.KafkaDataset(
+        topic, config, format="json_schema", schema_registry=schema_registry_url, end="latest"
+    )
+    got = read_all(ds)
+    assert got == {k: [v[k] for v in values] for k in ("id", "x", "label", "ok")}
+    assert ds.columns == ["id", "x", "label", "ok"]
+
+    # kafka-ml writes; confluent reads (validating against the registered schema)
+    out = new_topic()
+    with km.Producer(config) as kp:
+        kp.send(
+            out, {k: [v[k] for v in values] for k in ("id", "x", "label", "ok")}, format="json_schema",
+            json_schema=JSON_SCHEMA, schema_registry=schema_registry_url,
+        ).wait()  # fmt: skip
+    assert f"{out}-value" in registered_subjects(schema_registry_url)
+    deserializer = JSONDeserializer(
+        None, schema_registry_client=SchemaRegistryClient({"url": schema_registry_url})
+    )
+    consumer = CkConsumer(
+        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([out])
+    read: list[dict[str, Any]] = []
+    try:
+        for _ in range(200):
+            if len(read) == len(values):
+                break
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                read.append(deserializer(msg.value(), SerializationContext(out, MessageField.VALUE)))
+    finally:
+        consumer.close()
+    assert read == values
+
+
+def test_json_schema_bad_values_are_named(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    client = km.SchemaRegistry(schema_registry_url)
+    json_id = client.register(f"{topic}-value", json.dumps(JSON_SCHEMA), "JSON")
+    avro_id = client.register(f"{topic}-other", json.dumps(V1))
+    good = frame(json_id, b'{"id": 1, "x": [1, 2], "ok": true}')
+    values = [
+        good,
+        frame(avro_id, b'{"id": 2}'),
+        b'{"id": 3, "x": [1, 2], "ok": true}',
+        frame(json_id, b'{"id": "four"}'),
+        frame(2_000_000_001, b"{}"),
+    ]
+    produce_raw(config["bootstrap.servers"], topic, values)
+    ds = km.KafkaDataset(
+        topic, config, format="json_schema", json_schema=JSON_SCHEMA, schema_registry=schema_registry_url,
+        end="latest", on_error="skip",
+    )  # fmt: skip
+    assert read_all(ds)["id"] == [1]
+    assert ds.stats["skipped"] == 4
+    expected = {
+        1: f"schema id {avro_id} is a AVRO schema in the registry, not JSON",
+        2: "not in the Confluent wire format",
+        3: "id",
+        4: "unknown schema id 2000000001",
+    }
+    for offset, reason in expected.items():
+        with pytest.raises(km.DecodeError) as bad:
+            read_all(
+                km.KafkaDataset(
+                    topic,
+                    config,
+                    format="json_schema",
+                    json_schema=JSON_SCHEMA,
+                    schema_registry=schema_registry_url,
+                    start={(topic, 0): offset},
+                    end="latest",
+                )
+            )
+        assert bad.value.offset == offset and reason in str(bad.value)
+
+
+def test_json_schema_columns() -> None:
+    from kafka_ml.registry import json_schema_columns
+
+    assert json_schema_columns(JSON_SCHEMA) == {
+        "id": "int64",
+        "x": "float64[2]",
+        "label": "string?",
+        "ok": "bool",
+    }
+    with pytest.raises(km.ConfigError, match="property 'nested'"):
+        json_schema_columns({"type": "object", "properties": {"nested": {"type": "object"}}})

@@ -13,9 +13,10 @@ import numpy as np
 
 from ._native import SendReport
 from .dataset import ColumnType
+from .exceptions import ConfigError
 from .producer import Headers, _send_arguments, registered_schema_id
 from .producer import Producer as _SyncProducer
-from .registry import SchemaRegistry, SubjectNameStrategy
+from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns
 
 __all__ = ["Producer"]
 
@@ -37,7 +38,7 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "avro", "raw"] = "tensor",
+        format: Literal["tensor", "json", "json_schema", "avro", "raw"] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -45,17 +46,23 @@ class Producer:
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
+        json_schema: Mapping[str, Any] | str | None = None,
         schema_registry: str | SchemaRegistry | None = None,
         subject: str | None = None,
         subject_name_strategy: SubjectNameStrategy = "topic",
         auto_register: bool = True,
         timeout: float = 30.0,
     ) -> SendReport:
+        if format == "json_schema":
+            if json_schema is None:
+                raise ConfigError("format='json_schema' needs json_schema (the writer's JSON Schema)")
+            schema = schema if schema is not None else json_schema_columns(json_schema)
         if schema_registry is not None and schema_id is None:
             # A registry round trip the first time a schema is seen: off the event loop.
             schema_id = await asyncio.to_thread(
                 registered_schema_id,
-                topic, format, avro_schema, schema_registry, subject, subject_name_strategy, auto_register,
+                topic, format, json_schema if format == "json_schema" else avro_schema,
+                schema_registry, subject, subject_name_strategy, auto_register,
             )  # fmt: skip
         stream, kwargs = _send_arguments(
             data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout

@@ -12,7 +12,7 @@ import numpy as np
 from . import _native
 from ._native import Batch, BatchReader, SchemaRegistry
 from .exceptions import ClosedError, ConfigError
-from .registry import registry_client
+from .registry import json_schema_columns, latest_schema_text, registry_client
 
 if TYPE_CHECKING:
     from .torch import KafkaIterableDataset
@@ -100,7 +100,8 @@ class KafkaDataset:
         topics: a topic name or list of names (every partition is read).
         config: librdkafka properties, e.g. ``{"bootstrap.servers": "localhost:9092"}``.
         partitions: instead of ``topics``, exact ``[(topic, partition), ...]``.
-        format: ``"tensor"``, ``"json"``, ``"avro"``, ``"raw"`` or ``"debezium"`` (Debezium
+        format: ``"tensor"``, ``"json"``, ``"json_schema"`` (JSON in the Confluent wire
+            format), ``"avro"``, ``"raw"`` or ``"debezium"`` (Debezium
             change events: the row image plus ``__op``, ``__source_ts_ms`` and ``__lsn``;
             tombstones give no row and are counted in ``stats["tombstones"]``).
         schema: for ``json``: ``{"id": "int64", "x": ("float32", 16), "note": "string?"}``
@@ -112,8 +113,12 @@ class KafkaDataset:
             or :class:`~kafka_ml.SchemaRegistry` — each writer schema is fetched by id the first
             time it is seen and values resolve to the reader schema (``avro_schema``, or else
             the subject's latest version) — or, offline, ``{schema_id: writer_schema}``.
-        subject: the reader schema's subject when ``avro_schema`` is not given (default
-            ``<topic>-value``).
+        subject: the reader schema's subject when ``avro_schema`` / ``json_schema`` is not
+            given (default ``<topic>-value``).
+        json_schema: for ``json_schema`` (JSON objects in the Confluent wire format): the
+            object JSON Schema that gives the columns (see
+            :func:`kafka_ml.registry.json_schema_columns`); by default the subject's latest.
+            ``schema=`` declares the columns explicitly instead.
         metadata: extra columns among ``topic, partition, offset, timestamp, key, headers``.
         batch_size: rows per batch at most; ``max_wait``: seconds before a partial batch is
             handed out anyway (the latency bound).
@@ -135,13 +140,14 @@ class KafkaDataset:
         config: Mapping[str, object] | None = None,
         *,
         partitions: Sequence[tuple[str, int]] | None = None,
-        format: Literal["tensor", "json", "avro", "raw", "debezium"] = "raw",
+        format: Literal["tensor", "json", "json_schema", "avro", "raw", "debezium"] = "raw",
         schema: Mapping[str, ColumnType] | None = None,
         dtype: Any = None,
         shape: int | Sequence[int] | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_registry: str | SchemaRegistry | Mapping[int, Mapping[str, Any] | str] | None = None,
         subject: str | None = None,
+        json_schema: Mapping[str, Any] | str | None = None,
         metadata: Sequence[str] = (),
         batch_size: int = 1024,
         max_wait: float = 0.1,
@@ -163,6 +169,8 @@ class KafkaDataset:
         }  # fmt: skip
         if isinstance(topics, str):
             topics = [topics]
+        if format == "json_schema" and schema is None:
+            schema = self._json_schema_columns(topics, partitions, json_schema, schema_registry, subject)
         columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
         if isinstance(shape, int):
             shape = [shape]
@@ -198,6 +206,24 @@ class KafkaDataset:
         self._reader: BatchReader | None = None
         self._resume: dict[tuple[str, int], int] | None = None
         self._closed = False
+
+    @staticmethod
+    def _json_schema_columns(
+        topics: str | Sequence[str] | None,
+        partitions: Sequence[tuple[str, int]] | None,
+        json_schema: Mapping[str, Any] | str | None,
+        schema_registry: object,
+        subject: str | None,
+    ) -> dict[str, ColumnType]:
+        if json_schema is None:
+            client = registry_client(schema_registry)
+            if client is None:
+                raise ConfigError("format='json_schema' needs json_schema=, schema=, or a schema_registry")
+            names = {topics} if isinstance(topics, str) else set(topics or [t for t, _ in partitions or []])
+            if subject is None and len(names) != 1:
+                raise ConfigError("format='json_schema' over several topics: name the subject (subject=)")
+            json_schema = latest_schema_text(client, subject or f"{names.pop()}-value", "JSON")
+        return dict(json_schema_columns(json_schema))
 
     # -- iteration ---------------------------------------------------------------------------
 

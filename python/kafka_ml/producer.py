@@ -13,7 +13,7 @@ from . import _native
 from ._native import SendReport
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config
 from .exceptions import ConfigError, EncodeError, KafkaMLError
-from .registry import SchemaRegistry, SubjectNameStrategy, registry_client, subject_name
+from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns, registry_client, subject_name
 
 __all__ = ["Headers", "Producer", "SendReport"]
 
@@ -54,7 +54,7 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "avro", "raw"] = "tensor",
+        format: Literal["tensor", "json", "json_schema", "avro", "raw"] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -62,6 +62,7 @@ class Producer:
         timestamp: int | None = None,
         avro_schema: Mapping[str, Any] | str | None = None,
         schema_id: int | None = None,
+        json_schema: Mapping[str, Any] | str | None = None,
         schema_registry: str | SchemaRegistry | None = None,
         subject: str | None = None,
         subject_name_strategy: SubjectNameStrategy = "topic",
@@ -84,6 +85,10 @@ class Producer:
         Every row is encoded and checked (size against ``message.max.bytes``, the topic's
         existence) before the first is queued: a failed ``send`` sends nothing.
 
+        ``json_schema`` writes JSON objects in the Confluent wire format of JSON Schema: the
+        columns come from ``json_schema`` (or ``schema``), which is registered like an Avro
+        schema; it needs a ``schema_registry``.
+
         With ``schema_registry`` (a URL or :class:`~kafka_ml.SchemaRegistry`), ``avro`` values
         are framed with the id of ``avro_schema`` under its subject (``subject``, or the
         ``subject_name_strategy``'s: ``<topic>-value`` by default): the schema is registered
@@ -103,10 +108,15 @@ class Producer:
         if format == "tensor" and isinstance(data, np.ndarray) and schema is None and key is None:
             report = self._send_tensor_rows(topic, data, partition)
         else:
+            if format == "json_schema":
+                if json_schema is None:
+                    raise ConfigError("format='json_schema' needs json_schema (the writer's JSON Schema)")
+                schema = schema if schema is not None else json_schema_columns(json_schema)
             if schema_registry is not None and schema_id is None:
                 schema_id = registered_schema_id(
-                    topic, format, avro_schema, schema_registry, subject, subject_name_strategy, auto_register
-                )
+                    topic, format, json_schema if format == "json_schema" else avro_schema,
+                    schema_registry, subject, subject_name_strategy, auto_register,
+                )  # fmt: skip
             stream, kwargs = _send_arguments(
                 data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
             )
@@ -239,23 +249,28 @@ def _arrow_stream(data: Any, format: str) -> Any:
 def registered_schema_id(
     topic: str,
     format: str,
-    avro_schema: Mapping[str, Any] | str | None,
+    schema: Mapping[str, Any] | str | None,
     schema_registry: str | SchemaRegistry,
     subject: str | None,
     strategy: SubjectNameStrategy,
     auto_register: bool,
 ) -> int:
-    """The registry id that frames a send's values (looked up or registered; cached)."""
-    if format != "avro":
-        raise ConfigError(f"schema_registry is for format='avro', not {format!r}")
-    if avro_schema is None:
-        raise ConfigError("format='avro' with a schema_registry needs avro_schema (the writer schema)")
+    """The registry id that frames a send's values (looked up or registered; cached):
+    ``schema`` is the ``avro`` writer schema or the ``json_schema`` JSON Schema."""
+    kinds = {"avro": ("AVRO", "avro_schema"), "json_schema": ("JSON", "json_schema")}
+    if format not in kinds:
+        raise ConfigError(f"schema_registry is for format='avro' or 'json_schema', not {format!r}")
+    schema_type, argument = kinds[format]
+    if schema is None:
+        raise ConfigError(f"format={format!r} with a schema_registry needs {argument} (the writer schema)")
     client = registry_client(schema_registry)
     assert client is not None
-    text = avro_schema if isinstance(avro_schema, str) else json.dumps(avro_schema)
-    return client.register(
-        subject or subject_name(topic, strategy, avro_schema), text, "AVRO", auto_register=auto_register
-    )
+    text = schema if isinstance(schema, str) else json.dumps(schema)
+    if subject is None:
+        if format == "json_schema" and strategy != "topic":
+            raise ConfigError("format='json_schema' names its subject by topic (or give subject=)")
+        subject = subject_name(topic, strategy, schema)
+    return client.register(subject, text, schema_type, auto_register=auto_register)
 
 
 def _send_arguments(

@@ -5,7 +5,9 @@
 //! producer's encoders.
 
 mod avro;
+mod avro_plan;
 mod debezium;
+mod framed;
 mod json;
 mod json_fast;
 mod raw;
@@ -43,6 +45,12 @@ pub enum FormatSpec {
         schema: String,
         registry_schemas: Vec<(u32, String)>,
         /// Where the writer schemas of ids not in `registry_schemas` are fetched.
+        registry: Option<Arc<SchemaRegistry>>,
+    },
+    /// JSON Schema values in the Confluent wire format: each JSON object behind magic byte 0
+    /// and its schema id (checked against `registry`, when given, to name a JSON schema).
+    JsonSchema {
+        columns: Vec<ColumnSpec>,
         registry: Option<Arc<SchemaRegistry>>,
     },
     /// Key and value bytes as binary columns.
@@ -96,6 +104,11 @@ impl FormatSpec {
             } => {
                 Box::new(AvroDecoder::new(schema, registry_schemas, registry.clone()).map_err(Error::Config)?)
             }
+            FormatSpec::JsonSchema { columns, registry } => Box::new(framed::FramedDecoder::new(
+                Box::new(JsonDecoder::new(columns.clone())?),
+                crate::registry::SchemaType::Json,
+                registry.clone(),
+            )),
             FormatSpec::Raw => Box::new(RawDecoder::default()),
             FormatSpec::Debezium { columns } => Box::new(DebeziumDecoder::new(columns.clone())?),
         })

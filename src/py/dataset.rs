@@ -72,6 +72,20 @@ fn parse_format(
             let shape = shape.ok_or_else(|| config_error("format='tensor' needs shape".into()))?;
             FormatSpec::Tensor { dtype, shape }
         }
+        "json_schema" => {
+            let columns = columns.ok_or_else(|| {
+                config_error(
+                    "format='json_schema' needs columns (json_schema=, or a schema_registry and subject)"
+                        .into(),
+                )
+            })?;
+            let columns = columns
+                .iter()
+                .map(|(n, t)| ColumnSpec::parse(n, t))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(config_error)?;
+            FormatSpec::JsonSchema { columns, registry }
+        }
         "json" | "debezium" => {
             let columns = columns
                 .ok_or_else(|| config_error(format!("format='{format}' needs a schema of columns")))?;
@@ -104,7 +118,7 @@ fn parse_format(
         "raw" => FormatSpec::Raw,
         other => {
             return Err(config_error(format!(
-                "unknown format '{other}' (expected tensor, json, avro, raw or debezium)"
+                "unknown format '{other}' (expected tensor, json, json_schema, avro, raw or debezium)"
             )))
         }
     })

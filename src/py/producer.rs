@@ -299,6 +299,13 @@ impl Producer {
             "tensor" => EncodeFormat::Tensor,
             "json" => EncodeFormat::Json,
             "raw" => EncodeFormat::Raw,
+            "json_schema" => EncodeFormat::JsonSchema {
+                schema_id: schema_id.ok_or_else(|| {
+                    to_pyerr(Error::Config(
+                        "format='json_schema' needs a schema_registry (or the schema's registry id)".into(),
+                    ))
+                })?,
+            },
             "avro" => {
                 let text = avro_schema
                     .ok_or_else(|| to_pyerr(Error::Config("format='avro' needs avro_schema".into())))?;
@@ -308,7 +315,7 @@ impl Producer {
             }
             other => {
                 return Err(to_pyerr(Error::Config(format!(
-                    "unknown format '{other}' (expected tensor, json, avro or raw)"
+                    "unknown format '{other}' (expected tensor, json, json_schema, avro or raw)"
                 ))))
             }
         };

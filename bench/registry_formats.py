@@ -1,0 +1,143 @@
+"""Registry-framed workloads of the consumer and producer benchmarks: the feature records of the
+JSON workload (``{"id": long, "x": 16 floats, "y": long}``) written in the Confluent wire format
+with their schema in a real Schema Registry (Apicurio, ``kafka/registry_launcher.py``; or
+``$SCHEMA_REGISTRY_URL``).
+
+kafka-ml reads them with ``KafkaDataset(format="avro", schema_registry=url)`` (columns straight
+into Arrow, the writer schema fetched once by id); the baseline is what confluent-kafka-python
+users write: ``consume()`` + ``AvroDeserializer`` per message + ``np.array`` per chunk."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import cpu_self, log
+
+DIM = 16
+AVRO_SCHEMA = {
+    "type": "record",
+    "name": "Features",
+    "namespace": "bench",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "x", "type": {"type": "array", "items": "float"}},
+        {"name": "y", "type": "long"},
+    ],
+}
+
+
+def start_registry() -> tuple[str, Any]:
+    """A registry URL and the server to stop (``None`` for ``$SCHEMA_REGISTRY_URL``)."""
+    external = os.environ.get("SCHEMA_REGISTRY_URL")
+    if external:
+        return external.rstrip("/"), None
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
+    from registry_launcher import RegistryServer
+
+    server = RegistryServer().start()
+    return server.url, server
+
+
+def feature_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """The JSON workload's records as columns (the x vectors drawn from the same kind of pool)."""
+    rng = np.random.default_rng(seed)
+    pool = rng.uniform(-1.0, 1.0, size=(min(n, 20_000), DIM)).astype(np.float32)
+    ids = np.arange(n, dtype=np.int64)
+    return {"id": ids, "x": pool[ids % len(pool)], "y": rng.integers(0, 10, size=n).astype(np.int64)}
+
+
+def load_avro_topic(bs: str, url: str, topic: str, records: int) -> float:
+    """Writes the records registry-framed with kafka-ml; returns the mean value size."""
+    import kafka_ml
+
+    cols = feature_columns(records)
+    producer = kafka_ml.Producer({"bootstrap.servers": bs, "linger.ms": 20, "batch.size": 1_000_000})
+    step = 100_000
+    for lo in range(0, records, step):
+        part = {k: v[lo : lo + step] for k, v in cols.items()}
+        producer.send(topic, part, format="avro", avro_schema=AVRO_SCHEMA, schema_registry=url, partition=0)
+    producer.flush(120)
+    # 5-byte header + id varint + 16 floats with their block header + y varint
+    return 5 + 3 + 1 + DIM * 4 + 1 + 1
+
+
+def kafka_ml_avro(
+    conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    import kafka_ml
+
+    gc.collect()
+    c0, t0 = cpu_self(), time.perf_counter()
+    ds = kafka_ml.KafkaDataset(
+        topic, {**conn, **extra}, format="avro", schema_registry=url, start="earliest", end="latest",
+        batch_size=batch,
+    )  # fmt: skip
+    rows, checksum = 0, 0
+    for b in ds:
+        cols = b.to_numpy()
+        x = cols["x"]
+        rows += x.shape[0]
+        checksum += int(cols["id"].sum()) + int(cols["y"].sum())
+    ds.close()
+    t1, c1 = time.perf_counter(), cpu_self()
+    assert x.shape[1] == DIM and x.dtype == np.float32, (x.shape, x.dtype)
+    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
+
+
+def confluent_avro(
+    conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    gc.collect()
+    c0, t0 = cpu_self(), time.perf_counter()
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    c = Consumer(
+        {**conn, "group.id": f"bench-confluent-{time.monotonic_ns()}", "enable.auto.commit": False,
+         "enable.auto.offset.store": False, "enable.partition.eof": False, **extra}
+    )  # fmt: skip
+    md = c.list_topics(topic, timeout=10)
+    c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.topics[topic].partitions])
+    rows, checksum = 0, 0
+    while rows < records:
+        msgs = c.consume(batch, timeout=1.0)
+        ids, xs, ys = [], [], []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(str(err))
+            d = deserialize(m.value(), ctx)
+            ids.append(d["id"])
+            xs.append(d["x"])
+            ys.append(d["y"])
+        if not xs:
+            continue
+        x = np.array(xs, dtype=np.float32)
+        rows += x.shape[0]
+        checksum += int(np.array(ids, dtype=np.int64).sum()) + int(np.array(ys, dtype=np.int64).sum())
+    c.close()
+    t1, c1 = time.perf_counter(), cpu_self()
+    assert x.shape[1] == DIM
+    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
+
+
+def describe(url: str) -> str:
+    return json.dumps({"registry": url, "schema": AVRO_SCHEMA})
+
+
+def log_run(label: str, i: int, r: dict[str, Any]) -> None:
+    rate = r["rows"] / r["wall_s"]
+    log(f"{label:<16} run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s ({rate:,.0f} rows/s)")
