@@ -237,7 +237,8 @@ const NOT_FOUND_CODES: [i64; 3] = [40401, 40402, 40403];
 /// A shared registry client with its caches.
 pub struct SchemaRegistry {
     settings: RegistrySettings,
-    agent: ureq::Agent,
+    agent: Mutex<(u32, ureq::Agent)>,
+    tls: TlsConfig,
     by_id: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
     /// `(subject, schema type, schema text)` → id, for producers that send many times.
     ids: Mutex<HashMap<(String, SchemaType, String), u32>>,
@@ -265,20 +266,37 @@ impl SchemaRegistry {
             .root_certs(root_certs(settings.ca_location.as_deref())?)
             .disable_verification(!settings.verify)
             .build();
-        let agent = ureq::Agent::config_builder()
-            .tls_config(tls)
-            .timeout_global(Some(settings.timeout))
+        let agent = Self::new_agent(&tls, settings.timeout);
+        Ok(SchemaRegistry {
+            settings,
+            agent: Mutex::new((std::process::id(), agent)),
+            tls,
+            by_id: Mutex::new(HashMap::new()),
+            ids: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn new_agent(tls: &TlsConfig, timeout: Duration) -> ureq::Agent {
+        ureq::Agent::config_builder()
+            .tls_config(tls.clone())
+            .timeout_global(Some(timeout))
             // Error statuses are answers to read (the registry's message), not transport errors.
             .http_status_as_error(false)
             .user_agent(concat!("kafka-ml/", env!("CARGO_PKG_VERSION")))
             .build()
-            .new_agent();
-        Ok(SchemaRegistry {
-            settings,
-            agent,
-            by_id: Mutex::new(HashMap::new()),
-            ids: Mutex::new(HashMap::new()),
-        })
+            .new_agent()
+    }
+
+    /// The agent of this process. A forked child (a DataLoader worker) inherits the parent's
+    /// pooled keep-alive connections: sharing one socket between processes would interleave
+    /// their requests, so a child starts an agent (and connections) of its own.
+    fn agent(&self) -> ureq::Agent {
+        let mut held = lock(&self.agent);
+        let pid = std::process::id();
+        if held.0 != pid {
+            *held = (pid, Self::new_agent(&self.tls, self.settings.timeout));
+        }
+        held.1.clone()
     }
 
     pub fn url(&self) -> &str {
@@ -358,7 +376,7 @@ impl SchemaRegistry {
 
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
         self.call(what, || {
-            self.authorize(self.agent.get(&format!("{}{path}", self.settings.url)))
+            self.authorize(self.agent().get(&format!("{}{path}", self.settings.url)))
                 .call()
         })
     }
@@ -371,7 +389,7 @@ impl SchemaRegistry {
     ) -> Result<T> {
         let json = serde_json::to_vec(body).map_err(|e| Error::Config(format!("{what}: {e}")))?;
         self.call(what, || {
-            self.authorize(self.agent.post(&format!("{}{path}", self.settings.url)))
+            self.authorize(self.agent().post(&format!("{}{path}", self.settings.url)))
                 .content_type("application/vnd.schemaregistry.v1+json")
                 .send(&json[..])
         })

@@ -499,3 +499,27 @@ def test_json_schema_columns() -> None:
     }
     with pytest.raises(km.ConfigError, match="property 'nested'"):
         json_schema_columns({"type": "object", "properties": {"nested": {"type": "object"}}})
+
+
+def test_torch_workers_share_one_registry_client(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    # The client (with pooled connections) is created here and inherited by forked DataLoader
+    # workers; each worker fetches the writer schema over connections of its own.
+    import torch
+    from kafka_ml.torch import KafkaIterableDataset
+    from torch.utils.data import DataLoader
+
+    topic = new_topic(partitions=4)
+    for p in range(4):
+        confluent_send(config["bootstrap.servers"], schema_registry_url, topic, V1, rows(50, start=100 * p))
+    registry = km.SchemaRegistry(schema_registry_url)
+    registry.schema(registry.subject_version(f"{topic}-value")["id"])  # a pooled connection now
+    ds = KafkaIterableDataset(
+        topic, config, format="avro", schema_registry=registry, end="latest", batch_size=16, num_workers=2
+    )
+    seen: list[int] = []
+    for batch in DataLoader(ds, batch_size=None, num_workers=2):
+        assert isinstance(batch["id"], torch.Tensor)
+        seen.extend(batch["id"].tolist())
+    assert sorted(seen) == sorted(v["id"] for p in range(4) for v in rows(50, start=100 * p))
