@@ -13,7 +13,11 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
    ``bench/build_rdkafka_performance.sh``). Target: >= 0.9x msgs/s.
 3. ``async``: ``kafka_ml.aio.Producer`` on the JSON workload, if the module exists.
    Target: >= 0.8x of the sync producer.
-4. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
+4. ``avro``: the JSON workload's rows (``--registry-records`` of them) registry-framed: by
+   ``Producer.send(format="avro", schema_registry=url)`` + ``flush()`` vs confluent-kafka's
+   ``AvroSerializer`` per row + ``produce()``, the schema in a real Schema Registry
+   (``bench/registry_formats.py``). Target: >= 10x rows/s. ``--registry-only`` runs just this.
+5. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
    (``kafka/secure_launcher.py``, whose PLAINTEXT listener serves workloads 1-3) and writes the
    JSON rows, interleaved, with kafka-ml over its SASL_SSL listener (SCRAM-SHA-512 over TLS), with
    kafka-ml over its PLAINTEXT listener and with the confluent-kafka loop of workload 1 over the
@@ -473,6 +477,9 @@ def main() -> int:
         "SASL_SSL (SCRAM-SHA-512) vs kafka-ml over PLAINTEXT vs confluent-kafka over SASL_SSL",
     )
     ap.add_argument("--tls-only", action="store_true", help="--tls, without the other workloads")
+    ap.add_argument("--registry-records", type=int, default=300_000, help="rows of the avro workload")
+    ap.add_argument("--skip-registry", action="store_true", help="skip the avro (registry) workload")
+    ap.add_argument("--registry-only", action="store_true", help="only the avro (registry) workload")
     ap.add_argument("--output", type=Path, default=None, help="JSON result path")
     ap.add_argument("--check", action="store_true", help="exit 1 if a target ratio is missed")
     a = ap.parse_args()
@@ -524,8 +531,11 @@ def main() -> int:
         if conns is not None:
             result["params"]["tls_client_props"] = redacted(conns["tls"])
             result["params"]["plaintext_client_props"] = conns["plaintext"]
-        if not a.tls_only:
+        if not a.tls_only and not a.registry_only:
             plain_workloads(result, topics, jdata, tdata, records, a.repeat, props, perf_bin, has_aio)
+        if not a.tls_only and not a.skip_registry:
+            n = min(a.registry_records, records)
+            result["avro"] = avro_workload(topics, {k: v[:n] for k, v in jdata.items()}, a.repeat, props)
         if conns is not None:
             result["tls"] = tls_workload(conns, topics, jdata, records, a.repeat, props)
     finally:
@@ -550,12 +560,47 @@ def main() -> int:
         if "json" in result:
             ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.9
             ok = ok and result["async"].get("ratio", 1.0) >= 0.8
+        if "avro" in result:
+            ok = ok and result["avro"]["ratio"] >= result["avro"]["target"]
         if "tls" in result:
             x = result["tls"]["json"]
             ok = ok and x["ratio_tls_plaintext"] >= x["target_tls_plaintext"]
             ok = ok and x["ratio_vs_confluent"] >= x["target_vs_confluent"]
         return 0 if ok else 1
     return 0
+
+
+def avro_workload(topics: Topics, data: dict[str, np.ndarray], repeat: int, props: dict[str, str]) -> Result:
+    """Workload 4: registry-framed Avro sends, kafka-ml vs confluent-kafka's AvroSerializer."""
+    import registry_formats as rf
+
+    n = len(data["id"])
+    url, server = rf.start_registry()
+    plain = {"bootstrap.servers": topics.bs}
+    try:
+        sides: dict[str, Callable[[str], Result]] = {
+            "kafka-ml": lambda t: timed(lambda: rf.kafka_ml_avro_send(plain, url, t, data, props)),
+            "confluent-kafka": lambda t: timed(
+                lambda: rf.confluent_avro_send(plain, url, t, data, props, POLL_EVERY)
+            ),
+        }
+        warm = {k: v[: min(n, 20_000)] for k, v in data.items()}
+        rf.kafka_ml_avro_send(plain, url, topics.new("warmup"), warm, props)
+        rf.confluent_avro_send(plain, url, topics.new("warmup"), warm, props, POLL_EVERY)
+        runs = measure("avro", sides, topics, n, repeat)
+        w: Result = {
+            "records": n,
+            "registry": "external" if server is None else "Apicurio Registry 3.0.9 (local)",
+            "kafka_ml": summarize(runs["kafka-ml"], n),
+            "confluent_kafka": summarize(runs["confluent-kafka"], n),
+            "target": 10.0,
+        }
+        w["ratio"] = w["kafka_ml"]["rows_per_s"] / w["confluent_kafka"]["rows_per_s"]
+        w["cpu_ratio"] = w["confluent_kafka"]["cpu_s_median"] / max(w["kafka_ml"]["cpu_s_median"], 1e-9)
+        return w
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def plain_workloads(
@@ -715,6 +760,15 @@ def render(r: Result) -> str:
                 f"  kafka-ml {name:<6} send() {s['send_s_median']:.3f}s + flush() {s['flush_s_median']:.3f}s "
                 f"(median)"
             )
+    if "avro" in r:
+        v = r["avro"]
+        lines.append(row("avro", "kafka-ml Producer.send(avro, registry)", v["kafka_ml"]))
+        lines.append(row("avro", "confluent-kafka AvroSerializer+produce", v["confluent_kafka"]))
+        ratios.append(
+            f"avro   speed-up kafka-ml / confluent-kafka  : {v['ratio']:6.2f}x  "
+            f"(target >= {v['target']:.0f}x: {ok(v['ratio'], v['target'])}); "
+            f"CPU per message {v['cpu_ratio']:.2f}x less; {v['records']:,} rows, registry: {v['registry']}"
+        )
     if "tls" in r:
         x = r["tls"]["json"]
         if "json" in r:

@@ -141,3 +141,73 @@ def describe(url: str) -> str:
 def log_run(label: str, i: int, r: dict[str, Any]) -> None:
     rate = r["rows"] / r["wall_s"]
     log(f"{label:<16} run {i + 1}: {r['wall_s']:.2f}s cpu {r['cpu_s']:.2f}s ({rate:,.0f} rows/s)")
+
+
+# -- producing --------------------------------------------------------------------------------
+
+PRODUCE_SCHEMA = {
+    "type": "record",
+    "name": "Features",
+    "namespace": "bench",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "x", "type": {"type": "array", "items": "float"}},
+        {"name": "y", "type": "int"},
+    ],
+}
+
+
+def kafka_ml_avro_send(
+    conn: dict[str, str], url: str, topic: str, data: dict[str, np.ndarray], props: dict[str, str]
+) -> dict[str, Any]:
+    """``Producer.send(format="avro", schema_registry=url)`` + ``flush()``; a fresh producer and
+    registry client per run (the schema is looked up once per run, as a new process would)."""
+    import kafka_ml
+
+    p = kafka_ml.Producer({**conn, **props})
+    registry = kafka_ml.SchemaRegistry(url)
+    report = p.send(
+        topic, data, format="avro", avro_schema=PRODUCE_SCHEMA, schema_registry=registry, partition=0
+    )
+    p.flush(120)
+    if p.delivered != report.rows or p.failed:
+        raise RuntimeError(f"kafka-ml avro: delivered {p.delivered}, failed {p.failed}")
+    return {"rows": report.rows}
+
+
+def confluent_avro_send(
+    conn: dict[str, str],
+    url: str,
+    topic: str,
+    data: dict[str, np.ndarray],
+    props: dict[str, str],
+    poll_every: int,
+) -> dict[str, Any]:
+    """confluent-kafka's ``AvroSerializer`` per row + ``produce()`` (``poll(0)`` every
+    ``poll_every``), ``flush()`` at the end."""
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    serialize = AvroSerializer(SchemaRegistryClient({"url": url}), json.dumps(PRODUCE_SCHEMA))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    p = Producer({**conn, **props})
+    produce, poll = p.produce, p.poll
+    n = 0
+    t0 = time.perf_counter()
+    for i, x, y in zip(data["id"].tolist(), data["x"].tolist(), data["y"].tolist(), strict=True):
+        value = serialize({"id": i, "x": x, "y": y}, ctx)
+        while True:
+            try:
+                produce(topic, value, partition=0)
+                break
+            except BufferError:
+                if poll(0.01) == 0 and time.perf_counter() - t0 > 600:
+                    raise RuntimeError("confluent avro: producer queue stuck full") from None
+        n += 1
+        if n % poll_every == 0:
+            poll(0)
+    if p.flush(120):
+        raise RuntimeError("confluent avro: messages not delivered")
+    return {"rows": n}
