@@ -2,6 +2,8 @@
 //! Python object per row. The mirror of `decode`: a topic written in a format with declared
 //! columns reads back through `decode` with the same declarations.
 
+mod protobuf;
+
 use crate::schema::{ColumnSpec, Shape};
 
 mod avro;
@@ -30,6 +32,12 @@ pub enum EncodeFormat {
     /// One JSON object per row in the Confluent wire format of JSON Schema (magic byte 0 and
     /// the schema's registry id before each object).
     JsonSchema { schema_id: u32 },
+    /// Protobuf `message`; with `schema_id`, in the Confluent wire format (with the message's
+    /// indexes in its file).
+    Protobuf {
+        message: prost_reflect::MessageDescriptor,
+        schema_id: Option<u32>,
+    },
     /// The `value` column's bytes as they are.
     Raw,
 }
@@ -269,6 +277,9 @@ pub fn encode(batch: &RecordBatch, format: &EncodeFormat) -> Result<EncodedRows,
         EncodeFormat::Json => encode_json(batch, false),
         EncodeFormat::JsonSchema { schema_id } => Ok(encode_json(batch, true)?.framed(*schema_id)),
         EncodeFormat::Avro { schema, schema_id } => encode_avro(batch, schema, *schema_id),
+        EncodeFormat::Protobuf { message, schema_id } => {
+            protobuf::encode_protobuf(batch, message, *schema_id)
+        }
         EncodeFormat::Raw => encode_raw(batch),
     }
 }

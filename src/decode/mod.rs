@@ -10,6 +10,7 @@ mod debezium;
 mod framed;
 mod json;
 mod json_fast;
+pub(crate) mod protobuf;
 mod raw;
 mod tensor;
 
@@ -23,6 +24,7 @@ use std::sync::Arc;
 pub use avro::AvroDecoder;
 pub use debezium::DebeziumDecoder;
 pub use json::JsonDecoder;
+pub use protobuf::{ProtoSource, ProtobufDecoder};
 pub use raw::RawDecoder;
 pub use tensor::TensorDecoder;
 
@@ -51,6 +53,13 @@ pub enum FormatSpec {
     /// and its schema id (checked against `registry`, when given, to name a JSON schema).
     JsonSchema {
         columns: Vec<ColumnSpec>,
+        registry: Option<Arc<SchemaRegistry>>,
+    },
+    /// Protobuf messages; `message` is the reader message and defines the columns. With a
+    /// `registry`, values use the Confluent wire format (magic byte 0, 4-byte big-endian schema
+    /// id, message indexes) and are decoded with the writer message the id and indexes name.
+    Protobuf {
+        message: prost_reflect::MessageDescriptor,
         registry: Option<Arc<SchemaRegistry>>,
     },
     /// Key and value bytes as binary columns.
@@ -109,6 +118,9 @@ impl FormatSpec {
                 crate::registry::SchemaType::Json,
                 registry.clone(),
             )),
+            FormatSpec::Protobuf { message, registry } => {
+                Box::new(ProtobufDecoder::new(message.clone(), registry.clone()).map_err(Error::Config)?)
+            }
             FormatSpec::Raw => Box::new(RawDecoder::default()),
             FormatSpec::Debezium { columns } => Box::new(DebeziumDecoder::new(columns.clone())?),
         })
