@@ -23,6 +23,7 @@ __all__ = [
     "create_topic",
     "librdkafka_features",
     "librdkafka_version",
+    "protobuf_registration",
     "secret_properties",
     "watermarks",
 ]
@@ -95,6 +96,10 @@ class KafkaDataset:
         registry_schemas: dict[int, str] | None = None,
         registry: SchemaRegistry | None = None,
         subject: str | None = None,
+        proto_schema: str | None = None,
+        proto_file: str | None = None,
+        descriptor_set: bytes | None = None,
+        message: str | None = None,
         metadata: list[str] = ...,
         batch_size: int = 1024,
         max_wait: float = 0.1,
@@ -137,6 +142,10 @@ class Producer:
         columns: list[tuple[str, str]] | None = None,
         avro_schema: str | None = None,
         schema_id: int | None = None,
+        proto_schema: str | None = None,
+        proto_file: str | None = None,
+        descriptor_set: bytes | None = None,
+        message: str | None = None,
         key_column: str | None = None,
         keys: object | None = None,
         partition: int | None = None,
@@ -218,3 +227,11 @@ class SchemaRegistry:
     def register(
         self, subject: str, schema: str, schema_type: str = "AVRO", *, auto_register: bool = True
     ) -> int: ...
+
+def protobuf_registration(
+    *,
+    proto_schema: str | None = None,
+    proto_file: str | None = None,
+    descriptor_set: bytes | None = None,
+    message: str | None = None,
+) -> tuple[str, str]: ...

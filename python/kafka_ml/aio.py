@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -14,7 +15,7 @@ import numpy as np
 from ._native import SendReport
 from .dataset import ColumnType
 from .exceptions import ConfigError
-from .producer import Headers, _send_arguments, registered_schema_id
+from .producer import Headers, _proto_arguments, _send_arguments, registered_schema_id
 from .producer import Producer as _SyncProducer
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns
 
@@ -38,7 +39,7 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "json_schema", "avro", "raw"] = "tensor",
+        format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw"] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -51,22 +52,29 @@ class Producer:
         subject: str | None = None,
         subject_name_strategy: SubjectNameStrategy = "topic",
         auto_register: bool = True,
+        message: str | None = None,
+        proto_file: str | os.PathLike[str] | None = None,
+        descriptor_set: bytes | str | os.PathLike[str] | None = None,
+        proto_schema: str | None = None,
         timeout: float = 30.0,
     ) -> SendReport:
         if format == "json_schema":
             if json_schema is None:
                 raise ConfigError("format='json_schema' needs json_schema (the writer's JSON Schema)")
             schema = schema if schema is not None else json_schema_columns(json_schema)
+        proto = _proto_arguments(format, message, proto_file, descriptor_set, proto_schema)
         if schema_registry is not None and schema_id is None:
             # A registry round trip the first time a schema is seen: off the event loop.
             schema_id = await asyncio.to_thread(
                 registered_schema_id,
                 topic, format, json_schema if format == "json_schema" else avro_schema,
                 schema_registry, subject, subject_name_strategy, auto_register,
+                proto,
             )  # fmt: skip
         stream, kwargs = _send_arguments(
             data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
         )
+        kwargs.update(proto)
         native = self._producer._native
         return await native.send_prepared_async(native.prepare_send(topic, stream, format, **kwargs))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -88,6 +89,14 @@ def _position(value: PositionSpec | None, what: str) -> object:
     raise ConfigError(f"{what}: unsupported position {value!r}")
 
 
+def descriptor_set_bytes(descriptor_set: bytes | str | os.PathLike[str] | None) -> bytes | None:
+    """A ``FileDescriptorSet`` given as bytes or as the path of a file holding it."""
+    if descriptor_set is None or isinstance(descriptor_set, bytes):
+        return descriptor_set
+    with open(descriptor_set, "rb") as f:
+        return f.read()
+
+
 class KafkaDataset:
     """Batches of messages from Kafka topics, decoded in Rust into Arrow columns.
 
@@ -101,7 +110,7 @@ class KafkaDataset:
         config: librdkafka properties, e.g. ``{"bootstrap.servers": "localhost:9092"}``.
         partitions: instead of ``topics``, exact ``[(topic, partition), ...]``.
         format: ``"tensor"``, ``"json"``, ``"json_schema"`` (JSON in the Confluent wire
-            format), ``"avro"``, ``"raw"`` or ``"debezium"`` (Debezium
+            format), ``"avro"``, ``"protobuf"``, ``"raw"`` or ``"debezium"`` (Debezium
             change events: the row image plus ``__op``, ``__source_ts_ms`` and ``__lsn``;
             tombstones give no row and are counted in ``stats["tombstones"]``).
         schema: for ``json``: ``{"id": "int64", "x": ("float32", 16), "note": "string?"}``
@@ -113,12 +122,19 @@ class KafkaDataset:
             or :class:`~kafka_ml.SchemaRegistry` — each writer schema is fetched by id the first
             time it is seen and values resolve to the reader schema (``avro_schema``, or else
             the subject's latest version) — or, offline, ``{schema_id: writer_schema}``.
-        subject: the reader schema's subject when ``avro_schema`` / ``json_schema`` is not
-            given (default ``<topic>-value``).
+        subject: the reader schema's subject when ``avro_schema`` / ``json_schema`` (or, for
+            ``protobuf``, a schema file) is not given (default ``<topic>-value``).
         json_schema: for ``json_schema`` (JSON objects in the Confluent wire format): the
             object JSON Schema that gives the columns (see
             :func:`kafka_ml.registry.json_schema_columns`); by default the subject's latest.
             ``schema=`` declares the columns explicitly instead.
+        message, proto_file, descriptor_set, proto_schema: for ``protobuf``: the message (full
+            name, e.g. ``"pkg.Reading"``; default: the first in the file) of a ``.proto`` file,
+            a ``FileDescriptorSet`` (bytes or a path) or ``.proto`` text. Without a registry
+            values are plain Protobuf of that message; with ``schema_registry`` they are
+            Confluent-framed (schema id and message indexes), decoded with their writer schema
+            and matched to the reader message's columns by field name — the reader message
+            being the subject's latest schema when no file is given.
         metadata: extra columns among ``topic, partition, offset, timestamp, key, headers``.
         batch_size: rows per batch at most; ``max_wait``: seconds before a partial batch is
             handed out anyway (the latency bound).
@@ -140,7 +156,7 @@ class KafkaDataset:
         config: Mapping[str, object] | None = None,
         *,
         partitions: Sequence[tuple[str, int]] | None = None,
-        format: Literal["tensor", "json", "json_schema", "avro", "raw", "debezium"] = "raw",
+        format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw", "debezium"] = "raw",
         schema: Mapping[str, ColumnType] | None = None,
         dtype: Any = None,
         shape: int | Sequence[int] | None = None,
@@ -148,6 +164,10 @@ class KafkaDataset:
         schema_registry: str | SchemaRegistry | Mapping[int, Mapping[str, Any] | str] | None = None,
         subject: str | None = None,
         json_schema: Mapping[str, Any] | str | None = None,
+        message: str | None = None,
+        proto_file: str | os.PathLike[str] | None = None,
+        descriptor_set: bytes | str | os.PathLike[str] | None = None,
+        proto_schema: str | None = None,
         metadata: Sequence[str] = (),
         batch_size: int = 1024,
         max_wait: float = 0.1,
@@ -163,7 +183,9 @@ class KafkaDataset:
         self._arguments: dict[str, Any] = {
             "topics": topics, "config": dict(config or {}), "partitions": partitions, "format": format,
             "schema": schema, "dtype": dtype, "shape": shape, "avro_schema": avro_schema,
-            "schema_registry": schema_registry, "subject": subject, "metadata": list(metadata),
+            "schema_registry": schema_registry, "subject": subject, "message": message,
+            "proto_file": proto_file, "descriptor_set": descriptor_set, "proto_schema": proto_schema,
+            "metadata": list(metadata),
             "batch_size": batch_size, "max_wait": max_wait, "start": start, "end": end, "on_error": on_error,
             "dead_letter_topic": dead_letter_topic, "queue_bytes": queue_bytes, "timeout": timeout,
         }  # fmt: skip
@@ -192,6 +214,10 @@ class KafkaDataset:
             else None,
             registry=registry_client(schema_registry),
             subject=subject,
+            proto_schema=proto_schema,
+            proto_file=os.fspath(proto_file) if proto_file is not None else None,
+            descriptor_set=descriptor_set_bytes(descriptor_set),
+            message=message,
             metadata=list(metadata),
             batch_size=batch_size,
             max_wait=max_wait,

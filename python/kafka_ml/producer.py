@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from . import _native
 from ._native import SendReport
-from .dataset import ColumnType, KafkaDataset, _column_decl, _config
+from .dataset import ColumnType, KafkaDataset, _column_decl, _config, descriptor_set_bytes
 from .exceptions import ConfigError, EncodeError, KafkaMLError
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns, registry_client, subject_name
 
@@ -54,7 +55,7 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "json_schema", "avro", "raw"] = "tensor",
+        format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw"] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -67,6 +68,10 @@ class Producer:
         subject: str | None = None,
         subject_name_strategy: SubjectNameStrategy = "topic",
         auto_register: bool = True,
+        message: str | None = None,
+        proto_file: str | os.PathLike[str] | None = None,
+        descriptor_set: bytes | str | os.PathLike[str] | None = None,
+        proto_schema: str | None = None,
         timeout: float = 30.0,
         progress: bool = False,
     ) -> SendReport:
@@ -96,6 +101,14 @@ class Producer:
         compatibility rule refuses raises :class:`~kafka_ml.SchemaRegistryError` before
         anything is sent.
 
+        ``protobuf`` rows become ``message`` (a full name; default: the file's first) of a
+        ``proto_file``, a ``descriptor_set`` (bytes or a path) or ``proto_schema`` (``.proto``
+        text): each column fills the field of its name (lists → ``repeated``, structs → nested
+        messages, strings → enums by value name, timestamps → ``google.protobuf.Timestamp``);
+        fields without a column stay unset. With ``schema_registry`` the ``.proto`` is
+        registered (schema type ``PROTOBUF``) and values are framed with its id and the
+        message's indexes.
+
         ``key`` is a column name (partitioning then follows the key) or one key per row.
         ``headers`` is a list of ``(name, value)`` for every row, or ``{name: values}`` with one
         value per row (bytes, text or integers; e.g. each result's lineage).
@@ -112,14 +125,17 @@ class Producer:
                 if json_schema is None:
                     raise ConfigError("format='json_schema' needs json_schema (the writer's JSON Schema)")
                 schema = schema if schema is not None else json_schema_columns(json_schema)
+            proto = _proto_arguments(format, message, proto_file, descriptor_set, proto_schema)
             if schema_registry is not None and schema_id is None:
                 schema_id = registered_schema_id(
                     topic, format, json_schema if format == "json_schema" else avro_schema,
                     schema_registry, subject, subject_name_strategy, auto_register,
+                    proto,
                 )  # fmt: skip
             stream, kwargs = _send_arguments(
                 data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
             )
+            kwargs.update(proto)
             report = self._native.send_prepared(self._native.prepare_send(topic, stream, format, **kwargs))
         if progress:
             _follow(report, topic)
@@ -254,12 +270,27 @@ def registered_schema_id(
     subject: str | None,
     strategy: SubjectNameStrategy,
     auto_register: bool,
+    proto: Mapping[str, Any] | None = None,
 ) -> int:
     """The registry id that frames a send's values (looked up or registered; cached):
-    ``schema`` is the ``avro`` writer schema or the ``json_schema`` JSON Schema."""
+    ``schema`` is the ``avro`` writer schema or the ``json_schema`` JSON Schema; ``proto`` the
+    ``protobuf`` schema arguments."""
+    if format == "protobuf":
+        client = registry_client(schema_registry)
+        assert client is not None
+        text, full_name = _native.protobuf_registration(**(proto or {}))
+        if subject is None:
+            subject = {
+                "topic": f"{topic}-value",
+                "record": full_name,
+                "topic_record": f"{topic}-{full_name}",
+            }[strategy]
+        return client.register(subject, text, "PROTOBUF", auto_register=auto_register)
     kinds = {"avro": ("AVRO", "avro_schema"), "json_schema": ("JSON", "json_schema")}
     if format not in kinds:
-        raise ConfigError(f"schema_registry is for format='avro' or 'json_schema', not {format!r}")
+        raise ConfigError(
+            f"schema_registry is for format='avro', 'json_schema' or 'protobuf', not {format!r}"
+        )
     schema_type, argument = kinds[format]
     if schema is None:
         raise ConfigError(f"format={format!r} with a schema_registry needs {argument} (the writer schema)")
@@ -271,6 +302,29 @@ def registered_schema_id(
             raise ConfigError("format='json_schema' names its subject by topic (or give subject=)")
         subject = subject_name(topic, strategy, schema)
     return client.register(subject, text, schema_type, auto_register=auto_register)
+
+
+def _proto_arguments(
+    format: str,
+    message: str | None,
+    proto_file: str | os.PathLike[str] | None,
+    descriptor_set: bytes | str | os.PathLike[str] | None,
+    proto_schema: str | None,
+) -> dict[str, Any]:
+    """The Protobuf schema arguments of a send in the native layer's terms (none for other formats)."""
+    given = proto_file is not None or descriptor_set is not None or proto_schema is not None
+    if format != "protobuf":
+        if given or message is not None:
+            raise ConfigError(
+                "message, proto_file, descriptor_set and proto_schema are for format='protobuf'"
+            )
+        return {}
+    return {
+        "proto_schema": proto_schema,
+        "proto_file": os.fspath(proto_file) if proto_file is not None else None,
+        "descriptor_set": descriptor_set_bytes(descriptor_set),
+        "message": message,
+    }
 
 
 def _send_arguments(

@@ -55,6 +55,7 @@ fn parse_position(obj: &Bound<'_, PyAny>, what: &str, default_for_offsets: Posit
     )))
 }
 
+#[allow(clippy::too_many_arguments)]
 fn parse_format(
     format: &str,
     columns: Option<Vec<(String, String)>>,
@@ -63,6 +64,7 @@ fn parse_format(
     avro_schema: Option<String>,
     registry_schemas: Option<std::collections::HashMap<u32, String>>,
     registry: Option<Arc<SchemaRegistry>>,
+    proto_message: Option<prost_reflect::MessageDescriptor>,
 ) -> PyResult<FormatSpec> {
     Ok(match format {
         "tensor" => {
@@ -115,11 +117,21 @@ fn parse_format(
                 registry,
             }
         }
+        "protobuf" => FormatSpec::Protobuf {
+            message: proto_message.ok_or_else(|| {
+                config_error(
+                    "format='protobuf' needs a schema (proto_file=, descriptor_set= or proto_schema=) \
+                     or a schema_registry"
+                        .into(),
+                )
+            })?,
+            registry,
+        },
         "raw" => FormatSpec::Raw,
         other => {
             return Err(config_error(format!(
-                "unknown format '{other}' (expected tensor, json, json_schema, avro, raw or debezium)"
-            )))
+            "unknown format '{other}' (expected tensor, json, json_schema, avro, protobuf, raw or debezium)"
+        )))
         }
     })
 }
@@ -143,7 +155,8 @@ impl KafkaDataset {
     #[new]
     #[pyo3(signature = (
         config, *, topics=None, partitions=None, format="raw", columns=None, dtype=None, shape=None,
-        avro_schema=None, registry_schemas=None, registry=None, subject=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
+        avro_schema=None, registry_schemas=None, registry=None, subject=None, proto_schema=None, proto_file=None,
+        descriptor_set=None, message=None, metadata=Vec::new(), batch_size=1024, max_wait=0.1,
         start=None, end=None, on_error="error", dead_letter_topic=None, queue_bytes=64 << 20, timeout=10.0,
         commit=true
     ))]
@@ -161,6 +174,10 @@ impl KafkaDataset {
         registry_schemas: Option<std::collections::HashMap<u32, String>>,
         registry: Option<Bound<'_, PySchemaRegistry>>,
         subject: Option<String>,
+        proto_schema: Option<String>,
+        proto_file: Option<std::path::PathBuf>,
+        descriptor_set: Option<Vec<u8>>,
+        message: Option<String>,
         metadata: Vec<String>,
         batch_size: usize,
         max_wait: f64,
@@ -173,22 +190,51 @@ impl KafkaDataset {
         commit: bool,
     ) -> PyResult<Self> {
         let registry = registry.map(|r| r.get().inner.clone());
-        // The reader schema (and so the columns), when not given: the subject's latest version
-        // (TopicNameStrategy: `<topic>-value` unless a subject is named).
+        // The reader schema's subject when no schema is given (TopicNameStrategy: `<topic>-value`
+        // unless a subject is named).
+        let reader_subject = |what: &str| {
+            match (&subject, topics.as_deref(), partitions.as_deref()) {
+            (Some(s), _, _) => Ok(s.clone()),
+            (None, Some([topic]), _) => Ok(format!("{topic}-value")),
+            (None, None, Some([(topic, _), rest @ ..])) if rest.iter().all(|(t, _)| t == topic) => {
+                Ok(format!("{topic}-value"))
+            }
+            _ => Err(config_error(format!(
+                "format='{format}' over several topics: name the reader schema's subject (subject=) or give {what}"
+            ))),
+        }
+        };
+        let proto_message = match (
+            format,
+            super::protobuf::proto_source(proto_schema, proto_file, descriptor_set)?,
+        ) {
+            ("protobuf", Some(source)) => Some(
+                crate::decode::protobuf::load_message(&source, message.as_deref()).map_err(config_error)?,
+            ),
+            ("protobuf", None) => match &registry {
+                Some(client) => {
+                    let subject = reader_subject("proto_file")?;
+                    let client = client.clone();
+                    Some(
+                        py.detach(move || {
+                            crate::decode::protobuf::subject_message(&client, &subject, message.as_deref())
+                        })
+                        .py_err()?,
+                    )
+                }
+                None => None,
+            },
+            (_, Some(_)) => {
+                return Err(config_error(format!(
+                    "proto_schema, proto_file and descriptor_set are for format='protobuf', not '{format}'"
+                )))
+            }
+            (_, None) => None,
+        };
+        // The reader schema (and so the columns), when not given: the subject's latest version.
         let avro_schema = match (format, avro_schema, &registry) {
             ("avro", None, Some(client)) => {
-                let subject = match (subject, topics.as_deref(), partitions.as_deref()) {
-                    (Some(s), _, _) => s,
-                    (None, Some([topic]), _) => format!("{topic}-value"),
-                    (None, None, Some([(topic, _), rest @ ..])) if rest.iter().all(|(t, _)| t == topic) => {
-                        format!("{topic}-value")
-                    }
-                    _ => {
-                        return Err(config_error(
-                            "format='avro' over several topics: name the reader schema's subject (subject=) or give avro_schema".into(),
-                        ))
-                    }
-                };
+                let subject = reader_subject("avro_schema")?;
                 let client = client.clone();
                 let latest = py
                     .detach(move || client.subject_version(&subject, None))
@@ -263,6 +309,7 @@ impl KafkaDataset {
                 avro_schema,
                 registry_schemas,
                 registry,
+                proto_message,
             )?,
             metadata,
             batch_size,

@@ -8,6 +8,7 @@ mod embedded;
 mod errors;
 mod offsets;
 mod producer;
+mod protobuf;
 mod registry;
 
 use pyo3::prelude::*;
@@ -50,5 +51,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     admin::register(m)?;
     client::register(m)?;
     registry::register(m)?;
+    protobuf::register(m)?;
     Ok(())
 }

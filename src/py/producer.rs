@@ -264,6 +264,14 @@ impl PreparedSend {
     }
 }
 
+/// A send's Protobuf schema arguments (see `super::protobuf::proto_source`).
+struct ProtoArgs {
+    proto_schema: Option<String>,
+    proto_file: Option<std::path::PathBuf>,
+    descriptor_set: Option<Vec<u8>>,
+    message: Option<String>,
+}
+
 /// A librdkafka producer; every message is accounted delivered or failed.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct Producer {
@@ -279,6 +287,7 @@ impl Producer {
         columns: Option<Vec<(String, String)>>,
         avro_schema: Option<String>,
         schema_id: Option<u32>,
+        proto: ProtoArgs,
         key_column: Option<String>,
         keys: Option<PyArray>,
         partition: Option<i32>,
@@ -313,9 +322,24 @@ impl Producer {
                     .map_err(|e| to_pyerr(Error::Config(format!("invalid Avro schema: {e}"))))?;
                 EncodeFormat::Avro { schema, schema_id }
             }
+            "protobuf" => {
+                let source = super::protobuf::proto_source(
+                    proto.proto_schema,
+                    proto.proto_file,
+                    proto.descriptor_set,
+                )?
+                .ok_or_else(|| {
+                    to_pyerr(Error::Config(
+                        "format='protobuf' needs proto_schema, proto_file or descriptor_set".into(),
+                    ))
+                })?;
+                let message = crate::decode::protobuf::load_message(&source, proto.message.as_deref())
+                    .map_err(|e| to_pyerr(Error::Config(e)))?;
+                EncodeFormat::Protobuf { message, schema_id }
+            }
             other => {
                 return Err(to_pyerr(Error::Config(format!(
-                    "unknown format '{other}' (expected tensor, json, json_schema, avro or raw)"
+                    "unknown format '{other}' (expected tensor, json, json_schema, avro, protobuf or raw)"
                 ))))
             }
         };
@@ -438,8 +462,9 @@ impl Producer {
     /// Checks the arguments of a table send (format, schema, keys) and takes the Arrow stream
     /// (anything with `__arrow_c_stream__`); `send_prepared` or `send_prepared_async` runs it.
     #[pyo3(signature = (
-        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, key_column=None,
-        keys=None, partition=None, headers=None, row_headers=None, timestamp=None, timeout=30.0
+        topic, data, format, *, columns=None, avro_schema=None, schema_id=None, proto_schema=None,
+        proto_file=None, descriptor_set=None, message=None, key_column=None, keys=None, partition=None,
+        headers=None, row_headers=None, timestamp=None, timeout=30.0
     ))]
     #[allow(clippy::too_many_arguments)] // mirrors the Python signature
     fn prepare_send(
@@ -450,6 +475,10 @@ impl Producer {
         columns: Option<Vec<(String, String)>>,
         avro_schema: Option<String>,
         schema_id: Option<u32>,
+        proto_schema: Option<String>,
+        proto_file: Option<std::path::PathBuf>,
+        descriptor_set: Option<Vec<u8>>,
+        message: Option<String>,
         key_column: Option<String>,
         keys: Option<PyArray>,
         partition: Option<i32>,
@@ -458,6 +487,12 @@ impl Producer {
         timestamp: Option<i64>,
         timeout: f64,
     ) -> PyResult<PreparedSend> {
+        let proto = ProtoArgs {
+            proto_schema,
+            proto_file,
+            descriptor_set,
+            message,
+        };
         let send = Self::table_send(
             topic,
             data,
@@ -465,6 +500,7 @@ impl Producer {
             columns,
             avro_schema,
             schema_id,
+            proto,
             key_column,
             keys,
             partition,
