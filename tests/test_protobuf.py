@@ -312,6 +312,23 @@ def test_each_bad_value_is_named_and_follows_on_error(
     assert ds.stats["skipped"] == 4
 
 
+def test_an_unreachable_registry_stops_the_read_and_skips_nothing(
+    config: dict[str, str], new_topic: Callable[..., str], proto_dir: Path
+) -> None:
+    from launcher import free_port
+
+    topic = new_topic()
+    produce_raw(config["bootstrap.servers"], topic, [frame(1, b"\x00\x08\x01")])
+    dead = f"http://127.0.0.1:{free_port()}"
+    ds = km.KafkaDataset(
+        topic, config, format="protobuf", proto_file=proto_dir / "reading.proto",
+        schema_registry=km.SchemaRegistry(dead, timeout=1.0), on_error="skip", end="latest",
+    )  # fmt: skip
+    with pytest.raises(km.SchemaRegistryError, match=f"cannot reach the schema registry at {dead}"):
+        read_all(ds)
+    assert ds.stats["skipped"] == 0
+
+
 def test_an_invalid_row_is_named_and_nothing_is_sent(
     config: dict[str, str], new_topic: Callable[..., str], proto_dir: Path
 ) -> None:

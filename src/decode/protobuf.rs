@@ -1175,7 +1175,10 @@ impl ProtobufDecoder {
                 return Err(reason);
             }
         };
-        self.files.insert(id, found.clone());
+        // Bounded like `writers`: ids come from the data.
+        if self.files.len() < 1024 || found.is_ok() {
+            self.files.insert(id, found.clone());
+        }
         found
     }
 
