@@ -373,7 +373,7 @@ pub fn read_message_indexes(buf: &[u8]) -> Result<(Vec<i32>, usize), String> {
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
 
 /// A wrapper message's scalar (`google.protobuf.Int64Value` → int64).
-fn wrapped(message: &MessageDescriptor) -> Option<FieldDescriptor> {
+pub(crate) fn wrapped(message: &MessageDescriptor) -> Option<FieldDescriptor> {
     match message.full_name() {
         "google.protobuf.DoubleValue"
         | "google.protobuf.FloatValue"

@@ -5,7 +5,7 @@
 //! without a column stay unset, columns without a field are not sent.
 
 use super::{column_error, RowsBuilder};
-use crate::decode::protobuf::{message_indexes, write_message_indexes};
+use crate::decode::protobuf::{message_indexes, wrapped, write_message_indexes};
 use crate::encode::EncodedRows;
 use crate::registry::WIRE_MAGIC;
 use arrow_array::cast::AsArray;
@@ -273,7 +273,7 @@ fn element(kind: &Kind, array: &ArrayRef, row: usize) -> Result<Value, String> {
                     }
                 }
                 Value::Message(out)
-            } else if let Some(value) = wrapper_value(m) {
+            } else if let Some(value) = wrapped(m) {
                 let mut out = DynamicMessage::new(m.clone());
                 out.set_field(&value, element(&value.kind(), array, row)?);
                 Value::Message(out)
@@ -282,14 +282,6 @@ fn element(kind: &Kind, array: &ArrayRef, row: usize) -> Result<Value, String> {
             }
         }
     })
-}
-
-fn wrapper_value(m: &MessageDescriptor) -> Option<FieldDescriptor> {
-    let name = m.full_name().strip_prefix("google.protobuf.")?;
-    name.ends_with("Value")
-        .then(|| m.get_field_by_name("value"))
-        .flatten()
-        .filter(|_| m.fields().len() == 1)
 }
 
 fn describe(kind: &Kind) -> String {
@@ -319,6 +311,25 @@ mod tests {
             enum Kind { KIND_UNSPECIFIED = 0; KIND_A = 1; }
         }
     "#;
+
+    #[test]
+    fn wrappers_are_nullable_scalars() {
+        let proto = r#"syntax = "proto3"; import "google/protobuf/wrappers.proto";
+            message M { google.protobuf.Int64Value n = 1; map<string, double> w = 2; }"#;
+        let message = crate::decode::protobuf::load_message(&ProtoSource::Text(proto.into()), None).unwrap();
+        let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None]));
+        let batch = RecordBatch::try_from_iter([("n", n)]).unwrap();
+        let rows = encode_protobuf(&batch, &message, None).unwrap();
+        let mut decoder = ProtobufDecoder::new(message, None).unwrap();
+        assert_eq!(decoder.fields()[0].data_type(), &DataType::Int64);
+        assert!(matches!(decoder.fields()[1].data_type(), DataType::Map(_, _)));
+        decoder.decode(None, rows.row(0)).unwrap();
+        decoder.decode(None, rows.row(1)).unwrap();
+        let cols = decoder.finish();
+        assert_eq!(cols[0].as_primitive::<Int64Type>().value(0), 5);
+        assert!(cols[0].is_null(1));
+        assert_eq!(cols[1].as_map().value_offsets(), &[0, 0, 0]);
+    }
 
     #[test]
     fn rows_encode_and_decode_back() {
