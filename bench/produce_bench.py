@@ -13,10 +13,11 @@ One run starts a real Apache Kafka broker (``kafka/launcher.py``; or uses
    ``bench/build_rdkafka_performance.sh``). Target: >= 0.9x msgs/s.
 3. ``async``: ``kafka_ml.aio.Producer`` on the JSON workload, if the module exists.
    Target: >= 0.8x of the sync producer.
-4. ``avro``: the JSON workload's rows (``--registry-records`` of them) registry-framed: by
-   ``Producer.send(format="avro", schema_registry=url)`` + ``flush()`` vs confluent-kafka's
-   ``AvroSerializer`` per row + ``produce()``, the schema in a real Schema Registry
-   (``bench/registry_formats.py``). Target: >= 10x rows/s. ``--registry-only`` runs just this.
+4. ``avro``: the JSON workload's rows (``--registry-records`` of them) registry-framed, as Avro
+   and as Protobuf: by ``Producer.send(format=..., schema_registry=url)`` + ``flush()`` vs
+   confluent-kafka's ``AvroSerializer`` / ``ProtobufSerializer`` per row + ``produce()``, the
+   schema in a real Schema Registry (``bench/registry_formats.py``). Target: >= 10x rows/s for
+   both. ``--registry-only`` runs just this.
 5. ``tls`` (only with ``--tls`` or ``--tls-only``): the run uses a secured broker
    (``kafka/secure_launcher.py``, whose PLAINTEXT listener serves workloads 1-3) and writes the
    JSON rows, interleaved, with kafka-ml over its SASL_SSL listener (SCRAM-SHA-512 over TLS), with
@@ -561,7 +562,8 @@ def main() -> int:
             ok = result["json"]["ratio"] >= 10.0 and result["tensor"].get("ratio", 1.0) >= 0.9
             ok = ok and result["async"].get("ratio", 1.0) >= 0.8
         if "avro" in result:
-            ok = ok and result["avro"]["ratio"] >= result["avro"]["target"]
+            v = result["avro"]
+            ok = ok and min(v["ratio"], v["ratio_protobuf"]) >= v["target"]
         if "tls" in result:
             x = result["tls"]["json"]
             ok = ok and x["ratio_tls_plaintext"] >= x["target_tls_plaintext"]
@@ -583,20 +585,34 @@ def avro_workload(topics: Topics, data: dict[str, np.ndarray], repeat: int, prop
             "confluent-kafka": lambda t: timed(
                 lambda: rf.confluent_avro_send(plain, url, t, data, props, POLL_EVERY)
             ),
+            "kafka-ml protobuf": lambda t: timed(
+                lambda: rf.kafka_ml_protobuf_send(plain, url, t, data, props)
+            ),
+            "confluent protobuf": lambda t: timed(
+                lambda: rf.confluent_protobuf_send(plain, url, t, data, props, POLL_EVERY)
+            ),
         }
         warm = {k: v[: min(n, 20_000)] for k, v in data.items()}
         rf.kafka_ml_avro_send(plain, url, topics.new("warmup"), warm, props)
         rf.confluent_avro_send(plain, url, topics.new("warmup"), warm, props, POLL_EVERY)
+        rf.kafka_ml_protobuf_send(plain, url, topics.new("warmup"), warm, props)
+        rf.confluent_protobuf_send(plain, url, topics.new("warmup"), warm, props, POLL_EVERY)
         runs = measure("avro", sides, topics, n, repeat)
         w: Result = {
             "records": n,
             "registry": "external" if server is None else "Apicurio Registry 3.0.9 (local)",
             "kafka_ml": summarize(runs["kafka-ml"], n),
             "confluent_kafka": summarize(runs["confluent-kafka"], n),
+            "kafka_ml_protobuf": summarize(runs["kafka-ml protobuf"], n),
+            "confluent_protobuf": summarize(runs["confluent protobuf"], n),
             "target": 10.0,
         }
-        w["ratio"] = w["kafka_ml"]["rows_per_s"] / w["confluent_kafka"]["rows_per_s"]
-        w["cpu_ratio"] = w["confluent_kafka"]["cpu_s_median"] / max(w["kafka_ml"]["cpu_s_median"], 1e-9)
+        for km, cf, suffix in (
+            ("kafka_ml", "confluent_kafka", ""),
+            ("kafka_ml_protobuf", "confluent_protobuf", "_protobuf"),
+        ):
+            w[f"ratio{suffix}"] = w[km]["rows_per_s"] / w[cf]["rows_per_s"]
+            w[f"cpu_ratio{suffix}"] = w[cf]["cpu_s_median"] / max(w[km]["cpu_s_median"], 1e-9)
         return w
     finally:
         if server is not None:
@@ -764,11 +780,16 @@ def render(r: Result) -> str:
         v = r["avro"]
         lines.append(row("avro", "kafka-ml Producer.send(avro, registry)", v["kafka_ml"]))
         lines.append(row("avro", "confluent-kafka AvroSerializer+produce", v["confluent_kafka"]))
-        ratios.append(
-            f"avro   speed-up kafka-ml / confluent-kafka  : {v['ratio']:6.2f}x  "
-            f"(target >= {v['target']:.0f}x: {ok(v['ratio'], v['target'])}); "
-            f"CPU per message {v['cpu_ratio']:.2f}x less; {v['records']:,} rows, registry: {v['registry']}"
-        )
+        lines.append(row("protobuf", "kafka-ml Producer.send(protobuf, registry)", v["kafka_ml_protobuf"]))
+        lines.append(row("protobuf", "confluent-kafka ProtobufSerializer+produce", v["confluent_protobuf"]))
+        for label, suffix in (("avro    ", ""), ("protobuf", "_protobuf")):
+            ratio = v[f"ratio{suffix}"]
+            ratios.append(
+                f"{label} speed-up kafka-ml / confluent-kafka: {ratio:6.2f}x  "
+                f"(target >= {v['target']:.0f}x: {ok(ratio, v['target'])}); "
+                f"CPU per message {v[f'cpu_ratio{suffix}']:.2f}x less"
+            )
+        ratios.append(f"  {v['records']:,} rows, registry: {v['registry']}")
     if "tls" in r:
         x = r["tls"]["json"]
         if "json" in r:

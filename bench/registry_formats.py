@@ -53,30 +53,16 @@ def feature_columns(n: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"id": ids, "x": pool[ids % len(pool)], "y": rng.integers(0, 10, size=n).astype(np.int64)}
 
 
-def load_avro_topic(bs: str, url: str, topic: str, records: int) -> float:
-    """Writes the records registry-framed with kafka-ml; returns the mean value size."""
-    import kafka_ml
-
-    cols = feature_columns(records)
-    producer = kafka_ml.Producer({"bootstrap.servers": bs, "linger.ms": 20, "batch.size": 1_000_000})
-    step = 100_000
-    for lo in range(0, records, step):
-        part = {k: v[lo : lo + step] for k, v in cols.items()}
-        producer.send(topic, part, format="avro", avro_schema=AVRO_SCHEMA, schema_registry=url, partition=0)
-    producer.flush(120)
-    # 5-byte header + id varint + 16 floats with their block header + y varint
-    return 5 + 3 + 1 + DIM * 4 + 1 + 1
-
-
-def kafka_ml_avro(
-    conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
+def kafka_ml_read(
+    fmt: str, conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
 ) -> dict[str, Any]:
+    """``KafkaDataset(format=fmt, schema_registry=url)`` to NumPy (``fmt``: avro or protobuf)."""
     import kafka_ml
 
     gc.collect()
     c0, t0 = cpu_self(), time.perf_counter()
     ds = kafka_ml.KafkaDataset(
-        topic, {**conn, **extra}, format="avro", schema_registry=url, start="earliest", end="latest",
+        topic, {**conn, **extra}, format=fmt, schema_registry=url, start="earliest", end="latest",
         batch_size=batch,
     )  # fmt: skip
     rows, checksum = 0, 0
@@ -91,17 +77,31 @@ def kafka_ml_avro(
     return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
 
 
-def confluent_avro(
-    conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
+def confluent_read(
+    fmt: str, conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
 ) -> dict[str, Any]:
+    """confluent-kafka ``consume()`` + its ``AvroDeserializer`` / ``ProtobufDeserializer`` per
+    message + ``np.array`` per chunk."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
     from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import MessageField, SerializationContext
 
     gc.collect()
     c0, t0 = cpu_self(), time.perf_counter()
-    deserialize = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    if fmt == "avro":
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+
+        avro = AvroDeserializer(SchemaRegistryClient({"url": url}))
+        deserialize = avro
+    else:
+        from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
+
+        proto = ProtobufDeserializer(features_class(), {"use.deprecated.format": False})
+
+        def deserialize(value: bytes, ctx: SerializationContext) -> dict[str, Any]:
+            m = proto(value, ctx)
+            return {"id": m.id, "x": list(m.x), "y": m.y}
+
     ctx = SerializationContext(topic, MessageField.VALUE)
     c = Consumer(
         {**conn, "group.id": f"bench-confluent-{time.monotonic_ns()}", "enable.auto.commit": False,
@@ -134,8 +134,48 @@ def confluent_avro(
     return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
 
 
-def describe(url: str) -> str:
-    return json.dumps({"registry": url, "schema": AVRO_SCHEMA})
+PROTO_SCHEMA = """syntax = "proto3";
+package bench;
+
+message Features {
+  int64 id = 1;
+  repeated float x = 2;
+  int64 y = 3;
+}
+"""
+
+
+def features_class() -> Any:
+    """The generated-class equivalent of ``PROTO_SCHEMA`` (what ``protoc --python_out`` gives a
+    confluent-kafka user), built from its descriptor."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name="bench_features.proto", package="bench", syntax="proto3")
+    m = fdp.message_type.add(name="Features")
+    f = descriptor_pb2.FieldDescriptorProto
+    m.field.add(name="id", number=1, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    m.field.add(name="x", number=2, type=f.TYPE_FLOAT, label=f.LABEL_REPEATED)
+    m.field.add(name="y", number=3, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("bench.Features"))
+
+
+def load_topic(fmt: str, bs: str, url: str, topic: str, records: int) -> None:
+    """Writes the records registry-framed with kafka-ml (``fmt``: avro or protobuf)."""
+    import kafka_ml
+
+    cols = feature_columns(records)
+    producer = kafka_ml.Producer({"bootstrap.servers": bs, "linger.ms": 20, "batch.size": 1_000_000})
+    schema: dict[str, Any] = (
+        {"avro_schema": AVRO_SCHEMA}
+        if fmt == "avro"
+        else {"proto_schema": PROTO_SCHEMA, "message": "bench.Features"}
+    )
+    for lo in range(0, records, 100_000):
+        part = {k: v[lo : lo + 100_000] for k, v in cols.items()}
+        producer.send(topic, part, format=fmt, schema_registry=url, partition=0, **schema)  # type: ignore[arg-type]
+    producer.flush(120)
 
 
 def log_run(label: str, i: int, r: dict[str, Any]) -> None:
@@ -210,4 +250,62 @@ def confluent_avro_send(
             poll(0)
     if p.flush(120):
         raise RuntimeError("confluent avro: messages not delivered")
+    return {"rows": n}
+
+
+def kafka_ml_protobuf_send(
+    conn: dict[str, str], url: str, topic: str, data: dict[str, np.ndarray], props: dict[str, str]
+) -> dict[str, Any]:
+    """``Producer.send(format="protobuf", proto_schema=..., schema_registry=url)`` + ``flush()``."""
+    import kafka_ml
+
+    p = kafka_ml.Producer({**conn, **props})
+    registry = kafka_ml.SchemaRegistry(url)
+    cols = {**data, "y": data["y"].astype(np.int64)}
+    report = p.send(
+        topic, cols, format="protobuf", proto_schema=PROTO_SCHEMA, message="bench.Features",
+        schema_registry=registry, partition=0,
+    )  # fmt: skip
+    p.flush(120)
+    if p.delivered != report.rows or p.failed:
+        raise RuntimeError(f"kafka-ml protobuf: delivered {p.delivered}, failed {p.failed}")
+    return {"rows": report.rows}
+
+
+def confluent_protobuf_send(
+    conn: dict[str, str],
+    url: str,
+    topic: str,
+    data: dict[str, np.ndarray],
+    props: dict[str, str],
+    poll_every: int,
+) -> dict[str, Any]:
+    """confluent-kafka's ``ProtobufSerializer`` per row (a message object filled from the row)
+    + ``produce()``, ``flush()`` at the end."""
+    from confluent_kafka import Producer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    cls = features_class()
+    serialize = ProtobufSerializer(cls, SchemaRegistryClient({"url": url}), {"use.deprecated.format": False})
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    p = Producer({**conn, **props})
+    produce, poll = p.produce, p.poll
+    n = 0
+    t0 = time.perf_counter()
+    for i, x, y in zip(data["id"].tolist(), data["x"].tolist(), data["y"].tolist(), strict=True):
+        value = serialize(cls(id=i, x=x, y=y), ctx)
+        while True:
+            try:
+                produce(topic, value, partition=0)
+                break
+            except BufferError:
+                if poll(0.01) == 0 and time.perf_counter() - t0 > 600:
+                    raise RuntimeError("confluent protobuf: producer queue stuck full") from None
+        n += 1
+        if n % poll_every == 0:
+            poll(0)
+    if p.flush(120):
+        raise RuntimeError("confluent protobuf: messages not delivered")
     return {"rows": n}

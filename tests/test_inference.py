@@ -305,6 +305,9 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
         for lo in range(0, total, 25):  # a live stream: 40 small sends, 20 ms apart
             if lo == total // 2:
                 publisher.publish({"w": np.array([2.0])}, "2")  # a new version mid-stream
+                # Received before the rest is sent (on a loaded machine the last 500 messages
+                # could otherwise all be scored before it arrives): the batches after it must use it.
+                subscriber.wait_for("2", timeout=30)
             producer.send(
                 inp, {"id": ids[lo : lo + 25], "x": x[lo : lo + 25]}, format="json", schema=INPUT_SCHEMA
             )
