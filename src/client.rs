@@ -4,6 +4,7 @@
 //! redaction of secrets from everything the library prints.
 
 use crate::error::{resource_kind, Error, KafkaCode, Result};
+use arc_swap::ArcSwapOption;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -13,7 +14,7 @@ use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// librdkafka properties whose values are secrets (librdkafka's CONFIGURATION.md marks them
@@ -40,10 +41,11 @@ pub fn is_secret_property(key: &str) -> bool {
 /// Every secret value this process has configured a client with. Error messages and log lines
 /// are scrubbed of them wherever they come from (librdkafka echoes property values in some
 /// configuration errors; a broker may echo a user name or token in a failure reason).
-fn secrets() -> &'static RwLock<Vec<String>> {
-    static SECRETS: OnceLock<RwLock<Vec<String>>> = OnceLock::new();
-    SECRETS.get_or_init(Default::default)
-}
+///
+/// Lock-free (readers and writers), not an `RwLock`: librdkafka's threads scrub every log line,
+/// and a process forked while one of them held a lock (a DataLoader worker) would inherit it
+/// held by a thread that does not exist there, and hang at its first client.
+static SECRETS: ArcSwapOption<Vec<String>> = ArcSwapOption::const_empty();
 
 /// Values shorter than this are not scrubbed from text: replacing every "ab" in a message would
 /// garble it while hiding nothing (such a secret is no secret).
@@ -51,20 +53,26 @@ const MIN_REDACTED_LEN: usize = 4;
 
 /// Remembers `value` as a secret to scrub from all output of the library.
 pub fn register_secret(value: &str) {
-    if value.len() < MIN_REDACTED_LEN {
+    let known = |all: &Option<Arc<Vec<String>>>| all.iter().flat_map(|a| a.iter()).any(|s| s == value);
+    if value.len() < MIN_REDACTED_LEN || known(&SECRETS.load()) {
         return;
     }
-    let mut all = secrets().write().unwrap_or_else(|p| p.into_inner());
-    if !all.iter().any(|s| s == value) {
-        all.push(value.to_owned());
-        // Longest first, so a secret containing another is replaced whole.
-        all.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    SECRETS.rcu(|all| {
+        let mut all = all.as_deref().cloned().unwrap_or_default();
+        if !all.iter().any(|s| s == value) {
+            all.push(value.to_owned());
+            // Longest first, so a secret containing another is replaced whole.
+            all.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+        Some(Arc::new(all))
+    });
 }
 
 /// `text` with every registered secret replaced by `***`.
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let all = secrets().read().unwrap_or_else(|p| p.into_inner());
+    let Some(all) = SECRETS.load_full() else {
+        return Cow::Borrowed(text);
+    };
     if !all.iter().any(|s| text.contains(s.as_str())) {
         return Cow::Borrowed(text);
     }

@@ -497,3 +497,52 @@ def test_librdkafka_log_goes_to_python_logging_not_stderr(
         time.sleep(0.1)
     assert any(r.name == "kafka_ml.librdkafka" and r.levelno >= logging.ERROR for r in caplog.records)
     assert "%3|" not in capfd.readouterr().err
+
+
+def _log_a_failed_login_in_this_process(config: dict[str, Any], topic: str, password: str) -> None:
+    """A forked child's body: its failed login must reach its own Python logging, scrubbed."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.ERROR)
+    handler.emit = records.append  # type: ignore[method-assign]
+    logging.getLogger("kafka_ml").addHandler(handler)
+    try:
+        read_ids(config, topic, timeout=5)
+    except km.AuthenticationError:
+        pass
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(r.name == "kafka_ml.librdkafka" for r in records):
+        time.sleep(0.05)
+    logged = [r.getMessage() for r in records if r.name == "kafka_ml.librdkafka"]
+    sys.exit(0 if logged and not any(password in m for m in logged) else 3)
+
+
+def test_a_forked_process_logs_and_connects_while_the_parent_logs(secure_broker: Any, topic: str) -> None:
+    """DataLoader workers are forked while librdkafka's threads log (and scrub secrets) in the
+    parent: a child must neither hang on state a parent thread held at the fork, nor lose its
+    own log records (it inherits no log-forwarding thread)."""
+    import multiprocessing
+
+    password = f"wrong-{uuid.uuid4().hex}"
+    config = {**secure_broker.client_config("scram512", user="alice"), "sasl.password": password}
+    stop = threading.Event()
+
+    def failing_logins() -> None:  # the parent's log traffic while it forks
+        while not stop.is_set():
+            with pytest.raises(km.AuthenticationError):
+                read_ids(config, topic, timeout=5)
+
+    noise = threading.Thread(target=failing_logins, daemon=True)
+    noise.start()
+    try:
+        fork = multiprocessing.get_context("fork")
+        for _ in range(4):
+            child = fork.Process(target=_log_a_failed_login_in_this_process, args=(config, topic, password))
+            child.start()
+            child.join(60)
+            if child.is_alive():
+                child.kill()
+                pytest.fail("a forked child hung")
+            assert child.exitcode == 0, "a forked child's librdkafka log did not reach its logging"
+    finally:
+        stop.set()
+        noise.join(30)

@@ -2,6 +2,7 @@
 //! token callback), the log bridge to Python's `logging`, and what librdkafka was built with.
 
 use crate::client::{ClientSettings, OAuthToken, TokenSource};
+use arc_swap::ArcSwapOption;
 use base64::Engine as _;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -123,9 +124,12 @@ struct QueuedRecord {
 /// waits for (joins) while holding the GIL. Taking the GIL on such a thread to log could
 /// deadlock, so a record is only queued there; when the queue is full, records are dropped
 /// rather than block.
-struct QueuedLogger {
-    queue: SyncSender<QueuedRecord>,
-}
+struct QueuedLogger;
+
+/// The queue of this process's forwarding thread. A forked child (a DataLoader worker) gets a
+/// queue and a thread of its own (`after_fork_in_child`): it inherits no threads, and its copy of
+/// the parent's queue may hold a lock that a parent thread held at the fork.
+static LOG_QUEUE: ArcSwapOption<SyncSender<QueuedRecord>> = ArcSwapOption::const_empty();
 
 impl log::Log for QueuedLogger {
     fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
@@ -139,12 +143,15 @@ impl log::Log for QueuedLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
+        let Some(queue) = LOG_QUEUE.load_full() else {
+            return;
+        };
         let queued = QueuedRecord {
             level: record.level(),
             target: record.target().to_owned(),
             message: crate::client::redact(&record.args().to_string()).into_owned(),
         };
-        if let Err(TrySendError::Full(_)) = self.queue.try_send(queued) {
+        if let Err(TrySendError::Full(_)) = queue.try_send(queued) {
             // Dropped: a log flood must not stall the consumer or the producer.
         }
     }
@@ -152,8 +159,8 @@ impl log::Log for QueuedLogger {
     fn flush(&self) {}
 }
 
-/// Installs the log bridge (once per process, when the module is imported).
-pub fn install_logging(py: Python<'_>) -> PyResult<()> {
+/// Starts this process's forwarding thread and points the logger at its queue.
+fn start_log_thread(py: Python<'_>) -> PyResult<()> {
     let python_logger =
         pyo3_log::Logger::new(py, pyo3_log::Caching::Loggers)?.filter(log::LevelFilter::Trace);
     let (tx, rx) = sync_channel::<QueuedRecord>(10_000);
@@ -178,10 +185,33 @@ pub fn install_logging(py: Python<'_>) -> PyResult<()> {
         .map_err(|e| {
             pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start the log thread: {e}"))
         })?;
-    if log::set_boxed_logger(Box::new(QueuedLogger { queue: tx })).is_ok() {
+    let previous = LOG_QUEUE.swap(Some(std::sync::Arc::new(tx)));
+    // In a forked child the previous queue is the parent's: dropping its sender would take the
+    // channel's lock, which a parent thread may have held at the fork. It is left as it is.
+    std::mem::forget(previous);
+    Ok(())
+}
+
+/// Installs the log bridge (once per process, when the module is imported), and the hook that
+/// restarts it in a forked child.
+pub fn install_logging(py: Python<'_>) -> PyResult<()> {
+    start_log_thread(py)?;
+    if log::set_boxed_logger(Box::new(QueuedLogger)).is_ok() {
         log::set_max_level(log::LevelFilter::Debug);
     }
+    let kwargs = pyo3::types::PyDict::new(py);
+    kwargs.set_item("after_in_child", wrap_pyfunction!(after_fork_in_child, py)?)?;
+    py.import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&kwargs))?;
     Ok(())
+}
+
+/// Runs in a child forked by Python (`os.fork`, multiprocessing's fork start method), before
+/// any other thread exists there: gives it its own log thread.
+#[pyfunction]
+fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
+    start_log_thread(py)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
