@@ -38,6 +38,10 @@ port. Its log is kept in a temporary directory, and printed if it fails to start
   then requests without or with wrong credentials get 401 (empty body), alice's are served.
   (`apicurio.authn.basic-client-credentials.enabled` is something else: it trades basic
   credentials for an OIDC token, so it needs Keycloak or the like.) Not built here.
+- TLS: with `tls=True` it also listens with HTTPS on a second port (`tls_url`), with a server
+  certificate for 127.0.0.1/localhost signed by a per-run CA (`ca_path`; `wrong_ca_path` is a CA
+  that signed nothing), through Quarkus' `quarkus.http.ssl.certificate.files`/`key-files`. The
+  plain listener stays for the harness's own requests.
 
 Start-up on a 2-core machine: about 4-4.5 s to ready and ~225 MiB RSS with the JVM flags below
 (about 8.5 s and ~260 MiB without them: C1 only is most of the gain).
@@ -59,6 +63,7 @@ import urllib.request
 from pathlib import Path
 
 from launcher import free_port, start_service, stop_service
+from secure_launcher import Pki
 
 KAFKA_DIR = Path(__file__).resolve().parent
 REGISTRY_DIR = KAFKA_DIR / "registry"
@@ -94,6 +99,7 @@ class RegistryServer:
         compatibility: str | None = "BACKWARD",
         workdir: str | None = None,
         users: dict[str, str] | None = None,
+        tls: bool = False,
     ) -> None:
         # With `users` ({name: password}), every request needs HTTP basic auth (Quarkus's
         # embedded user store); the harness itself uses the first user.
@@ -103,10 +109,33 @@ class RegistryServer:
         self.compatibility = compatibility
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / "registry.log"
+        self.pki: Pki | None = Pki(self.workdir / "certs") if tls else None
+        self.tls_port = free_port() if tls else None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/apis/ccompat/v7"
+
+    @property
+    def tls_url(self) -> str:
+        """The HTTPS listener's ccompat API (`tls=True` only)."""
+        if self.tls_port is None:
+            raise RuntimeError("this registry was started without tls=True")
+        return f"https://127.0.0.1:{self.tls_port}/apis/ccompat/v7"
+
+    @property
+    def ca_path(self) -> str:
+        """The CA that signed the HTTPS listener's certificate (`tls=True` only)."""
+        if self.pki is None:
+            raise RuntimeError("this registry was started without tls=True")
+        return self.pki.ca_path
+
+    @property
+    def wrong_ca_path(self) -> str:
+        """A CA that signed nothing: verifying the HTTPS listener with it fails."""
+        if self.pki is None:
+            raise RuntimeError("this registry was started without tls=True")
+        return self.pki.wrong_ca_path
 
     def _command(self) -> list[str]:
         jar = ensure_registry_jar()
@@ -140,10 +169,19 @@ class RegistryServer:
         ]
 
     def _jvm_args(self) -> list[str]:
-        """Extra JVM arguments: basic auth and its users when `users` is given."""
+        """Extra JVM arguments: the HTTPS listener with `tls`, basic auth and its users with
+        `users`."""
+        args = []
+        if self.pki is not None:
+            args += [
+                f"-Dquarkus.http.ssl-port={self.tls_port}",
+                f"-Dquarkus.http.ssl.certificate.files={self.pki.server_cert_path}",
+                f"-Dquarkus.http.ssl.certificate.key-files={self.pki.server_key_path}",
+                "-Dquarkus.http.insecure-requests=enabled",
+            ]
         if not self.users:
-            return []
-        args = [
+            return args
+        args += [
             "-Dquarkus.http.auth.basic=true",
             "-Dquarkus.security.users.embedded.enabled=true",
             "-Dquarkus.security.users.embedded.plain-text=true",

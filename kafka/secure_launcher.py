@@ -105,7 +105,7 @@ def unsecured_jwt(sub: str, lifetime_s: float = 3600.0) -> tuple[str, float]:
     return f"{b64({'alg': 'none'})}.{b64({'sub': sub, 'iat': iat, 'exp': exp})}.", float(exp)
 
 
-class _Pki:
+class Pki:
     """The session's certificates, written as PEM files into `directory`.
 
     EC P-256 keys: instant to generate, and both the JVM (Kafka's PEM key store) and librdkafka's
@@ -125,6 +125,9 @@ class _Pki:
         localhost = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
         day = datetime.timedelta(days=1)
         self.broker_keystore = self._keystore("broker", "localhost", localhost, now - day, now + 30 * day)
+        # The same certificate and key as separate files (servers that do not read a key store).
+        self.server_cert_path = str(self.dir / "broker.pem")
+        self.server_key_path = str(self.dir / "broker.key")
         self.expired_keystore = self._keystore(
             "broker-expired", "localhost", localhost, now - 30 * day, now - day
         )
@@ -237,6 +240,7 @@ class _Pki:
         """A broker PEM key store (ssl.keystore.type=PEM): private key, then the chain to the CA."""
         key, cert = self._leaf(cn, san, not_before, not_after, ExtendedKeyUsageOID.SERVER_AUTH)
         self._write(f"{name}.pem", self._cert_pem(cert))
+        self._write(f"{name}.key", self._key_pem(key))
         return self._write(
             f"{name}-keystore.pem", self._key_pem(key) + self._cert_pem(cert) + self._cert_pem(self.ca_cert)
         )
@@ -250,7 +254,7 @@ class SecureKafkaBroker(KafkaBroker):
         self.ports = {name: free_port() for name in TLS_LISTENERS}
         # Random per session: nothing outside this process knows them.
         self.passwords = {user: secrets.token_urlsafe(16) for user in SCRAM_USERS}
-        self.pki = _Pki(self.workdir / "certs")
+        self.pki = Pki(self.workdir / "certs")
 
     # -- what tests use ---------------------------------------------------------------------
 

@@ -10,14 +10,18 @@ started only by the first test that asks for it.
 `schema_registry_url` is a Schema Registry's Confluent-compatible API: `SCHEMA_REGISTRY_URL` if
 set, otherwise a local Apicurio Registry (kafka/registry_launcher.py, global compatibility
 BACKWARD like Confluent's default), started only by the first test that asks for it.
+`tls_registry` is that local registry, for its HTTPS listener (skipped with an external one).
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import sys
+import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +33,55 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
 from launcher import KafkaBroker
 
 if TYPE_CHECKING:
+    from registry_launcher import RegistryServer
     from secure_launcher import SecureKafkaBroker
+
+
+# A test about to time out gets the native stacks of its child processes (DataLoader workers)
+# printed: pytest-timeout shows only the test process's own Python stacks, and a hang in a worker
+# would otherwise leave no trace of where it was.
+_STACKS_BEFORE_TIMEOUT_S = 15
+
+
+def _child_pids(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return children + [g for c in children for g in _child_pids(c)]
+
+
+def _print_child_stacks(test: str) -> None:
+    for pid in _child_pids(os.getpid()):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
+            out = subprocess.run(
+                ["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt 30"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as e:
+            out = f"(no stacks: {e})"
+        print(f"--- {test}: native stacks of child process {pid} ({cmdline}) ---\n{out}", file=sys.stderr)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    marker = item.get_closest_marker("timeout")
+    timeout = float(marker.args[0] if marker and marker.args else item.config.getini("timeout") or 0)
+    timer = None
+    if timeout > _STACKS_BEFORE_TIMEOUT_S and shutil.which("gdb"):
+        timer = threading.Timer(timeout - _STACKS_BEFORE_TIMEOUT_S, _print_child_stacks, (item.nodeid,))
+        timer.daemon = True
+        timer.start()
+    try:
+        return (yield)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 @pytest.fixture(scope="session")
@@ -64,20 +116,35 @@ def secure_broker() -> Iterator[SecureKafkaBroker]:
 
 
 @pytest.fixture(scope="session")
-def schema_registry_url() -> Iterator[str]:
-    """A Schema Registry's Confluent-compatible API base URL (no trailing slash)."""
-    external = os.environ.get("SCHEMA_REGISTRY_URL")
-    if external:
-        yield external.rstrip("/")
+def local_registry() -> Iterator[RegistryServer | None]:
+    """The local Apicurio Registry (with an HTTPS listener too), or None with SCHEMA_REGISTRY_URL."""
+    if os.environ.get("SCHEMA_REGISTRY_URL"):
+        yield None
         return
     from registry_launcher import RegistryServer
 
-    registry = RegistryServer()
+    registry = RegistryServer(tls=True)
     registry.start()
     try:
-        yield registry.url
+        yield registry
     finally:
         registry.stop()
+
+
+@pytest.fixture(scope="session")
+def schema_registry_url(local_registry: RegistryServer | None) -> str:
+    """A Schema Registry's Confluent-compatible API base URL (no trailing slash)."""
+    if local_registry is None:
+        return os.environ["SCHEMA_REGISTRY_URL"].rstrip("/")
+    return local_registry.url
+
+
+@pytest.fixture(scope="session")
+def tls_registry(local_registry: RegistryServer | None) -> RegistryServer:
+    """The local registry, whose `tls_url` serves HTTPS with a certificate signed by `ca_path`."""
+    if local_registry is None:
+        pytest.skip("SCHEMA_REGISTRY_URL names an external registry: no HTTPS listener of ours")
+    return local_registry
 
 
 @pytest.fixture(scope="session")

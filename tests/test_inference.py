@@ -304,6 +304,12 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
     with km.Producer(config) as producer:
         for lo in range(0, total, 25):  # a live stream: 40 small sends, 20 ms apart
             if lo == total // 2:
+                # The loop has served with v1 before v2 exists (on a loaded machine it could
+                # otherwise see its first message only after v2 arrived: then no update happens).
+                deadline = time.monotonic() + 30
+                while loop.metrics["model_version"] != "1" and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                assert loop.metrics["model_version"] == "1", "the loop scored nothing with model v1"
                 publisher.publish({"w": np.array([2.0])}, "2")  # a new version mid-stream
                 # Received before the rest is sent (on a loaded machine the last 500 messages
                 # could otherwise all be scored before it arrives): the batches after it must use it.

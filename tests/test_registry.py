@@ -376,6 +376,37 @@ def test_registry_credentials_work_and_wrong_ones_are_refused_without_showing_th
     assert anonymous.value.status == 401
 
 
+# -- a registry over TLS ----------------------------------------------------------------------
+
+
+def test_a_registry_over_https_is_verified_with_the_given_ca(
+    config: dict[str, str], new_topic: Callable[..., str], tls_registry: Any
+) -> None:
+    topic = new_topic()
+    data = {
+        "id": np.arange(4, dtype=np.int64),
+        "x": np.ones((4, 2), np.float32),
+        "label": ["a", None, "c", "d"],
+    }
+    trusted = km.SchemaRegistry(tls_registry.tls_url, verify=tls_registry.ca_path)
+    with km.Producer(config) as producer:
+        producer.send(topic, data, format="avro", avro_schema=V1, schema_registry=trusted).wait()
+    got = read_all(km.KafkaDataset(topic, config, format="avro", schema_registry=trusted, end="latest"))
+    assert got["id"] == [0, 1, 2, 3] and got["label"] == ["a", None, "c", "d"]
+    # The same server's plain listener sees what was registered over TLS.
+    assert f"{topic}-value" in registered_subjects(tls_registry.url)
+
+    # A CA that did not sign the certificate, or only the system's CAs: refused, saying why.
+    for verify in (tls_registry.wrong_ca_path, True):
+        with pytest.raises(km.SchemaRegistryError) as refused:
+            km.SchemaRegistry(tls_registry.tls_url, verify=verify).subject_version(f"{topic}-value")
+        message = str(refused.value)
+        assert tls_registry.tls_url.split("/apis")[0] in message and "certificate" in message.lower(), message
+    # verify=False accepts any certificate (encrypted, not authenticated).
+    unverified = km.SchemaRegistry(tls_registry.tls_url, verify=False)
+    assert unverified.subject_version(f"{topic}-value")["id"] > 0
+
+
 # -- JSON Schema ------------------------------------------------------------------------------
 
 JSON_SCHEMA = {
