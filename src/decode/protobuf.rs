@@ -7,8 +7,9 @@
 //! messages → structs, maps → Arrow maps, enums → their value names, `google.protobuf.Timestamp`
 //! → nanosecond UTC timestamps, the `google.protobuf.*Value` wrappers → nullable scalars.
 //! Fields with presence (proto3 `optional`, messages, oneof members) are nullable; with a
-//! registry every column is, because a writer schema may lack any field. A value is decoded with
-//! its writer's message (a `DynamicMessage`), then matched to the reader's columns by field name.
+//! registry every column is, because a writer schema may lack any field. Writer fields are matched
+//! to the reader's columns by name (a plan per writer); values are read by the writer's compiled
+//! reader (`wire`), or decoded into a `DynamicMessage` where it gives a value up.
 
 use super::{require_value, Decoder};
 use crate::error::Error;
@@ -27,6 +28,8 @@ use protox::file::{ChainFileResolver, File, FileResolver, GoogleFileResolver};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod wire;
 
 // ---------------------------------------------------------------------------------------------
 // Schemas
@@ -1102,6 +1105,15 @@ fn append_fields(
 struct Writer {
     message: MessageDescriptor,
     plan: Plan,
+    /// Its compiled reader (none for shapes it does not read, such as maps).
+    wire: Option<wire::WirePlan>,
+}
+
+impl Writer {
+    fn new(message: MessageDescriptor, plan: Plan, nodes: &[Node]) -> Arc<Writer> {
+        let wire = wire::compile(&plan, nodes);
+        Arc::new(Writer { message, plan, wire })
+    }
 }
 
 pub struct ProtobufDecoder {
@@ -1111,13 +1123,18 @@ pub struct ProtobufDecoder {
     /// Values carry the Confluent header and message indexes; writer schemas come from here.
     registry: Option<Arc<SchemaRegistry>>,
     /// Plain values: written with the reader's message.
-    plain: Option<Writer>,
+    plain: Option<Arc<Writer>>,
     /// Compiled writer schemas by id (or why the id cannot be used: fetched once).
     files: HashMap<u32, Result<FileDescriptor, String>>,
     /// Writers by (schema id, message indexes).
     writers: HashMap<(u32, Vec<i32>), Result<Arc<Writer>, String>>,
+    /// The writer of the last value whose message indexes were the shorthand `[0]` (the first
+    /// message: nearly every value), by schema id, so those skip the index parse and the lookup.
+    last_first: Option<(u32, Arc<Writer>)>,
     unavailable: Option<Error>,
     rows: usize,
+    /// Tests: decode every value with the general path (to compare with the compiled reader).
+    general_only: bool,
 }
 
 impl ProtobufDecoder {
@@ -1128,10 +1145,7 @@ impl ProtobufDecoder {
         let plain = if framed {
             None
         } else {
-            Some(Writer {
-                plan: plan(&reader, &nodes, "")?,
-                message: reader.clone(),
-            })
+            Some(Writer::new(reader.clone(), plan(&reader, &nodes, "")?, &nodes))
         };
         Ok(ProtobufDecoder {
             nodes,
@@ -1141,8 +1155,10 @@ impl ProtobufDecoder {
             plain,
             files: HashMap::new(),
             writers: HashMap::new(),
+            last_first: None,
             unavailable: None,
             rows: 0,
+            general_only: false,
         })
     }
 
@@ -1198,7 +1214,7 @@ impl ProtobufDecoder {
                         self.reader.full_name()
                     )
                 })?;
-                Ok(Arc::new(Writer { message, plan }))
+                Ok(Writer::new(message, plan, &self.nodes))
             });
         // Bounded: the indexes come from the data, so a stream of junk must not grow the cache.
         if self.writers.len() < 1024 {
@@ -1209,20 +1225,37 @@ impl ProtobufDecoder {
 
     fn decode_message(&mut self, value: &[u8]) -> Result<(), String> {
         let (writer, body) = match &self.plain {
-            Some(w) => {
-                let m = DynamicMessage::decode(w.message.clone(), value)
-                    .map_err(|e| format!("invalid Protobuf ({}): {e}", w.message.full_name()))?;
-                return append_fields(&mut self.columns, &self.nodes, &w.plan, &m);
-            }
+            Some(w) => (w.clone(), value),
             None => {
                 if value.len() < WIRE_HEADER || value[0] != WIRE_MAGIC {
                     return Err("not in the Confluent wire format (magic byte 0 + 4-byte schema id)".into());
                 }
                 let id = u32::from_be_bytes(value[1..WIRE_HEADER].try_into().expect("4 bytes"));
-                let (indexes, used) = read_message_indexes(&value[WIRE_HEADER..])?;
-                (self.writer(id, indexes)?, &value[WIRE_HEADER + used..])
+                match &self.last_first {
+                    Some((last, writer)) if *last == id && value.get(WIRE_HEADER) == Some(&0) => {
+                        (writer.clone(), &value[WIRE_HEADER + 1..])
+                    }
+                    _ => {
+                        let (indexes, used) = read_message_indexes(&value[WIRE_HEADER..])?;
+                        let first = used == 1 && indexes == [0];
+                        let writer = self.writer(id, indexes)?;
+                        if first {
+                            self.last_first = Some((id, writer.clone()));
+                        }
+                        (writer, &value[WIRE_HEADER + used..])
+                    }
+                }
             }
         };
+        if let (Some(wire), false) = (&writer.wire, self.general_only) {
+            if wire::read_message(wire, body, &mut self.columns).is_ok() {
+                return Ok(());
+            }
+            // Given up: the general path decodes the value (or says why it cannot).
+            for c in &mut self.columns {
+                c.truncate(self.rows);
+            }
+        }
         let m = DynamicMessage::decode(writer.message.clone(), body)
             .map_err(|e| format!("invalid Protobuf ({}): {e}", writer.message.full_name()))?;
         append_fields(&mut self.columns, &self.nodes, &writer.plan, &m)
