@@ -253,6 +253,40 @@ impl std::fmt::Debug for SchemaRegistry {
 /// Attempts per request; transient failures wait 100 ms, 400 ms, 1.6 s in between.
 const ATTEMPTS: u32 = 4;
 
+/// Why the schema of a value cannot be used, by whose fault: the rule every decoder follows, so
+/// that a registry that is down never makes a value look bad (and be skipped or dead-lettered).
+#[derive(Debug)]
+pub enum SchemaFailure {
+    /// The id, or a schema it references, is not in the registry, or the schema is unusable:
+    /// the value's fault; it follows `on_error`.
+    Bad(String),
+    /// The registry could not answer: the read stops before the value, skipping nothing.
+    Unavailable(Error),
+}
+
+impl SchemaFailure {
+    /// The same failure, a `Bad` reason prefixed with what it is about.
+    pub fn context(self, what: impl std::fmt::Display) -> Self {
+        match self {
+            SchemaFailure::Bad(reason) => SchemaFailure::Bad(format!("{what}: {reason}")),
+            unavailable => unavailable,
+        }
+    }
+
+    /// The value's decode error; an unavailable registry is also kept in `unavailable`, which the
+    /// engine takes (`Decoder::take_unavailable`) to stop the read instead of applying `on_error`.
+    pub fn into_decode_error(self, unavailable: &mut Option<Error>) -> String {
+        match self {
+            SchemaFailure::Bad(reason) => reason,
+            SchemaFailure::Unavailable(e) => {
+                let reason = e.to_string();
+                *unavailable = Some(e);
+                reason
+            }
+        }
+    }
+}
+
 impl SchemaRegistry {
     pub fn new(settings: RegistrySettings) -> Result<Self> {
         if let Some(RegistryAuth::Bearer(token)) = &settings.auth {
@@ -312,6 +346,36 @@ impl SchemaRegistry {
         let schema = Arc::new(registered(id, body)?);
         lock(&self.by_id).insert(id, schema.clone());
         Ok(schema)
+    }
+
+    /// The schema of a value's id, a failure sorted by fault: an id the registry does not know
+    /// is the value's, any other failure the registry's.
+    pub fn value_schema(&self, id: u32) -> std::result::Result<Arc<RegisteredSchema>, SchemaFailure> {
+        self.schema_by_id(id).map_err(|e| {
+            if e.is_registry_not_found() {
+                SchemaFailure::Bad(format!(
+                    "unknown schema id {id}: the registry at {} has no such schema",
+                    self.url()
+                ))
+            } else {
+                SchemaFailure::Unavailable(e)
+            }
+        })
+    }
+
+    /// A schema that a registered schema references, a failure sorted as in `value_schema`.
+    pub fn referenced(
+        &self,
+        reference: &SchemaReference,
+    ) -> std::result::Result<RegisteredSchema, SchemaFailure> {
+        self.subject_version(&reference.subject, Some(reference.version))
+            .map_err(|e| {
+                if e.is_registry_not_found() {
+                    SchemaFailure::Bad(format!("reference '{}': {e}", reference.name))
+                } else {
+                    SchemaFailure::Unavailable(e)
+                }
+            })
     }
 
     /// A version of `subject` (`None`: the latest).

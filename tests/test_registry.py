@@ -4,6 +4,7 @@ schema evolution, and every kind of bad input."""
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import uuid
@@ -263,6 +264,55 @@ def test_an_unreachable_registry_stops_the_read_and_skips_nothing(
     assert ds.stats["skipped"] == 0 and ds.stats["dead_lettered"] == 0
     # Nothing was handed out, so nothing was committed for the group.
     assert _native.committed_offsets({**config, "group.id": group}, [(topic, 0)]) == {(topic, 0): None}
+
+
+def test_a_registry_lost_while_fetching_a_reference_stops_the_read(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    """The writer schema (by id) is cached, then the registry goes away: fetching the schema it
+    references fails. That is the registry's fault, not the value's: the read stops, nothing is
+    skipped (on_error="skip" must not apply)."""
+    import fastavro
+    from confluent_kafka.schema_registry import Schema, SchemaReference
+    from registry_launcher import RegistryServer
+
+    point = {
+        "type": "record", "name": "Point", "namespace": "ml",
+        "fields": [{"name": "lat", "type": "double"}, {"name": "lon", "type": "double"}],
+    }  # fmt: skip
+    reading = {
+        "type": "record", "name": "Reading", "namespace": "ml",
+        "fields": [{"name": "id", "type": "long"}, {"name": "at", "type": "ml.Point"}],
+    }  # fmt: skip
+    topic = new_topic()
+    server = RegistryServer().start()
+    try:
+        client = SchemaRegistryClient({"url": server.url})
+        client.register_schema("ml.Point", Schema(json.dumps(point), "AVRO"))
+        reference = SchemaReference("ml.Point", "ml.Point", 1)
+        schema_id = client.register_schema(f"{topic}-value", Schema(json.dumps(reading), "AVRO", [reference]))
+        named: dict[str, Any] = {}
+        fastavro.parse_schema(point, named_schemas=named)
+        parsed = fastavro.parse_schema(reading, named_schemas=named)
+        values = []
+        for i in range(3):
+            body = io.BytesIO()
+            fastavro.schemaless_writer(body, parsed, {"id": i, "at": {"lat": 1.0 * i, "lon": 2.0}})
+            values.append(frame(schema_id, body.getvalue()))
+        produce_raw(config["bootstrap.servers"], topic, values)
+        registry = km.SchemaRegistry(server.url, timeout=1.0)
+        assert registry.schema(schema_id)["references"]  # the id's answer is cached, not the reference's
+    finally:
+        server.stop()
+    ids_only = {**reading, "fields": [reading["fields"][0]]}  # the writer still needs ml.Point to parse
+    ds = km.KafkaDataset(
+        topic, config, format="avro", avro_schema=ids_only, schema_registry=registry, on_error="skip",
+        end="latest",
+    )  # fmt: skip
+    with pytest.raises(km.SchemaRegistryError) as err:
+        read_all(ds)
+    assert err.value.status is None and "cannot reach the schema registry" in str(err.value)
+    assert ds.stats["skipped"] == 0
 
 
 def test_an_unreachable_registry_at_open_is_a_clear_error(

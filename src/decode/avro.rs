@@ -3,7 +3,7 @@
 use super::avro_plan::Plan;
 use super::{require_value, Decoder};
 use crate::error::Error;
-use crate::registry::{SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
+use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
 use crate::schema::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -128,27 +128,19 @@ impl AvroDecoder {
                 known.sort();
                 return Err(format!("unknown schema id {id} (known ids: {known:?})"));
             };
-            let writer = match registry.schema_by_id(id) {
-                Ok(found) if found.schema_type != SchemaType::Avro => {
-                    return Err(format!(
-                        "schema id {id} is a {} schema in the registry, not Avro",
-                        found.schema_type.name()
-                    ))
-                }
-                Ok(found) => parse_registered(registry, &found.schema, &found.references)
-                    .map_err(|e| format!("the registry's schema id {id}: {e}"))?,
-                Err(e) if e.is_registry_not_found() => {
-                    return Err(format!(
-                        "unknown schema id {id}: the registry at {} has no such schema",
-                        registry.url()
-                    ))
-                }
-                Err(e) => {
-                    let reason = e.to_string();
-                    self.unavailable = Some(e);
-                    return Err(reason);
-                }
-            };
+            let writer = registry
+                .value_schema(id)
+                .and_then(|found| {
+                    if found.schema_type != SchemaType::Avro {
+                        return Err(SchemaFailure::Bad(format!(
+                            "schema id {id} is a {} schema in the registry, not Avro",
+                            found.schema_type.name()
+                        )));
+                    }
+                    parse_registered(registry, &found.schema, &found.references)
+                        .map_err(|f| f.context(format_args!("the registry's schema id {id}")))
+                })
+                .map_err(|f| f.into_decode_error(&mut self.unavailable))?;
             self.writers.insert(id, writer);
         }
         Ok(&self.writers[&id])
@@ -255,9 +247,10 @@ pub(crate) fn parse_registered(
     registry: &SchemaRegistry,
     schema: &str,
     references: &[crate::registry::SchemaReference],
-) -> Result<Schema, String> {
+) -> Result<Schema, SchemaFailure> {
     if references.is_empty() {
-        return Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"));
+        return Schema::parse_str(schema)
+            .map_err(|e| SchemaFailure::Bad(format!("invalid Avro schema: {e}")));
     }
     // Depth-first, so that every named type is defined before a schema that uses it.
     let mut texts: Vec<String> = Vec::new();
@@ -265,9 +258,8 @@ pub(crate) fn parse_registered(
         references.iter().rev().map(|r| (r.clone(), false)).collect();
     let mut seen = std::collections::HashSet::new();
     while let Some((reference, expanded)) = pending.pop() {
-        let found = registry
-            .subject_version(&reference.subject, Some(reference.version))
-            .map_err(|e| format!("reference '{}': {e}", reference.name))?;
+        // A registry that cannot answer here stops the read like one that cannot answer the id.
+        let found = registry.referenced(&reference)?;
         if expanded || found.references.is_empty() {
             if seen.insert((reference.subject.clone(), reference.version)) {
                 texts.push(found.schema);
@@ -279,10 +271,11 @@ pub(crate) fn parse_registered(
     }
     texts.push(schema.to_owned());
     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut parsed = Schema::parse_list(refs).map_err(|e| format!("invalid Avro schema: {e}"))?;
+    let mut parsed =
+        Schema::parse_list(refs).map_err(|e| SchemaFailure::Bad(format!("invalid Avro schema: {e}")))?;
     parsed
         .pop()
-        .ok_or_else(|| "invalid Avro schema: empty".to_owned())
+        .ok_or_else(|| SchemaFailure::Bad("invalid Avro schema: empty".to_owned()))
 }
 
 impl Decoder for AvroDecoder {

@@ -45,7 +45,7 @@ impl FramedDecoder {
         let id = u32::from_be_bytes(value[1..WIRE_HEADER].try_into().expect("4 bytes"));
         if let Some(registry) = &self.registry {
             if !self.accepted.contains(&id) {
-                match registry.schema_by_id(id) {
+                match registry.value_schema(id) {
                     Ok(found) if found.schema_type == self.schema_type => {
                         self.accepted.insert(id);
                     }
@@ -56,17 +56,7 @@ impl FramedDecoder {
                             self.schema_type.name()
                         ))
                     }
-                    Err(e) if e.is_registry_not_found() => {
-                        return Err(format!(
-                            "unknown schema id {id}: the registry at {} has no such schema",
-                            registry.url()
-                        ))
-                    }
-                    Err(e) => {
-                        let reason = e.to_string();
-                        self.unavailable = Some(e);
-                        return Err(reason);
-                    }
+                    Err(failure) => return Err(failure.into_decode_error(&mut self.unavailable)),
                 }
             }
         }

@@ -13,7 +13,7 @@
 
 use super::{require_value, Decoder};
 use crate::error::Error;
-use crate::registry::{RegisteredSchema, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
+use crate::registry::{RegisteredSchema, SchemaFailure, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray, StringArray, StructArray,
 };
@@ -203,14 +203,6 @@ fn registered_file(name: &str, text: &str) -> Result<File, String> {
     }
 }
 
-/// Why a registered schema cannot be used.
-pub(crate) enum SchemaFailure {
-    /// The schema (or one it references) is missing or invalid: the fault of the data.
-    Bad(String),
-    /// The registry could not answer: not the message's fault.
-    Unavailable(Error),
-}
-
 /// Compiles a registered Protobuf schema, with the schemas its imports name (references, by
 /// subject and version, fetched depth-first; the well-known types come with `protox`).
 pub(crate) fn compile_registered(
@@ -229,13 +221,7 @@ pub(crate) fn compile_registered(
         if files.contains_key(&reference.name) {
             continue;
         }
-        let found = match registry.subject_version(&reference.subject, Some(reference.version)) {
-            Ok(found) => found,
-            Err(e) if e.is_registry_not_found() => {
-                return Err(SchemaFailure::Bad(format!("reference '{}': {e}", reference.name)))
-            }
-            Err(e) => return Err(SchemaFailure::Unavailable(e)),
-        };
+        let found = registry.referenced(&reference)?;
         let file = registered_file(&reference.name, &found.schema)
             .map_err(|e| SchemaFailure::Bad(format!("reference '{}': {e}", reference.name)))?;
         files.insert(reference.name.clone(), file);
@@ -1171,25 +1157,13 @@ impl ProtobufDecoder {
             .registry
             .as_ref()
             .expect("framed values come with a registry");
-        let found = match registry.schema_by_id(id) {
-            Ok(schema) => match compile_registered(registry, &schema) {
-                Ok(file) => Ok(file),
-                Err(SchemaFailure::Bad(e)) => Err(format!("the registry's schema id {id}: {e}")),
-                Err(SchemaFailure::Unavailable(e)) => {
-                    let reason = e.to_string();
-                    self.unavailable = Some(e);
-                    return Err(reason);
-                }
-            },
-            Err(e) if e.is_registry_not_found() => Err(format!(
-                "unknown schema id {id}: the registry at {} has no such schema",
-                registry.url()
-            )),
-            Err(e) => {
-                let reason = e.to_string();
-                self.unavailable = Some(e);
-                return Err(reason);
-            }
+        let found = match registry.value_schema(id).and_then(|schema| {
+            compile_registered(registry, &schema)
+                .map_err(|f| f.context(format_args!("the registry's schema id {id}")))
+        }) {
+            Ok(file) => Ok(file),
+            Err(SchemaFailure::Bad(e)) => Err(e),
+            Err(unavailable) => return Err(unavailable.into_decode_error(&mut self.unavailable)),
         };
         // Bounded like `writers`: ids come from the data.
         if self.files.len() < 1024 || found.is_ok() {
