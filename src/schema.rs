@@ -667,11 +667,18 @@ mod tests {
         c.values.push_str("half a row", ScalarType::Utf8).unwrap();
         c.truncate(4);
         // Bytes are refused by a string column: they could be any bytes.
-        assert!(c.values.push_bytes(b"\xff", ScalarType::Utf8).unwrap_err().contains("expected string"));
+        assert!(c
+            .values
+            .push_bytes(b"\xff", ScalarType::Utf8)
+            .unwrap_err()
+            .contains("expected string"));
         let arr = c.finish();
         arr.to_data().validate_full().unwrap();
         let s = arr.as_string::<i32>();
-        assert_eq!((s.value(0), s.value(1), s.is_null(2), s.value(3)), ("日本", "héllo", true, ""));
+        assert_eq!(
+            (s.value(0), s.value(1), s.is_null(2), s.value(3)),
+            ("日本", "héllo", true, "")
+        );
     }
 
     #[test]

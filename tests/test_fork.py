@@ -70,7 +70,9 @@ def test_an_inherited_producer_raises_and_one_made_in_the_child_works(
     report = producer.produce(topic, b"parent").wait(timeout=30)
 
     def child() -> str:
-        with pytest.raises(km.ForkedProcessError, match="this producer was created before this process was forked"):
+        with pytest.raises(
+            km.ForkedProcessError, match="this producer was created before this process was forked"
+        ):
             producer.produce(topic, b"child")
         with pytest.raises(km.ForkedProcessError):
             report.wait(timeout=1)
