@@ -11,34 +11,44 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka_sys::bindings as rd;
 use std::ffi::CStr;
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// The consumer's queue, read in batches.
+/// The consumer's queue, read in batches. It holds its consumer, so the client outlives the
+/// queue handle and every message taken from it (`RawMessage` borrows the queue).
 pub struct BatchQueue {
     queue: *mut rd::rd_kafka_queue_t,
     slots: Vec<*mut rd::rd_kafka_message_t>,
+    /// Released after `queue` is destroyed (`Drop` runs before the fields are dropped).
+    _consumer: Arc<dyn Send + Sync>,
 }
 
-// SAFETY: librdkafka queue handles may be used from any thread; this one is used by one
-// thread at a time (the engine's).
+// SAFETY: librdkafka queue handles may be used from any thread, and `fill` takes `&mut self`,
+// so one thread at a time uses it.
 unsafe impl Send for BatchQueue {}
 
 impl BatchQueue {
     /// # Safety
-    /// The consumer must not be subscribed and must never commit offsets (see module docs), and
-    /// the `BatchQueue` must be dropped before the consumer.
-    pub unsafe fn new<C: ConsumerContext>(consumer: &BaseConsumer<C>, capacity: usize) -> Self {
-        // SAFETY: the client pointer is valid while the consumer lives.
+    /// The consumer must not be subscribed and must never commit offsets: the batch call would
+    /// abort on a rebalance or a commit reply it cannot turn into a message (see module docs).
+    pub unsafe fn new<K, C>(consumer: Arc<K>, capacity: usize) -> Self
+    where
+        K: Deref<Target = BaseConsumer<C>> + Send + Sync + 'static,
+        C: ConsumerContext,
+    {
+        // SAFETY: the client pointer is valid while the consumer lives, and the queue keeps it.
         let queue = unsafe { rd::rd_kafka_queue_get_consumer(consumer.client().native_ptr()) };
         BatchQueue {
             queue,
             slots: vec![std::ptr::null_mut(); capacity.max(1)],
+            _consumer: consumer,
         }
     }
 
     /// Takes up to `capacity` messages, waiting up to `timeout` for the first.
-    pub fn fill(&mut self, timeout: Duration) -> Result<Vec<RawMessage>, KafkaError> {
+    pub fn fill(&mut self, timeout: Duration) -> Result<Vec<RawMessage<'_>>, KafkaError> {
         let timeout_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: `slots` has room for `slots.len()` message pointers.
         let n = unsafe {
@@ -70,7 +80,11 @@ impl BatchQueue {
                         name
                     }
                 };
-                RawMessage { ptr, topic }
+                RawMessage {
+                    ptr,
+                    topic,
+                    _queue: PhantomData,
+                }
             })
             .collect())
     }
@@ -94,13 +108,16 @@ fn topic_name(rkt: *mut rd::rd_kafka_topic_t) -> String {
         .into_owned()
 }
 
-/// One message (or per-partition event such as EOF) owned until dropped.
-pub struct RawMessage {
+/// One message (or per-partition event such as EOF) owned until dropped. It borrows the queue
+/// it came from, which holds the client: librdkafka messages must be destroyed before their
+/// client is.
+pub struct RawMessage<'q> {
     ptr: *mut rd::rd_kafka_message_t,
     topic: Arc<str>,
+    _queue: PhantomData<&'q BatchQueue>,
 }
 
-impl Drop for RawMessage {
+impl Drop for RawMessage<'_> {
     fn drop(&mut self) {
         // SAFETY: each message returned by the batch call is destroyed exactly once.
         unsafe { rd::rd_kafka_message_destroy(self.ptr) };
@@ -120,9 +137,10 @@ unsafe fn bytes<'a>(ptr: *const std::ffi::c_void, len: usize) -> Option<&'a [u8]
     }
 }
 
-impl RawMessage {
+impl RawMessage<'_> {
     fn inner(&self) -> &rd::rd_kafka_message_t {
-        // SAFETY: the pointer is a live message until `drop`.
+        // SAFETY: the pointer is a live message until `drop`, and its client lives (the
+        // borrowed queue holds it).
         unsafe { &*self.ptr }
     }
 

@@ -709,10 +709,11 @@ impl Reader {
             }
             _ => None,
         };
-        // SAFETY: in assign mode without commits the consumer never subscribes or commits,
-        // and the engine (owner of the queue) ends before the reader drops the consumer.
+        // SAFETY: in assign mode without commits the consumer never subscribes (it was
+        // assigned above) and never commits (`commits` is false), so its queue never holds a
+        // rebalance or a commit reply the batch call could not serve.
         let batch_queue =
-            (plan.is_some() && !commits).then(|| unsafe { BatchQueue::new(&consumer, BATCH_CONSUME) });
+            (plan.is_some() && !commits).then(|| unsafe { BatchQueue::new(consumer.clone(), BATCH_CONSUME) });
         let engine = Engine {
             shared: shared.clone(),
             batch_queue,
@@ -1029,11 +1030,19 @@ impl Engine {
     /// Up to `BATCH_CONSUME` messages through librdkafka's batch API. A batch closes exactly at
     /// `batch_size` rows even in the middle of what one call returned.
     fn poll_batch(&mut self, deadline: Option<Instant>) -> Result<bool, Stop> {
-        let queue = self.batch_queue.as_mut().expect("batch path has a queue");
+        // Taken out while its messages (which borrow it) are handled by `&mut self` methods.
+        let mut queue = self.batch_queue.take().expect("batch path has a queue");
+        let progressed = self.consume_batch(&mut queue, deadline);
+        self.batch_queue = Some(queue);
+        progressed
+    }
+
+    fn consume_batch(&mut self, queue: &mut BatchQueue, deadline: Option<Instant>) -> Result<bool, Stop> {
         let mut messages = queue
             .fill(Duration::ZERO)
             .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
         if messages.is_empty() {
+            drop(messages);
             messages = queue
                 .fill(Self::idle_wait(deadline))
                 .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
@@ -1373,7 +1382,7 @@ impl IncomingMessage for rdkafka::message::BorrowedMessage<'_> {
     }
 }
 
-impl IncomingMessage for RawMessage {
+impl IncomingMessage for RawMessage<'_> {
     fn topic(&self) -> &str {
         RawMessage::topic(self)
     }

@@ -81,17 +81,6 @@ impl EncodedRows {
         }
     }
 
-    /// Rows of `row_bytes` each, read in place from memory these rows do not own.
-    ///
-    /// # Safety
-    /// `data` must stay valid and unchanged while the rows (or clones of their buffer) live.
-    pub unsafe fn fixed_width_borrowed(data: &[u8], row_bytes: usize) -> Self {
-        let ptr = std::ptr::NonNull::new(data.as_ptr().cast_mut()).unwrap_or(std::ptr::NonNull::dangling());
-        // SAFETY: the caller keeps `data` alive; the owner is a placeholder that frees nothing.
-        let buffer = unsafe { Buffer::from_custom_allocation(ptr, data.len(), std::sync::Arc::new(())) };
-        Self::fixed_width(buffer, row_bytes)
-    }
-
     /// The same rows, each behind the Confluent header (magic byte 0, `schema_id` big-endian).
     pub fn framed(&self, schema_id: u32) -> EncodedRows {
         let mut out = RowsBuilder::default();

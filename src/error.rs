@@ -140,6 +140,19 @@ pub enum Error {
     /// The object was used after `close()`.
     #[error("{0} is closed")]
     Closed(&'static str),
+
+    /// An object that owns threads or a librdkafka client was used in a process forked after it
+    /// was made (a DataLoader worker): those threads and connections stayed in the parent.
+    #[error(
+        "this {what} was created before this process was forked from its parent (a DataLoader \
+         worker, multiprocessing's fork start method): its threads and connections exist only in \
+         the parent. {remedy}"
+    )]
+    Forked {
+        what: &'static str,
+        /// What to do instead.
+        remedy: &'static str,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -768,3 +768,101 @@ impl Producer {
         self.sent.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::EncodedRows;
+    use arrow_buffer::Buffer;
+
+    /// `rows` one-byte rows in chunks of `chunk`.
+    fn chunks(rows: usize, chunk: usize) -> Vec<Result<EncodedRows>> {
+        (0..rows)
+            .step_by(chunk)
+            .map(|start| {
+                let bytes: Vec<u8> = (start..rows.min(start + chunk)).map(|i| i as u8).collect();
+                Ok(EncodedRows::fixed_width(Buffer::from_vec(bytes), 1))
+            })
+            .collect()
+    }
+
+    /// Waits until the delivery callback has dropped every tag: only `tracker` itself is left.
+    fn tags_released(tracker: &Arc<SendTracker>) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Arc::strong_count(tracker) > 1 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Arc::strong_count(tracker) == 1
+    }
+
+    /// Batched rows carry their tag in librdkafka's `_private` field of `rd_kafka_message_t`,
+    /// which rust-rdkafka's delivery callback turns back into the `DeliveryOpaque` (a private
+    /// coupling, not an API). If that changed, tags would leak (never taken back) or be read
+    /// from the wrong place: this names every row's report and counts the tags taken back.
+    #[test]
+    fn every_batched_row_gets_its_own_failure_report() {
+        // Nothing listens there: every message times out in librdkafka's queue and is reported
+        // failed through the delivery callback.
+        let producer = Producer::new(
+            &vec![
+                ("bootstrap.servers".to_string(), "127.0.0.1:9".to_string()),
+                ("message.timeout.ms".to_string(), "200".to_string()),
+            ]
+            .into(),
+        )
+        .unwrap();
+        let rows = 90;
+        let tracker = producer
+            .send_chunks(
+                "tags",
+                rows,
+                None,
+                Some(0),
+                chunks(rows, 40).into_iter(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(tracker.wait(Duration::from_secs(30)), "reports missing");
+        assert_eq!((tracker.delivered(), tracker.failed()), (0, rows as u64));
+        let mut reported: Vec<usize> = tracker.failures().into_iter().map(|(row, _)| row).collect();
+        reported.sort_unstable();
+        assert_eq!(
+            reported,
+            (0..rows).collect::<Vec<_>>(),
+            "rows numbered across chunks"
+        );
+        assert!(
+            tags_released(&tracker),
+            "{} tags never taken back",
+            Arc::strong_count(&tracker) - 1
+        );
+    }
+
+    #[test]
+    fn every_batched_row_is_reported_delivered() {
+        let cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext> =
+            rdkafka::mocking::MockCluster::new(1).unwrap();
+        cluster.create_topic("tags", 1, 1).unwrap();
+        let producer =
+            Producer::new(&vec![("bootstrap.servers".to_string(), cluster.bootstrap_servers())].into())
+                .unwrap();
+        let rows = 2_500;
+        let tracker = producer
+            .send_chunks(
+                "tags",
+                rows,
+                None,
+                Some(0),
+                chunks(rows, 1_000).into_iter(),
+                Duration::from_secs(5),
+            )
+            .unwrap();
+        assert!(tracker.wait(Duration::from_secs(30)), "reports missing");
+        assert_eq!((tracker.delivered(), tracker.failed()), (rows as u64, 0));
+        assert!(
+            tags_released(&tracker),
+            "{} tags never taken back",
+            Arc::strong_count(&tracker) - 1
+        );
+    }
+}

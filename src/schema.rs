@@ -221,8 +221,8 @@ macro_rules! numeric_storage {
         pub enum Values {
             $($variant(Vec<<$arrow as ArrowPrimitiveType>::Native>),)*
             Bool(Vec<bool>),
-            /// Strings and byte strings: offsets into one data buffer.
-            Bytes { offsets: Vec<i32>, data: Vec<u8> },
+            /// Strings and byte strings.
+            Bytes(ByteValues),
         }
 
         impl Values {
@@ -230,7 +230,8 @@ macro_rules! numeric_storage {
                 match ty {
                     $(ScalarType::$variant => Values::$variant(Vec::new()),)*
                     ScalarType::Bool => Values::Bool(Vec::new()),
-                    ScalarType::Utf8 | ScalarType::Binary => Values::Bytes { offsets: vec![0], data: Vec::new() },
+                    ScalarType::Utf8 => Values::Bytes(ByteValues::new(true)),
+                    ScalarType::Binary => Values::Bytes(ByteValues::new(false)),
                 }
             }
 
@@ -238,7 +239,7 @@ macro_rules! numeric_storage {
                 match self {
                     $(Values::$variant(v) => v.len(),)*
                     Values::Bool(v) => v.len(),
-                    Values::Bytes { offsets, .. } => offsets.len() - 1,
+                    Values::Bytes(b) => b.len(),
                 }
             }
 
@@ -250,10 +251,7 @@ macro_rules! numeric_storage {
                 match self {
                     $(Values::$variant(v) => v.truncate(len),)*
                     Values::Bool(v) => v.truncate(len),
-                    Values::Bytes { offsets, data } => {
-                        offsets.truncate(len + 1);
-                        data.truncate(*offsets.last().unwrap_or(&0) as usize);
-                    }
+                    Values::Bytes(b) => b.truncate(len),
                 }
             }
 
@@ -268,18 +266,14 @@ macro_rules! numeric_storage {
             }
 
             /// Appends elements `range` of `other`, a column of the same type.
-            fn extend_from(&mut self, other: &Values, range: std::ops::Range<usize>) {
+            fn extend_from(&mut self, other: &Values, range: std::ops::Range<usize>) -> Result<(), String> {
                 match (self, other) {
                     $((Values::$variant(v), Values::$variant(o)) => v.extend_from_slice(&o[range]),)*
                     (Values::Bool(v), Values::Bool(o)) => v.extend_from_slice(&o[range]),
-                    (Values::Bytes { offsets, data }, Values::Bytes { offsets: o, data: d }) => {
-                        for i in range {
-                            data.extend_from_slice(&d[o[i] as usize..o[i + 1] as usize]);
-                            offsets.push(*offsets.last().unwrap_or(&0) + (o[i + 1] - o[i]));
-                        }
-                    }
+                    (Values::Bytes(b), Values::Bytes(o)) => return b.extend_from(o, range),
                     _ => unreachable!("rows are copied between columns of the same type"),
                 }
+                Ok(())
             }
 
             /// Appends the type's zero value (the slot under a null).
@@ -287,7 +281,7 @@ macro_rules! numeric_storage {
                 match self {
                     $(Values::$variant(v) => v.push(Default::default()),)*
                     Values::Bool(v) => v.push(false),
-                    Values::Bytes { offsets, .. } => offsets.push(*offsets.last().unwrap_or(&0)),
+                    Values::Bytes(b) => b.push_empty(),
                 }
             }
 
@@ -309,7 +303,7 @@ macro_rules! numeric_storage {
                         }
                     })*
                     Values::Bool(v) => v.extend(bytes.iter().map(|b| *b != 0)),
-                    Values::Bytes { .. } => unreachable!("tensor elements are fixed-width"),
+                    Values::Bytes(_) => unreachable!("tensor elements are fixed-width"),
                 }
             }
 
@@ -318,15 +312,7 @@ macro_rules! numeric_storage {
                 match taken {
                     $(Values::$variant(v) => Arc::new(PrimitiveArray::<$arrow>::new(ScalarBuffer::from(v), nulls)),)*
                     Values::Bool(v) => Arc::new(BooleanArray::new(BooleanBuffer::from(v), nulls)),
-                    Values::Bytes { offsets, data } => {
-                        let offsets = OffsetBuffer::new(ScalarBuffer::from(offsets));
-                        if ty == ScalarType::Utf8 {
-                            // SAFETY: only `push_str` (valid UTF-8) writes to a Utf8 column.
-                            Arc::new(unsafe { StringArray::new_unchecked(offsets, Buffer::from_vec(data), nulls) })
-                        } else {
-                            Arc::new(BinaryArray::new(offsets, Buffer::from_vec(data), nulls))
-                        }
-                    }
+                    Values::Bytes(b) => b.finish(nulls),
                 }
             }
         }
@@ -350,24 +336,111 @@ impl Values {
 
     pub fn push_str(&mut self, s: &str, ty: ScalarType) -> Result<(), String> {
         match self {
-            Values::Bytes { offsets, data } => {
-                data.extend_from_slice(s.as_bytes());
-                offsets.push(offset_i32(data.len())?);
-            }
-            _ => return Err(format!("expected {}, got string", ty.name())),
+            Values::Bytes(b) => b.push_str(s),
+            _ => Err(format!("expected {}, got string", ty.name())),
+        }
+    }
+
+    pub fn push_bytes(&mut self, bytes: &[u8], ty: ScalarType) -> Result<(), String> {
+        match self {
+            Values::Bytes(b) if !b.utf8 => b.push(bytes),
+            _ => Err(format!("expected {}, got bytes", ty.name())),
+        }
+    }
+}
+
+/// The elements of a string or binary column: offsets into one data buffer.
+///
+/// The fields are private so that a string column's data is valid UTF-8 and its offsets are
+/// ascending and within the data, whatever safe code does with it: `finish` builds the Arrow
+/// array without validating it again, which is sound only while that holds.
+///
+/// ```compile_fail,E0451
+/// // Safe code outside this module cannot write bytes of its own into a string column.
+/// let _ = kafka_ml::schema::ByteValues { offsets: vec![0, 1], data: vec![0xff], utf8: true };
+/// ```
+#[derive(Debug)]
+pub struct ByteValues {
+    offsets: Vec<i32>,
+    data: Vec<u8>,
+    /// A `string` column (every element valid UTF-8), not `binary`.
+    utf8: bool,
+}
+
+impl ByteValues {
+    fn new(utf8: bool) -> Self {
+        ByteValues {
+            offsets: vec![0],
+            data: Vec::new(),
+            utf8,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a string (to a `string` or a `binary` column).
+    pub fn push_str(&mut self, s: &str) -> Result<(), String> {
+        self.push(s.as_bytes())
+    }
+
+    /// Appends bytes whose UTF-8 validity the caller has checked (or a `binary` column's).
+    fn push(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let end = offset_i32(self.data.len() + bytes.len())?;
+        self.data.extend_from_slice(bytes);
+        self.offsets.push(end);
+        Ok(())
+    }
+
+    fn push_empty(&mut self) {
+        self.offsets.push(*self.offsets.last().unwrap_or(&0));
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len + 1);
+        self.data.truncate(*self.offsets.last().unwrap_or(&0) as usize);
+    }
+
+    /// Appends elements `range` of `other`, a column of the same type.
+    fn extend_from(&mut self, other: &ByteValues, range: std::ops::Range<usize>) -> Result<(), String> {
+        assert_eq!(
+            self.utf8, other.utf8,
+            "rows are copied between columns of the same type"
+        );
+        let o = &other.offsets;
+        for i in range {
+            self.push(&other.data[o[i] as usize..o[i + 1] as usize])?;
         }
         Ok(())
     }
 
-    pub fn push_bytes(&mut self, b: &[u8], ty: ScalarType) -> Result<(), String> {
-        match (self, ty) {
-            (Values::Bytes { offsets, data }, ScalarType::Binary) => {
-                data.extend_from_slice(b);
-                offsets.push(offset_i32(data.len())?);
-            }
-            _ => return Err(format!("expected {}, got bytes", ty.name())),
+    fn finish(self, nulls: Option<NullBuffer>) -> ArrayRef {
+        // A row whose value was pushed but never ended would misalign the two: a bug, caught
+        // here rather than left to the unchecked construction below.
+        assert!(
+            nulls.as_ref().is_none_or(|n| n.len() == self.len()),
+            "{} null flags for {} strings",
+            nulls.as_ref().map_or(0, NullBuffer::len),
+            self.len()
+        );
+        let offsets = OffsetBuffer::new(ScalarBuffer::from(self.offsets));
+        let data = Buffer::from_vec(self.data);
+        if self.utf8 {
+            // SAFETY: what `try_new` would check holds. The offsets start at 0, ascend and end
+            // within `data`: `push` and `truncate`, the only writers, keep them so (an `i32` end
+            // is checked before anything is appended). Each element of a string column came
+            // from a `&str` (`push_str`) or from another string column (`extend_from`), so it is
+            // valid UTF-8 and starts on a character boundary. The null flags count the elements
+            // (asserted above). The fields are private: no other code writes them.
+            Arc::new(unsafe { StringArray::new_unchecked(offsets, data, nulls) })
+        } else {
+            Arc::new(BinaryArray::new(offsets, data, nulls))
         }
-        Ok(())
     }
 }
 
@@ -450,7 +523,7 @@ impl ColumnBuilder {
             Shape::Fixed(n) => row * n..(row + 1) * n,
             Shape::Variable => other.list_offsets[row] as usize..other.list_offsets[row + 1] as usize,
         };
-        self.values.extend_from(&other.values, elements);
+        self.values.extend_from(&other.values, elements)?;
         if self.spec.shape == Shape::Variable {
             self.list_offsets.push(offset_i32(self.values.len())?);
         }
@@ -574,6 +647,47 @@ mod tests {
         let list = arr.as_fixed_size_list();
         assert_eq!(list.len(), 1);
         assert_eq!(list.values().as_primitive::<Float32Type>().values(), &[1.0, 2.0]);
+    }
+
+    /// Strings reach a column through `push_str`, rows copied between columns and truncation;
+    /// whatever the path, the array built without validation passes Arrow's full validation.
+    #[test]
+    fn string_columns_stay_valid_on_every_path() {
+        let spec = ColumnSpec::parse("s", "string?").unwrap();
+        let mut decoded = ColumnBuilder::new(spec.clone());
+        for s in ["héllo", "", "日本"] {
+            decoded.values.push_str(s, ScalarType::Utf8).unwrap();
+            decoded.end_row().unwrap();
+        }
+        decoded.push_null().unwrap();
+        let mut c = ColumnBuilder::new(spec);
+        for row in [2, 0, 3, 1] {
+            c.append_row_from(&decoded, row).unwrap();
+        }
+        c.values.push_str("half a row", ScalarType::Utf8).unwrap();
+        c.truncate(4);
+        // Bytes are refused by a string column: they could be any bytes.
+        assert!(c
+            .values
+            .push_bytes(b"\xff", ScalarType::Utf8)
+            .unwrap_err()
+            .contains("expected string"));
+        let arr = c.finish();
+        arr.to_data().validate_full().unwrap();
+        let s = arr.as_string::<i32>();
+        assert_eq!(
+            (s.value(0), s.value(1), s.is_null(2), s.value(3)),
+            ("日本", "héllo", true, "")
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "null flags for")]
+    fn a_value_without_its_row_is_caught_before_the_array_is_built() {
+        let mut c = ColumnBuilder::new(ColumnSpec::parse("s", "string?").unwrap());
+        c.push_null().unwrap();
+        c.values.push_str("no end_row", ScalarType::Utf8).unwrap();
+        c.finish();
     }
 
     #[test]

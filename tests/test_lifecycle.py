@@ -5,6 +5,8 @@ from __future__ import annotations
 import _thread
 import asyncio
 import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -78,3 +80,57 @@ def test_opening_against_an_unreachable_broker_wakes_on_ctrl_c():
     with pytest.raises(KeyboardInterrupt):
         km.KafkaDataset("t", {"bootstrap.servers": "127.0.0.1:1"}, format="raw", timeout=60)
     assert time.monotonic() - t0 < 5
+
+
+# Async iteration hits a decode error while another thread asks the same reader for its
+# positions and stats, over and over. Converting the error to an exception takes the GIL; it used
+# to happen with the reader's mutex held, while the asking thread held the GIL waiting for that
+# mutex: both waited forever.
+DEADLOCK_PROBE = """
+import asyncio, sys, threading
+import kafka_ml as km
+
+config, topic = {"bootstrap.servers": sys.argv[1]}, sys.argv[2]
+
+async def one_pass():
+    with km.KafkaDataset(topic, config, format="json", schema={"x": "int64"}, end="latest") as ds:
+        reader = ds.__aiter__()
+        done = threading.Event()
+
+        def ask():
+            while not done.is_set():
+                reader.positions()
+                reader.stats()
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        try:
+            async for _ in reader:
+                pass
+        except km.DecodeError:
+            pass
+        finally:
+            done.set()
+            asker.join()
+
+for _ in range(30):
+    asyncio.run(one_pass())
+print("no deadlock")
+"""
+
+
+def test_an_error_in_async_iteration_does_not_deadlock_a_thread_asking_for_positions(
+    bootstrap_servers, new_topic, produce
+):
+    topic = new_topic()
+    produce(topic, [b"not json"] * 3)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-c", DEADLOCK_PROBE, bootstrap_servers, topic],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("async iteration and positions() deadlocked")
+    assert out.stdout.strip() == "no deadlock", out.stderr

@@ -23,6 +23,7 @@ __all__ = [
     "DecodeError",
     "DeliveryError",
     "EncodeError",
+    "ForkedProcessError",
     "KafkaError",
     "KafkaMLError",
     "KafkaTimeoutError",
@@ -99,6 +100,14 @@ class KafkaError(KafkaMLError):
 
 class ClosedError(KafkaMLError):
     """The object was used after ``close()``."""
+
+
+class ForkedProcessError(KafkaMLError, RuntimeError):
+    """A reader, producer or the async API was used in a process forked after it started (a
+    DataLoader worker, ``multiprocessing`` with the ``fork`` start method). Its threads and
+    connections exist only in the parent: create the object in the child instead. A
+    :class:`KafkaDataset` made in the parent is fine; iterating it in the child starts a pass of
+    the child's own."""
 
 
 class AuthenticationError(KafkaMLError):

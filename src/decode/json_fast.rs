@@ -59,7 +59,7 @@ pub(super) fn decode_row(columns: &mut [ColumnBuilder], input: &[u8]) -> Fast<()
     } else {
         loop {
             p.ws();
-            let key = p.plain_string()?;
+            let key = p.plain_string()?.as_bytes();
             p.ws();
             p.expect(b':')?;
             p.ws();
@@ -144,10 +144,7 @@ macro_rules! for_numeric_values {
 fn scalar_into(p: &mut Cursor<'_>, values: &mut Values) -> Fast<()> {
     for_numeric_values!(values, v => v.push(p.number()?), _ => match values {
         Values::Bool(v) => v.push(p.boolean()?),
-        Values::Bytes { offsets, data } => {
-            data.extend_from_slice(p.plain_string()?);
-            offsets.push(i32::try_from(data.len()).map_err(|_| Decline)?);
-        }
+        Values::Bytes(b) => b.push_str(p.plain_string()?).map_err(|_| Decline)?,
         _ => unreachable!("every numeric variant is matched above"),
     });
     Ok(())
@@ -234,20 +231,17 @@ impl<'a> Cursor<'a> {
     }
 
     /// A string without escapes or control characters.
-    fn plain_string(&mut self) -> Fast<&'a [u8]> {
+    fn plain_string(&mut self) -> Fast<&'a str> {
         self.expect(b'"')?;
         let start = self.i;
-        let mut ascii = true;
         loop {
             match self.next_byte()? {
                 b'"' => break,
                 b'\\' | 0..=0x1f => return Err(Decline),
-                c => ascii &= c < 0x80,
+                _ => {}
             }
         }
-        let s = &self.b[start..self.i - 1];
-        utf8(s, ascii)?;
-        Ok(s)
+        std::str::from_utf8(&self.b[start..self.i - 1]).map_err(|_| Decline)
     }
 
     /// A number by JSON's grammar, `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`,
@@ -365,8 +359,8 @@ impl<'a> Cursor<'a> {
                     v
                 }
             } else {
-                // SAFETY: the token matched the number grammar above, so it is ASCII.
-                let text = unsafe { std::str::from_utf8_unchecked(&b[start..i]) };
+                // The slow path: checking the short ASCII token again costs nothing beside the parse.
+                let text = std::str::from_utf8(&b[start..i]).map_err(|_| Decline)?;
                 text.parse::<f64>().map_err(|_| Decline)?
             };
             if !v.is_finite() {

@@ -1,7 +1,7 @@
 //! Bindings of cluster administration: topic creation.
 
-use super::blocking;
 use super::errors::IntoPyResult;
+use super::{blocking, seconds};
 use crate::admin::{self, TopicCreation, TopicSpec};
 use crate::client::ClientSettings;
 use crate::error::Error;
@@ -22,11 +22,7 @@ fn create_topic(
     topic_config: Option<HashMap<String, String>>,
     timeout: f64,
 ) -> PyResult<bool> {
-    let timeout = Duration::from_secs_f64(if timeout.is_finite() {
-        timeout.max(0.0)
-    } else {
-        0.0
-    });
+    let timeout = seconds("timeout", timeout)?;
     let spec = TopicSpec {
         name: name.clone(),
         partitions,
@@ -34,7 +30,7 @@ fn create_topic(
         config: topic_config.unwrap_or_default().into_iter().collect(),
     };
     let mut pending = Box::pin(admin::create_topic(&config, spec, timeout).py_err()?);
-    let runtime = pyo3_async_runtimes::tokio::get_runtime();
+    let runtime = super::runtime()?;
     // Polls the admin request in slices so Ctrl-C is honoured; one extra second lets the
     // cluster's own timeout answer first.
     let outcome = blocking(py, Some(timeout + Duration::from_secs(1)), |slice| {

@@ -1,9 +1,9 @@
 //! Bindings of the consumer engine: `KafkaDataset` (plan), `BatchReader` (one pass), `Batch`.
 
 use super::arrow_numpy::{column_to_numpy, ArrowBufferOwner};
-use super::blocking;
 use super::errors::{to_pyerr, IntoPyResult};
 use super::registry::PySchemaRegistry;
+use super::{blocking, blocking_call, positive_seconds, seconds, Native};
 use crate::batch::{KafkaBatch, MetaColumn, OffsetMap};
 use crate::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
 use crate::decode::FormatSpec;
@@ -17,7 +17,6 @@ use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict, PyTuple};
 use pyo3_arrow::ffi::{to_array_pycapsules, to_schema_pycapsule, to_stream_pycapsule, ArrayIterator};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 /// `(topic, partition, start, end)` of one partition of a read plan.
 type PlanRow = (String, i32, i64, Option<i64>);
@@ -147,7 +146,8 @@ fn offsets_to_py<'py>(py: Python<'py>, offsets: &OffsetMap) -> PyResult<Bound<'p
 /// The native side of `kafka_ml.KafkaDataset`: validated options and the resolved read plan.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct KafkaDataset {
-    inner: Dataset,
+    /// Holds no client or thread: a forked child may start readers of its own from it.
+    inner: Arc<Dataset>,
 }
 
 #[pymethods]
@@ -216,9 +216,9 @@ impl KafkaDataset {
                     let subject = reader_subject("proto_file")?;
                     let client = client.clone();
                     Some(
-                        py.detach(move || {
+                        blocking_call(py, move || {
                             crate::decode::protobuf::subject_message(&client, &subject, message.as_deref())
-                        })
+                        })?
                         .py_err()?,
                     )
                 }
@@ -236,9 +236,7 @@ impl KafkaDataset {
             ("avro", None, Some(client)) => {
                 let subject = reader_subject("avro_schema")?;
                 let client = client.clone();
-                let latest = py
-                    .detach(move || client.subject_version(&subject, None))
-                    .py_err()?;
+                let latest = blocking_call(py, move || client.subject_version(&subject, None))?.py_err()?;
                 if latest.schema_type != SchemaType::Avro {
                     return Err(config_error(format!(
                         "the registry's latest schema of the subject is {}, not Avro",
@@ -293,11 +291,8 @@ impl KafkaDataset {
                 )))
             }
         };
-        if !(max_wait.is_finite() && max_wait >= 0.0 && timeout.is_finite() && timeout > 0.0) {
-            return Err(config_error(
-                "max_wait and timeout must be finite, non-negative seconds".into(),
-            ));
-        }
+        let max_wait = seconds("max_wait", max_wait)?;
+        let timeout = positive_seconds("timeout", timeout)?;
         let options = DatasetOptions {
             config,
             source,
@@ -313,33 +308,19 @@ impl KafkaDataset {
             )?,
             metadata,
             batch_size,
-            max_wait: Duration::from_secs_f64(max_wait),
+            max_wait,
             start,
             end,
             on_error,
             queue_bytes,
-            timeout: Duration::from_secs_f64(timeout),
+            timeout,
             commit,
         };
-        // Opening waits on the cluster (metadata, watermarks) for up to `timeout`: do it on a
-        // helper thread so the wait is interruptible (Ctrl-C raises at once; the thread ends
-        // with its own timeout).
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new()
-            .name("kafka-ml-open".into())
-            .spawn(move || {
-                let _ = tx.send(Dataset::open(options));
-            })
-            .map_err(|e| config_error(format!("cannot start a thread: {e}")))?;
-        let opened = blocking(py, None, move |slice| match rx.recv_timeout(slice) {
-            Ok(result) => Some(result),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Err(Error::Config(
-                "opening the dataset failed unexpectedly".into(),
-            ))),
-        })?;
-        let inner = opened.expect("waits without a timeout").py_err()?;
-        Ok(KafkaDataset { inner })
+        // Opening waits on the cluster (metadata, watermarks) for up to `timeout`.
+        let inner = blocking_call(py, move || Dataset::open(options))?.py_err()?;
+        Ok(KafkaDataset {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Offsets in the bounded read (None when unbounded).
@@ -383,9 +364,10 @@ impl KafkaDataset {
         resume: Option<std::collections::HashMap<(String, i32), i64>>,
     ) -> PyResult<BatchReader> {
         let resume: Option<OffsetMap> = resume.map(|m| m.into_iter().collect());
-        let reader = py.detach(|| self.inner.reader(resume.as_ref())).py_err()?;
+        let dataset = self.inner.clone();
+        let reader = blocking_call(py, move || dataset.reader(resume.as_ref()))?.py_err()?;
         Ok(BatchReader {
-            inner: Arc::new(Mutex::new(reader)),
+            inner: Native::new(Arc::new(Mutex::new(reader))),
         })
     }
 }
@@ -395,15 +377,28 @@ fn lock(m: &Mutex<Reader>) -> std::sync::MutexGuard<'_, Reader> {
 }
 
 /// One pass over a dataset: iterate (or `async for`) to get `Batch`es.
+///
+/// Its mutex is never held while the GIL is taken (an error becomes a Python exception only
+/// after the guard is gone), and never waited for with the GIL held: a Python thread waiting for
+/// it with the GIL while its holder waits for the GIL would deadlock both.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct BatchReader {
-    inner: Arc<Mutex<Reader>>,
+    inner: Native<Mutex<Reader>>,
 }
 
 impl BatchReader {
-    /// Runs `f` on the reader (for other bindings, e.g. producer transactions).
-    pub(crate) fn with_reader<R>(&self, f: impl FnOnce(&Reader) -> R) -> R {
-        f(&lock(&self.inner))
+    fn reader(&self) -> PyResult<Arc<Mutex<Reader>>> {
+        self.inner.get("reader").cloned()
+    }
+
+    /// Runs `f` on the reader (for other bindings, e.g. producer transactions), GIL released.
+    pub(crate) fn with_reader<R: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Reader) -> R + Send,
+    ) -> PyResult<R> {
+        let reader = self.reader()?;
+        Ok(py.detach(|| f(&lock(&reader))))
     }
 }
 
@@ -414,7 +409,7 @@ impl BatchReader {
     }
 
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<Batch>> {
-        let reader = self.inner.clone();
+        let reader = self.reader()?;
         let next = blocking(py, None, move |slice| match lock(&reader).next(slice) {
             Ok(Next::Pending) => None,
             other => Some(other),
@@ -430,8 +425,8 @@ impl BatchReader {
     /// The next batch, or `None` if none arrives within `timeout` seconds; `StopIteration` at
     /// the end of a bounded read. For loops that must also notice other events while waiting.
     fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Batch>> {
-        let reader = self.inner.clone();
-        let wait = Some(Duration::from_secs_f64(timeout.max(0.0)));
+        let reader = self.reader()?;
+        let wait = Some(seconds("timeout", timeout)?);
         let next = blocking(py, wait, move |slice| match lock(&reader).next(slice) {
             Ok(Next::Pending) => None,
             other => Some(other),
@@ -450,16 +445,18 @@ impl BatchReader {
     }
 
     fn __anext__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let reader = self.inner.clone();
-        let waiter = {
+        let reader = self.reader()?;
+        let (committed, waiter) = py.detach(|| {
             let r = lock(&reader);
-            r.commit_pending().py_err()?;
-            r.waiter()
-        };
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+            (r.commit_pending(), r.waiter())
+        });
+        committed.py_err()?;
+        super::future_into_py(py, async move {
             loop {
                 let arrival = waiter.wait().await;
-                match lock(&reader).accept(arrival).py_err()? {
+                // The guard is gone at the end of this statement, before an error takes the GIL.
+                let accepted = lock(&reader).accept(arrival);
+                match accepted.py_err()? {
                     Next::Batch(b) => return Ok(Batch::new(b)),
                     Next::Pending => continue,
                     Next::End => return Err(PyStopAsyncIteration::new_err(())),
@@ -470,24 +467,25 @@ impl BatchReader {
 
     /// `{(topic, partition): next_offset}`: exactly after everything handed out.
     fn positions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        offsets_to_py(py, &lock(&self.inner).positions())
+        let positions = self.with_reader(py, Reader::positions)?;
+        offsets_to_py(py, &positions)
     }
 
     /// The partitions this reader owns now (the group's current assignment when subscribed).
-    fn assignment(&self) -> Vec<(String, i32)> {
-        lock(&self.inner).assignment()
+    fn assignment(&self, py: Python<'_>) -> PyResult<Vec<(String, i32)>> {
+        self.with_reader(py, Reader::assignment)
     }
 
     /// `(skipped, dead_lettered, queued_bytes, tombstones)`.
-    fn stats(&self) -> (u64, u64, usize, u64) {
-        let s = lock(&self.inner).stats();
-        (s.skipped, s.dead_lettered, s.queued_bytes, s.tombstones)
+    fn stats(&self, py: Python<'_>) -> PyResult<(u64, u64, usize, u64)> {
+        let s = self.with_reader(py, Reader::stats)?;
+        Ok((s.skipped, s.dead_lettered, s.queued_bytes, s.tombstones))
     }
 
     /// Commits what was handed out (with a `group.id`), synchronously.
     fn commit(&self, py: Python<'_>) -> PyResult<()> {
-        let reader = self.inner.clone();
-        py.detach(|| lock(&reader).commit()).py_err()
+        let reader = self.reader()?;
+        blocking_call(py, move || lock(&reader).commit())?.py_err()
     }
 
     /// Commits exactly `{(topic, partition): next_offset}` for the partitions still owned.
@@ -496,15 +494,19 @@ impl BatchReader {
         py: Python<'_>,
         offsets: std::collections::HashMap<(String, i32), i64>,
     ) -> PyResult<()> {
-        let reader = self.inner.clone();
+        let reader = self.reader()?;
         let offsets: OffsetMap = offsets.into_iter().collect();
-        py.detach(|| lock(&reader).commit_offsets(&offsets)).py_err()
+        blocking_call(py, move || lock(&reader).commit_offsets(&offsets))?.py_err()
     }
 
-    /// Stops the consumer thread and commits what was handed out. Idempotent.
+    /// Stops the consumer thread and commits what was handed out. Idempotent. In a forked child
+    /// it does nothing: the reader, its thread and its consumer belong to the parent.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let reader = self.inner.clone();
-        py.detach(|| lock(&reader).close()).py_err()
+        if self.inner.is_inherited() {
+            return Ok(());
+        }
+        let reader = self.reader()?;
+        blocking_call(py, move || lock(&reader).close())?.py_err()
     }
 }
 

@@ -11,7 +11,10 @@ mod producer;
 mod protobuf;
 mod registry;
 
+use crate::error::Error;
 use pyo3::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The one door for every call that can block: waits in slices with the GIL released and checks
@@ -40,8 +43,191 @@ pub(crate) fn blocking<T: Send>(
     }
 }
 
+/// A one-shot blocking call that cannot be cut into slices (a commit, a metadata round trip, a
+/// transaction step, opening a consumer) through the same door: it runs on a helper thread while
+/// this one waits in slices with the GIL released, so Ctrl-C raises `KeyboardInterrupt` at once.
+/// The call itself then ends on its own, bounded by its own timeout, and its result is dropped.
+pub(crate) fn blocking_call<T: Send + 'static>(
+    py: Python<'_>,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> PyResult<T> {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::Builder::new()
+        .name("kafka-ml-call".into())
+        .spawn(move || {
+            let _ = tx.send(call());
+        })
+        .map_err(|e| errors::to_pyerr(Error::Config(format!("cannot start a thread: {e}"))))?;
+    let answer = blocking(py, None, move |slice| match rx.recv_timeout(slice) {
+        Ok(value) => Some(Some(value)),
+        Err(RecvTimeoutError::Timeout) => None,
+        Err(RecvTimeoutError::Disconnected) => Some(None),
+    })?;
+    answer.flatten().ok_or_else(|| {
+        pyo3::exceptions::PyRuntimeError::new_err("a kafka-ml call failed unexpectedly (its thread panicked)")
+    })
+}
+
+/// The longest wait: librdkafka takes timeouts as `int` milliseconds, so a longer one (a number
+/// meant as "forever") waits this long, about 24.8 days.
+const MAX_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The one conversion of a timeout argument (float seconds) to a `Duration`: NaN, infinities and
+/// negative numbers are a `ConfigError` naming the argument, never a panic.
+pub(crate) fn seconds(argument: &str, value: f64) -> PyResult<Duration> {
+    if value.is_nan() || value.is_infinite() || value < 0.0 {
+        return Err(errors::to_pyerr(Error::Config(format!(
+            "{argument}={value}: expected a finite number of seconds, 0 or more"
+        ))));
+    }
+    Ok(Duration::try_from_secs_f64(value).map_or(MAX_WAIT, |d| d.min(MAX_WAIT)))
+}
+
+/// Like `seconds`, for waits that must not be zero.
+pub(crate) fn positive_seconds(argument: &str, value: f64) -> PyResult<Duration> {
+    match seconds(argument, value)? {
+        d if d.is_zero() => Err(errors::to_pyerr(Error::Config(format!(
+            "{argument}={value}: expected a finite number of seconds above 0"
+        )))),
+        d => Ok(d),
+    }
+}
+
+/// How many times this process's lineage has forked (through Python: `os.fork`,
+/// multiprocessing's fork start method, a DataLoader worker): one more in each child.
+static FORKS: AtomicU64 = AtomicU64::new(0);
+
+#[pyfunction]
+fn after_fork_in_child() {
+    FORKS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The process a native object with threads or a librdkafka client was made in. A forked child
+/// inherits the object's memory but none of its threads: waiting on them (a join, a queue their
+/// thread fills, a librdkafka call) would hang forever, so the child gets `ForkedProcessError`
+/// instead, and dropping the object there leaves it alone (`is_inherited`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Birthplace(u64);
+
+impl Birthplace {
+    pub(crate) fn here() -> Self {
+        Birthplace(FORKS.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn is_inherited(self) -> bool {
+        FORKS.load(Ordering::Relaxed) != self.0
+    }
+
+    /// Fails with `ForkedProcessError` in a forked child.
+    pub(crate) fn check(self, what: &'static str) -> PyResult<()> {
+        if self.is_inherited() {
+            let remedy = match what {
+                "async runtime" => {
+                    "The async API cannot run in a child forked after its parent used it: start \
+                     the child with multiprocessing's 'spawn' or 'forkserver' method instead"
+                }
+                "reader" => {
+                    "Create the reader in the child: iterating a KafkaDataset there starts a pass \
+                     of the child's own"
+                }
+                _ => "Create it in the child instead (e.g. in a DataLoader worker_init_fn)",
+            };
+            return Err(errors::to_pyerr(Error::Forked { what, remedy }));
+        }
+        Ok(())
+    }
+}
+
+/// The core half of a native object that owns threads or a librdkafka client (a reader, a
+/// producer), shared with the calls in flight. Dropping the last handle can take seconds (joining
+/// a thread, leaving a group, flushing), so that drop runs with the GIL released: a garbage
+/// collection that frees it does not stall every other Python thread meanwhile. In a forked
+/// child it is never dropped (`Birthplace`).
+pub(crate) struct Native<T: Send + Sync> {
+    value: Option<Arc<T>>,
+    birthplace: Birthplace,
+}
+
+impl<T: Send + Sync> Native<T> {
+    pub(crate) fn new(value: Arc<T>) -> Self {
+        Native {
+            value: Some(value),
+            birthplace: Birthplace::here(),
+        }
+    }
+
+    /// The value, or `ForkedProcessError` in a process forked after it was made.
+    pub(crate) fn get(&self, what: &'static str) -> PyResult<&Arc<T>> {
+        self.birthplace.check(what)?;
+        Ok(self.value.as_ref().expect("present until dropped"))
+    }
+
+    pub(crate) fn is_inherited(&self) -> bool {
+        self.birthplace.is_inherited()
+    }
+}
+
+impl<T: Send + Sync> Drop for Native<T> {
+    fn drop(&mut self) {
+        let Some(shared) = self.value.take() else {
+            return;
+        };
+        if self.birthplace.is_inherited() {
+            // Its threads are the parent's: dropping it here would wait for them forever.
+            std::mem::forget(shared);
+            return;
+        }
+        // Other handles (a `SendReport` of the producer, a call in flight) keep it: cheap.
+        let Some(last) = Arc::into_inner(shared) else {
+            return;
+        };
+        Python::attach(|py| {
+            // While the interpreter shuts down, a thread must not take the GIL back: drop here.
+            let finalizing = py
+                .import("sys")
+                .and_then(|sys| sys.call_method0("is_finalizing"))
+                .and_then(|f| f.extract::<bool>())
+                .unwrap_or(true);
+            if finalizing {
+                drop(last);
+            } else {
+                py.detach(move || drop(last));
+            }
+        });
+    }
+}
+
+/// Where the shared tokio runtime (the async API) was started, once it is.
+static RUNTIME_BIRTHPLACE: std::sync::OnceLock<Birthplace> = std::sync::OnceLock::new();
+
+/// The shared tokio runtime, refused in a process forked after it started: its worker threads
+/// stayed in the parent, so a future given to it here would never run.
+pub(crate) fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    RUNTIME_BIRTHPLACE
+        .get_or_init(Birthplace::here)
+        .check("async runtime")?;
+    Ok(pyo3_async_runtimes::tokio::get_runtime())
+}
+
+/// `future_into_py` on the shared runtime, after the fork check of `runtime`.
+pub(crate) fn future_into_py<'py, F, T>(py: Python<'py>, future: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: std::future::Future<Output = PyResult<T>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    runtime()?;
+    pyo3_async_runtimes::tokio::future_into_py(py, future)
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let fork_hook = pyo3::types::PyDict::new(m.py());
+    fork_hook.set_item("after_in_child", wrap_pyfunction!(after_fork_in_child, m)?)?;
+    m.py()
+        .import("os")?
+        .getattr("register_at_fork")?
+        .call((), Some(&fork_hook))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("librdkafka_version", rdkafka::util::get_rdkafka_version().1)?;
     dataset::register(m)?;

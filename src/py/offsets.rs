@@ -1,13 +1,12 @@
 //! Bindings of `offsets`: commit a checkpoint's offsets to a group, read them, partitions' watermarks.
 
-use super::blocking;
 use super::errors::{to_pyerr, IntoPyResult};
+use super::{blocking, blocking_call, seconds};
 use crate::client::ClientSettings;
 use crate::error::Error;
 use crate::offsets;
 use pyo3::prelude::*;
 use std::collections::HashMap;
-use std::time::Duration;
 
 /// Commits `{(topic, partition): next_offset}` for the config's `group.id` (synchronous).
 #[pyfunction]
@@ -19,15 +18,14 @@ fn commit_offsets(
     timeout: f64,
 ) -> PyResult<()> {
     let offsets: Vec<_> = offsets.into_iter().collect();
-    let wait_for = Duration::from_secs_f64(timeout);
+    let wait_for = seconds("timeout", timeout)?;
     // The commit itself is synchronous inside librdkafka; run it off the GIL on its own thread
     // so Ctrl-C and the timeout are honoured through the one blocking helper.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(offsets::commit_offsets(&config, &offsets, wait_for));
     });
-    let rx = std::sync::Mutex::new(rx);
-    let wait = |slice| rx.lock().ok().and_then(|rx| rx.recv_timeout(slice).ok());
+    let wait = move |slice| rx.recv_timeout(slice).ok();
     match blocking(py, Some(wait_for), wait)? {
         Some(result) => result.py_err(),
         None => Err(to_pyerr(Error::Timeout {
@@ -46,10 +44,11 @@ fn committed_offsets(
     partitions: Vec<(String, i32)>,
     timeout: f64,
 ) -> PyResult<HashMap<(String, i32), Option<i64>>> {
-    let timeout = Duration::from_secs_f64(timeout);
-    let out = py
-        .detach(|| offsets::committed_offsets(&config, &partitions, timeout))
-        .py_err()?;
+    let timeout = seconds("timeout", timeout)?;
+    let out = blocking_call(py, move || {
+        offsets::committed_offsets(&config, &partitions, timeout)
+    })?
+    .py_err()?;
     Ok(out.into_iter().collect())
 }
 
@@ -62,10 +61,8 @@ fn watermarks(
     partitions: Vec<(String, i32)>,
     timeout: f64,
 ) -> PyResult<HashMap<(String, i32), (i64, i64)>> {
-    let timeout = Duration::from_secs_f64(timeout);
-    let out = py
-        .detach(|| offsets::watermarks(&config, &partitions, timeout))
-        .py_err()?;
+    let timeout = seconds("timeout", timeout)?;
+    let out = blocking_call(py, move || offsets::watermarks(&config, &partitions, timeout))?.py_err()?;
     Ok(out.into_iter().collect())
 }
 

@@ -1,9 +1,9 @@
 //! Bindings of the delivery-tracked producer: sync and async sends, delivery reports,
 //! transactions.
 
-use super::blocking;
 use super::dataset::BatchReader;
 use super::errors::{to_pyerr, IntoPyResult};
+use super::{blocking, blocking_call, seconds, Native};
 use crate::client::ClientSettings;
 use crate::encode::{self, EncodeFormat, EncodedRows};
 use crate::error::Error;
@@ -19,16 +19,21 @@ use std::time::Duration;
 /// How long `send`/`produce` wait for room in librdkafka's queue before failing.
 const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn seconds(s: f64) -> Duration {
-    Duration::from_secs_f64(if s.is_finite() { s.max(0.0) } else { 0.0 })
-}
-
 /// The delivery outcome of one send: counts as reports arrive, failed rows, completion.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct SendReport {
     tracker: Arc<SendTracker>,
     /// Its producer: a failed login ends a wait on the report at once.
-    producer: Arc<producer::Producer>,
+    producer: Native<producer::Producer>,
+}
+
+impl SendReport {
+    fn new(tracker: Arc<SendTracker>, producer: Arc<producer::Producer>) -> Self {
+        SendReport {
+            tracker,
+            producer: Native::new(producer),
+        }
+    }
 }
 
 #[pymethods]
@@ -63,8 +68,9 @@ impl SendReport {
     /// Waits up to `timeout` seconds (GIL released, Ctrl-C served) for every report; returns
     /// whether they are all in. Unlike `wait`, raises nothing about failed rows.
     fn join(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
-        let (tracker, producer) = (self.tracker.clone(), self.producer.clone());
-        let waited = blocking(py, Some(seconds(timeout)), move |slice| {
+        let timeout = seconds("timeout", timeout)?;
+        let (tracker, producer) = (self.tracker.clone(), self.producer.get("producer")?.clone());
+        let waited = blocking(py, Some(timeout), move |slice| {
             if let Err(e) = producer.check_login() {
                 return Some(Err(e));
             }
@@ -77,8 +83,12 @@ impl SendReport {
     /// or `KafkaTimeoutError` if reports are still missing after `timeout` seconds.
     #[pyo3(signature = (timeout=None))]
     fn wait(slf: Py<Self>, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Self>> {
-        let (tracker, producer) = (slf.get().tracker.clone(), slf.get().producer.clone());
-        let done = blocking(py, timeout.map(seconds), move |slice| {
+        let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
+        let (tracker, producer) = (
+            slf.get().tracker.clone(),
+            slf.get().producer.get("producer")?.clone(),
+        );
+        let done = blocking(py, timeout, move |slice| {
             if let Err(e) = producer.check_login() {
                 return Some(Err(e));
             }
@@ -256,11 +266,8 @@ pub struct PreparedSend {
 
 impl PreparedSend {
     fn take(&self) -> PyResult<TableSend> {
-        self.send
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| to_pyerr(Error::Config("this send was run already".into())))
+        let send = self.send.lock().unwrap_or_else(|p| p.into_inner()).take();
+        send.ok_or_else(|| to_pyerr(Error::Config("this send was run already".into())))
     }
 }
 
@@ -275,10 +282,14 @@ struct ProtoArgs {
 /// A librdkafka producer; every message is accounted delivered or failed.
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct Producer {
-    inner: Arc<producer::Producer>,
+    inner: Native<producer::Producer>,
 }
 
 impl Producer {
+    fn producer(&self) -> PyResult<Arc<producer::Producer>> {
+        self.inner.get("producer").cloned()
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn table_send(
         topic: &str,
@@ -358,7 +369,7 @@ impl Producer {
                 .map(|(name, array)| (name, array.into_inner().0))
                 .collect(),
             timestamp,
-            timeout: seconds(timeout),
+            timeout: seconds("timeout", timeout)?,
         })
     }
 }
@@ -368,7 +379,7 @@ impl Producer {
     #[new]
     fn new(config: ClientSettings) -> PyResult<Self> {
         Ok(Producer {
-            inner: Arc::new(producer::Producer::new(&config).py_err()?),
+            inner: Native::new(Arc::new(producer::Producer::new(&config).py_err()?)),
         })
     }
 
@@ -386,24 +397,24 @@ impl Producer {
         timestamp: Option<i64>,
     ) -> PyResult<SendReport> {
         let headers = headers.unwrap_or_default();
-        let inner = self.inner.clone();
-        let tracker = py
-            .detach(|| {
-                let msg = OutgoingMessage {
-                    topic,
-                    key: key.as_deref(),
-                    value: value.as_deref(),
-                    partition,
-                    timestamp,
-                    headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
-                };
-                inner.send_one(&msg, ENQUEUE_TIMEOUT)
-            })
-            .py_err()?;
-        Ok(SendReport {
-            tracker,
-            producer: self.inner.clone(),
-        })
+        let inner = self.producer()?;
+        let msg = OutgoingMessage {
+            topic,
+            key: key.as_deref(),
+            value: value.as_deref(),
+            partition,
+            timestamp,
+            headers: headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect(),
+        };
+        // Usually queued at once; while librdkafka's queue is full, retried in slices so Ctrl-C
+        // is served.
+        let deadline = std::time::Instant::now() + ENQUEUE_TIMEOUT;
+        let sent = blocking(py, None, |slice| match inner.send_one(&msg, slice) {
+            Err(e) if is_queue_full(&e) && std::time::Instant::now() < deadline => None,
+            other => Some(other),
+        })?;
+        let tracker = sent.expect("waits until queued or failed").py_err()?;
+        Ok(SendReport::new(tracker, inner))
     }
 
     /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
@@ -429,34 +440,27 @@ impl Producer {
                 "buffer of {len} bytes is not a whole number of {row_bytes}-byte rows"
             ))));
         }
-        // SAFETY: the buffer is held (and so pinned) for the duration of this call, and its
-        // exporter keeps it alive; it is only read.
-        let data = unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, len) };
-        let inner = self.inner.clone();
-        let tracker = py
-            .detach(|| {
-                inner.check_topic(topic, ENQUEUE_TIMEOUT)?;
-                // The rows are read in place: librdkafka copies each message as it is queued,
-                // before this call returns, so the buffer is not needed afterwards.
-                // SAFETY: `data` (the held Python buffer) outlives `values`, dropped in this closure.
-                let values = unsafe { EncodedRows::fixed_width_borrowed(data, row_bytes) };
-                inner.check_sizes(&values)?;
-                let batch = RowBatch {
-                    topic,
-                    values: &values,
-                    keys: None,
-                    partition,
-                    timestamp: None,
-                    headers: &[],
-                    row_headers: &[],
-                };
-                inner.send_rows(&batch, ENQUEUE_TIMEOUT)
-            })
-            .py_err()?;
-        Ok(SendReport {
-            tracker,
-            producer: self.inner.clone(),
-        })
+        // The rows are read in place, from an Arrow buffer that holds the Python buffer.
+        let values = EncodedRows::fixed_width(held_bytes(buffer), row_bytes);
+        let inner = self.producer()?;
+        let topic = topic.to_owned();
+        let sender = inner.clone();
+        let tracker = blocking_call(py, move || {
+            sender.check_topic(&topic, ENQUEUE_TIMEOUT)?;
+            sender.check_sizes(&values)?;
+            let batch = RowBatch {
+                topic: &topic,
+                values: &values,
+                keys: None,
+                partition,
+                timestamp: None,
+                headers: &[],
+                row_headers: &[],
+            };
+            sender.send_rows(&batch, ENQUEUE_TIMEOUT)
+        })?
+        .py_err()?;
+        Ok(SendReport::new(tracker, inner))
     }
 
     /// Checks the arguments of a table send (format, schema, keys) and takes the Arrow stream
@@ -518,12 +522,10 @@ impl Producer {
     /// `kafka_ml.Producer.send`.
     fn send_prepared(&self, py: Python<'_>, prepared: &PreparedSend) -> PyResult<SendReport> {
         let send = prepared.take()?;
-        let inner = self.inner.clone();
-        let tracker = py.detach(|| send.run(&inner)).py_err()?;
-        Ok(SendReport {
-            tracker,
-            producer: self.inner.clone(),
-        })
+        let inner = self.producer()?;
+        let sender = inner.clone();
+        let tracker = blocking_call(py, move || send.run(&sender))?.py_err()?;
+        Ok(SendReport::new(tracker, inner))
     }
 
     /// Like `send_prepared`, as an awaitable that resolves to the `SendReport` once every row is
@@ -536,9 +538,9 @@ impl Producer {
         prepared: &PreparedSend,
     ) -> PyResult<Bound<'py, PyAny>> {
         let send = prepared.take()?;
-        let inner = self.inner.clone();
-        let producer = self.inner.clone();
-        pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let inner = self.producer()?;
+        let producer = inner.clone();
+        super::future_into_py(py, async move {
             let tracker = tokio::task::spawn_blocking(move || send.run(&inner))
                 .await
                 .map_err(|e| {
@@ -558,15 +560,15 @@ impl Producer {
                 }
             }
             tracker.outcome().py_err()?;
-            Ok(SendReport { tracker, producer })
+            Ok(SendReport::new(tracker, producer))
         })
     }
 
     /// Waits for every queued message; raises if any failed or some are undelivered in time.
     #[pyo3(signature = (timeout=30.0))]
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let inner = self.inner.clone();
-        let deadline = std::time::Instant::now() + seconds(timeout);
+        let inner = self.producer()?;
+        let deadline = std::time::Instant::now() + seconds("timeout", timeout)?;
         // Flush in slices so Ctrl-C is honoured; the last slice reports the outcome.
         let out = blocking(py, None, move |slice| {
             let now = std::time::Instant::now();
@@ -585,24 +587,27 @@ impl Producer {
 
     #[pyo3(signature = (timeout=30.0))]
     fn init_transactions(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let inner = self.inner.clone();
-        py.detach(|| inner.init_transactions(seconds(timeout))).py_err()
+        let timeout = seconds("timeout", timeout)?;
+        let inner = self.producer()?;
+        blocking_call(py, move || inner.init_transactions(timeout))?.py_err()
     }
 
     fn begin_transaction(&self) -> PyResult<()> {
-        self.inner.begin_transaction().py_err()
+        self.producer()?.begin_transaction().py_err()
     }
 
     #[pyo3(signature = (timeout=30.0))]
     fn commit_transaction(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let inner = self.inner.clone();
-        py.detach(|| inner.commit_transaction(seconds(timeout))).py_err()
+        let timeout = seconds("timeout", timeout)?;
+        let inner = self.producer()?;
+        blocking_call(py, move || inner.commit_transaction(timeout))?.py_err()
     }
 
     #[pyo3(signature = (timeout=30.0))]
     fn abort_transaction(&self, py: Python<'_>, timeout: f64) -> PyResult<()> {
-        let inner = self.inner.clone();
-        py.detach(|| inner.abort_transaction(seconds(timeout))).py_err()
+        let timeout = seconds("timeout", timeout)?;
+        let inner = self.producer()?;
+        blocking_call(py, move || inner.abort_transaction(timeout))?.py_err()
     }
 
     /// Commits, inside the open transaction, the offsets of everything `reader` handed out,
@@ -614,31 +619,57 @@ impl Producer {
         reader: &BatchReader,
         timeout: f64,
     ) -> PyResult<()> {
-        let (offsets, group) = reader.with_reader(|r| (r.positions(), r.group_metadata()));
+        let timeout = seconds("timeout", timeout)?;
+        let inner = self.producer()?;
+        let (offsets, group) = reader.with_reader(py, |r| (r.positions(), r.group_metadata()))?;
         let group = group.ok_or_else(|| {
             to_pyerr(Error::Config(
                 "the dataset has no consumer group: set 'group.id' in its config".into(),
             ))
         })?;
-        let inner = self.inner.clone();
-        py.detach(|| inner.send_offsets_to_transaction(&offsets, &group, seconds(timeout)))
-            .py_err()
+        blocking_call(py, move || {
+            inner.send_offsets_to_transaction(&offsets, &group, timeout)
+        })?
+        .py_err()
     }
 
     #[getter]
-    fn delivered(&self) -> u64 {
-        self.inner.delivered()
+    fn delivered(&self) -> PyResult<u64> {
+        Ok(self.producer()?.delivered())
     }
 
     #[getter]
-    fn failed(&self) -> u64 {
-        self.inner.failed()
+    fn failed(&self) -> PyResult<u64> {
+        Ok(self.producer()?.failed())
     }
 
     #[getter]
-    fn sent(&self) -> u64 {
-        self.inner.sent()
+    fn sent(&self) -> PyResult<u64> {
+        Ok(self.producer()?.sent())
     }
+}
+
+/// An Arrow buffer over the bytes of a Python buffer that holds the Python buffer for as long as
+/// any clone of it lives, so rows can be sent from where they are, from any thread, and the
+/// memory stays valid even if the caller stops waiting (Ctrl-C) before the send ends.
+fn held_bytes(buffer: PyBuffer<u8>) -> arrow_buffer::Buffer {
+    let len = buffer.len_bytes();
+    let ptr = std::ptr::NonNull::new(buffer.buf_ptr().cast::<u8>()).unwrap_or(std::ptr::NonNull::dangling());
+    // SAFETY: the exporter keeps a buffer's `len` bytes (one run: the caller checked it is
+    // C-contiguous) valid and in place until the buffer is released, which happens only when the
+    // owner given here is dropped, with the last clone of the Arrow buffer. A zero-length buffer
+    // is never read through its dangling pointer. The bytes are only read; any bit pattern is a
+    // valid `u8`. As for every reader of the buffer protocol, Python code writing to the array
+    // during the send is not prevented: the rows sent would then mix old and new bytes.
+    unsafe {
+        arrow_buffer::Buffer::from_custom_allocation(ptr, len, Arc::new(std::panic::AssertUnwindSafe(buffer)))
+    }
+}
+
+/// librdkafka's queue stayed full for the whole wait.
+fn is_queue_full(e: &Error) -> bool {
+    e.kafka_code()
+        .is_some_and(|k| k.code == rdkafka::types::RDKafkaErrorCode::QueueFull as i32)
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

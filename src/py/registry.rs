@@ -8,7 +8,6 @@ use crate::registry::{
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::sync::Arc;
-use std::time::Duration;
 
 /// A Schema Registry (Confluent's REST API; Apicurio at `/apis/ccompat/v7`, Karapace,
 /// Redpanda): `SchemaRegistry(url, auth=(user, secret) | bearer_token, verify=True | ca_path,
@@ -55,13 +54,7 @@ impl PySchemaRegistry {
                 .py_err();
             }
         }
-        if !(timeout > 0.0 && timeout.is_finite()) {
-            return Err(Error::Config(format!(
-                "SchemaRegistry timeout must be > 0, got {timeout}"
-            )))
-            .py_err();
-        }
-        settings.timeout = Duration::from_secs_f64(timeout);
+        settings.timeout = super::positive_seconds("timeout", timeout)?;
         let auth_kind = match &settings.auth {
             None => "",
             Some(RegistryAuth::Basic { .. }) => ", auth=basic",
@@ -83,7 +76,7 @@ impl PySchemaRegistry {
     /// "version"}`.
     fn schema<'py>(&self, py: Python<'py>, schema_id: u32) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
-        let found = py.detach(move || inner.schema_by_id(schema_id)).py_err()?;
+        let found = super::blocking_call(py, move || inner.schema_by_id(schema_id))?.py_err()?;
         schema_dict(py, &found)
     }
 
@@ -96,9 +89,8 @@ impl PySchemaRegistry {
         version: Option<i32>,
     ) -> PyResult<Bound<'py, PyDict>> {
         let inner = self.inner.clone();
-        let found = py
-            .detach(move || inner.subject_version(subject, version))
-            .py_err()?;
+        let subject = subject.to_owned();
+        let found = super::blocking_call(py, move || inner.subject_version(&subject, version))?.py_err()?;
         schema_dict(py, &found)
     }
 
@@ -115,8 +107,11 @@ impl PySchemaRegistry {
     ) -> PyResult<u32> {
         let schema_type = SchemaType::parse(schema_type).py_err()?;
         let inner = self.inner.clone();
-        py.detach(move || inner.id_for(subject, schema, schema_type, &[], auto_register))
-            .py_err()
+        let (subject, schema) = (subject.to_owned(), schema.to_owned());
+        super::blocking_call(py, move || {
+            inner.id_for(&subject, &schema, schema_type, &[], auto_register)
+        })?
+        .py_err()
     }
 
     fn __repr__(&self) -> String {
