@@ -117,6 +117,26 @@ impl RowsBuilder {
         self.ranges.push((start, self.data.len()));
     }
 
+    /// Appends one row, written in place by `write` (nothing is kept if it fails).
+    fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let start = self.data.len();
+        if let Err(e) = write(&mut self.data) {
+            self.data.truncate(start);
+            return Err(e);
+        }
+        self.ranges.push((start, self.data.len()));
+        Ok(())
+    }
+
+    /// Room for `rows` rows as long on average as those written so far (a send's rows are
+    /// mostly alike): the buffer then grows once rather than doubling its way up.
+    fn reserve_like_so_far(&mut self, rows: usize) {
+        if let Some(mean) = self.data.len().checked_div(self.ranges.len()) {
+            self.data.reserve(rows * (mean + mean / 8 + 1));
+            self.ranges.reserve(rows);
+        }
+    }
+
     fn finish(self, present: Option<Vec<bool>>) -> EncodedRows {
         EncodedRows {
             data: Buffer::from_vec(self.data),
@@ -125,6 +145,9 @@ impl RowsBuilder {
         }
     }
 }
+
+/// Rows written before a planned encoder sizes its buffer for the rest.
+const SAMPLE_ROWS: usize = 64;
 
 fn column_error(name: &str, row: usize, what: impl std::fmt::Display) -> String {
     format!("column '{name}' row {row}: {what}")
@@ -452,10 +475,17 @@ fn encode_avro(
         }
     };
     if let Some(plan) = avro::WritePlan::compile(batch, schema) {
+        header(&mut framed);
         for row in 0..batch.num_rows() {
-            header(&mut framed);
-            plan.write_row(row, &mut framed);
-            out.push(&framed);
+            if row == SAMPLE_ROWS {
+                out.reserve_like_so_far(batch.num_rows() - row);
+            }
+            let written: Result<(), std::convert::Infallible> = out.push_with(|data| {
+                data.extend_from_slice(&framed);
+                plan.write_row(row, data);
+                Ok(())
+            });
+            let Ok(()) = written;
         }
         return Ok(out.finish(None));
     }
