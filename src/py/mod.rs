@@ -183,6 +183,10 @@ impl<T: Send + Sync> Drop for Native<T> {
             return;
         };
         Python::attach(|py| {
+            // The drop may run while an exception propagates (the object freed by the unwinding
+            // of a `list(KafkaDataset(...))` that raised): Python calls must not see or consume
+            // it, so it is set aside and restored.
+            let propagating = PyErr::take(py);
             // While the interpreter shuts down, a thread must not take the GIL back: drop here.
             let finalizing = py
                 .import("sys")
@@ -193,6 +197,9 @@ impl<T: Send + Sync> Drop for Native<T> {
                 drop(last);
             } else {
                 py.detach(move || drop(last));
+            }
+            if let Some(e) = propagating {
+                e.restore(py);
             }
         });
     }
