@@ -4,6 +4,8 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, final
 
+import numpy as np
+
 # A config dict: librdkafka properties as strings, plus an optional "oauth_cb" token callback.
 _ClientConfig = dict[str, str | Callable[[str], tuple[Any, ...]]]
 
@@ -131,7 +133,11 @@ class Producer:
         timestamp: int | None = None,
     ) -> SendReport: ...
     def send_rows(
-        self, topic: str, rows: object, row_bytes: int, partition: int | None = None
+        self,
+        topic: str,
+        rows: np.ndarray[tuple[int], np.dtype[np.uint8]],
+        row_bytes: int,
+        partition: int | None = None,
     ) -> SendReport: ...
     def prepare_send(
         self,

@@ -149,7 +149,7 @@ class Producer:
             raise EncodeError(f"tensor rows must be numeric, got dtype {array.dtype}")
         little = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
         row_bytes = little.strides[0]
-        return self._native.send_rows(topic, little.reshape(-1).view(np.uint8).data, row_bytes, partition)
+        return self._native.send_rows(topic, little.reshape(-1).view(np.uint8), row_bytes, partition)
 
     # -- transactions (needs "transactional.id" in the config) -------------------------------
 

@@ -10,7 +10,7 @@ use crate::error::Error;
 use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker};
 use crate::schema::ColumnSpec;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
-use pyo3::buffer::PyBuffer;
+use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 use std::sync::Arc;
@@ -424,24 +424,23 @@ impl Producer {
         &self,
         py: Python<'_>,
         topic: &str,
-        rows: &Bound<'_, PyAny>,
+        rows: &Bound<'_, PyArray1<u8>>,
         row_bytes: usize,
         partition: Option<i32>,
     ) -> PyResult<SendReport> {
-        let buffer = PyBuffer::<u8>::get(rows)?;
-        if !buffer.is_c_contiguous() {
+        if !rows.is_c_contiguous() {
             return Err(to_pyerr(Error::Config(
-                "send_rows needs a C-contiguous buffer".into(),
+                "send_rows needs a C-contiguous array".into(),
             )));
         }
-        let len = buffer.len_bytes();
+        let len = rows.len();
         if row_bytes == 0 || len % row_bytes != 0 {
             return Err(to_pyerr(Error::Config(format!(
-                "buffer of {len} bytes is not a whole number of {row_bytes}-byte rows"
+                "array of {len} bytes is not a whole number of {row_bytes}-byte rows"
             ))));
         }
-        // The rows are read in place, from an Arrow buffer that holds the Python buffer.
-        let values = EncodedRows::fixed_width(held_bytes(buffer), row_bytes);
+        // The rows are read in place, from an Arrow buffer that holds the NumPy array.
+        let values = EncodedRows::fixed_width(held_bytes(rows), row_bytes);
         let inner = self.producer()?;
         let topic = topic.to_owned();
         let sender = inner.clone();
@@ -649,20 +648,25 @@ impl Producer {
     }
 }
 
-/// An Arrow buffer over the bytes of a Python buffer that holds the Python buffer for as long as
-/// any clone of it lives, so rows can be sent from where they are, from any thread, and the
-/// memory stays valid even if the caller stops waiting (Ctrl-C) before the send ends.
-fn held_bytes(buffer: PyBuffer<u8>) -> arrow_buffer::Buffer {
-    let len = buffer.len_bytes();
-    let ptr = std::ptr::NonNull::new(buffer.buf_ptr().cast::<u8>()).unwrap_or(std::ptr::NonNull::dangling());
-    // SAFETY: the exporter keeps a buffer's `len` bytes (one run: the caller checked it is
-    // C-contiguous) valid and in place until the buffer is released, which happens only when the
-    // owner given here is dropped, with the last clone of the Arrow buffer. A zero-length buffer
-    // is never read through its dangling pointer. The bytes are only read; any bit pattern is a
-    // valid `u8`. As for every reader of the buffer protocol, Python code writing to the array
-    // during the send is not prevented: the rows sent would then mix old and new bytes.
+/// An Arrow buffer over the bytes of a C-contiguous NumPy array that holds the array for as long
+/// as any clone of it lives, so rows can be sent from where they are, from any thread, and the
+/// memory stays valid even if the caller stops waiting (Ctrl-C) before the send ends. (NumPy, not
+/// the buffer protocol: the buffer protocol is in Python's stable ABI only from 3.11, and the
+/// module is built for the stable ABI of 3.10.)
+fn held_bytes(array: &Bound<'_, PyArray1<u8>>) -> arrow_buffer::Buffer {
+    let len = array.len();
+    let ptr = std::ptr::NonNull::new(array.data()).unwrap_or(std::ptr::NonNull::dangling());
+    let owner: Py<PyArray1<u8>> = array.clone().unbind();
+    // SAFETY: an array's data stays allocated and in place while the array object lives: NumPy
+    // frees it with the array (or with its base, which the array references), and refuses to
+    // resize an array or its base while other references to it exist, which `owner` is. The
+    // owner is dropped only with the last clone of the Arrow buffer (without the GIL, pyo3 defers
+    // the decref). The caller checked the array is C-contiguous, so its `len` bytes are one run;
+    // a zero-length array is never read through its dangling pointer. The bytes are only read;
+    // any bit pattern is a valid `u8`. Python code writing to the array during the send is not
+    // prevented: the rows sent would then mix old and new bytes.
     unsafe {
-        arrow_buffer::Buffer::from_custom_allocation(ptr, len, Arc::new(std::panic::AssertUnwindSafe(buffer)))
+        arrow_buffer::Buffer::from_custom_allocation(ptr, len, Arc::new(std::panic::AssertUnwindSafe(owner)))
     }
 }
 
