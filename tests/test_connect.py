@@ -1032,7 +1032,8 @@ def test_connect_worker_over_mutual_tls_with_basic_auth(
 def test_postgres_to_model_notebook(
     connect_worker: ConnectWorker, postgres: PostgresServer, bootstrap_servers: str
 ) -> None:
-    """notebooks/04 needs the real services, so it runs here rather than in test_notebooks.py."""
+    """notebooks/04 needs the real services, so it runs here rather than in test_notebooks.py: the
+    source connector, training, the inference loop and the JDBC sink."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {
         **os.environ,
@@ -1050,3 +1051,6 @@ def test_postgres_to_model_notebook(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "model fit" in outputs
+    # The predictions, served by an InferenceLoop, landed in PostgreSQL through the JDBC sink.
+    assert "700 predictions written" in outputs
+    assert re.search(r"700 predictions for 700 houses in price_predictions_\w+, mean absolute error", outputs)
