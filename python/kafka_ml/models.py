@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _native
 from .dataset import KafkaDataset, _config
-from .exceptions import ClosedError, ConfigError, KafkaTimeoutError, ModelIntegrityError
+from .exceptions import ClosedError, ConfigError, KafkaTimeoutError, ModelIntegrityError, UnknownTopicError
 from .producer import Producer, SendReport
 
 if TYPE_CHECKING:
@@ -414,10 +414,22 @@ def _manifest_key(version: str) -> bytes:
 
 
 def _ensure_topic(config: Mapping[str, str], topic: str, replication_factor: int, timeout: float) -> None:
-    """Creates the model topic compacted with one partition, unless it exists."""
+    """Creates the model topic compacted with one partition, unless it exists; returns once the
+    cluster's metadata knows it."""
     created = _native.create_topic(dict(config), topic, 1, replication_factor, dict(_TOPIC_CONFIG), timeout)
     if created:
         log.info("created compacted model topic %r", topic)
+        # The controller has created it, but a broker applies that a moment later: until then
+        # its metadata answers UNKNOWN_TOPIC_OR_PART, and the first read would fail.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                _native.watermarks(dict(config), [(topic, _PARTITION)], max(0.1, deadline - time.monotonic()))
+                return
+            except UnknownTopicError:
+                if time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
 
 def _require(module: str, what: str) -> Any:
