@@ -723,7 +723,6 @@ class ModelPublisher:
             raise ConfigError(
                 f"chunk_size {chunk_size} must be between 1 and message.max.bytes - {_FRAMING} = {limit}"
             )
-        _require("pyarrow", "ModelPublisher")  # reads the topic's tail
         self.topic = topic
         self.chunk_size = chunk_size
         self.keep_last = keep_last
@@ -1085,7 +1084,6 @@ class ModelSubscriber:
         self._config = _with_defaults(
             config, {"queued.max.messages.kbytes": "8192", "fetch.max.bytes": "4194304"}
         )
-        _require("pyarrow", "ModelSubscriber")  # reads the chunks
         self.topic = topic
         self._loader = loader
         self._timeout = timeout

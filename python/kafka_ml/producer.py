@@ -233,8 +233,8 @@ def _follow(report: SendReport, topic: str) -> None:
 def _pyarrow() -> Any:
     try:
         import pyarrow
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError("sending tables needs pyarrow: pip install 'kafka-ml[arrow]'") from e
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise ImportError("sending tables needs pyarrow (a kafka-ml dependency): pip install pyarrow") from e
     return pyarrow
 
 
