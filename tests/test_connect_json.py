@@ -177,5 +177,7 @@ def test_settings_it_cannot_honour_are_config_errors(config) -> None:
         producer.send(
             "t", {"a": np.array([b"x"], dtype=object)}, format="connect_json", schema={"a": "binary"}
         )
+    with pytest.raises(km.ConfigError, match="cannot parse type 'float32\\[0\\]'"):
+        producer.send("t", {"a": np.zeros((1, 1))}, format="connect_json", schema={"a": "float32[0]"})
     with pytest.raises(km.ConfigError, match="lists of strings"):
         producer.send("t", {"a": [["x"]]}, format="connect_json", schema={"a": "string[]"})

@@ -66,7 +66,7 @@ _TYPES: dict[str, tuple[str, str]] = {
     "string": ("string", "str"),
 }
 
-_DECL = re.compile(r"^([a-z0-9]+)(?:\[(\d*)\])?$")
+_DECL = re.compile(r"^([a-z0-9]+)(?:\[([1-9]\d*)?\])?$")  # "float32", "float32[16]", "float64[]"
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _columns(schema: Mapping[str, ColumnType]) -> list[_Column]:
             )
         if ty not in _TYPES:
             raise ConfigError(f"column '{name}': unknown type '{match.group(1)}'")
-        width = None if match.group(2) is None else int(match.group(2) or 0)
+        width = None if "[" not in text else int(match.group(2) or 0)
         if width is not None and ty == "string":
             raise ConfigError(f"column '{name}': lists of strings are not supported")
         out.append(_Column(str(name), ty, width, nullable))
