@@ -40,8 +40,9 @@ wheel-test: wheel
 broker:
 	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import launcher; launcher.ensure_jars()"
 
-# Resolves the Kafka Connect worker and its plugins (FileStream, Debezium PostgreSQL) from Maven
-# Central, and installs PostgreSQL (Debian's package) where it is missing; the Connect tests start both.
+# Resolves the Kafka Connect worker and its plugins (FileStream, the Debezium PostgreSQL source,
+# Debezium's JDBC sink with the PostgreSQL driver) from Maven Central, and installs PostgreSQL
+# (Debian's package) where it is missing; the Connect tests start both.
 connect: postgres
 	$(PY) -c "import sys; sys.path.insert(0, 'kafka'); import connect_launcher; connect_launcher.ensure_connect_jars()"
 

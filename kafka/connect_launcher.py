@@ -3,8 +3,9 @@
 - `ConnectWorker`: Apache Kafka's Connect runtime in distributed mode
   (`org.apache.kafka.connect.cli.ConnectDistributed`) on a given broker, its REST API on a free
   loopback port. Its jars and plugins come from Maven Central through `kafka/connect/pom.xml`
-  (worker, FileStream connectors) and `kafka/connect/debezium/pom.xml` (the Debezium PostgreSQL
-  connector); see `ensure_connect_jars`.
+  (worker, FileStream connectors), `kafka/connect/debezium/pom.xml` (the Debezium PostgreSQL
+  source connector) and `kafka/connect/debezium-jdbc/pom.xml` (Debezium's JDBC sink connector,
+  with the PostgreSQL JDBC driver); see `ensure_connect_jars`.
 - `PostgresServer`: Debian's PostgreSQL (`make postgres` installs it when missing), a fresh
   cluster in a temporary directory, `wal_level=logical` so that Debezium can stream its changes.
   PostgreSQL refuses to run as root: as root, initdb and the server run as the `postgres` user
@@ -58,6 +59,12 @@ def ensure_connect_jars() -> tuple[Path, Path]:
                 str(CONNECT_DIR / "debezium" / "pom.xml"),
                 "dependency:copy-dependencies",
             ],
+            check=True,
+        )
+    jdbc = PLUGIN_DIR / "debezium-connector-jdbc"
+    if not any(jdbc.glob("debezium-connector-jdbc-*.jar")) or not any(jdbc.glob("postgresql-*.jar")):
+        subprocess.run(
+            ["mvn", "-q", "-B", "-f", str(CONNECT_DIR / "debezium-jdbc" / "pom.xml"), "dependency:unpack"],
             check=True,
         )
     return WORKER_LIB, PLUGIN_DIR

@@ -1,7 +1,8 @@
 """Kafka Connect end to end: a real Connect worker (Apache Kafka's connect-runtime, distributed
-mode) on the test broker, with the Debezium PostgreSQL connector and Apache Kafka's FileStream
-connectors resolved from Maven Central, and a real PostgreSQL (Debian's package) with logical
-decoding. One worker and one PostgreSQL serve the whole module: both take seconds to start.
+mode) on the test broker, with the Debezium PostgreSQL source connector, Debezium's JDBC sink
+connector and Apache Kafka's FileStream connectors resolved from Maven Central, and a real
+PostgreSQL (Debian's package) with logical decoding. One worker and one PostgreSQL serve the
+whole module: both take seconds to start.
 """
 
 from __future__ import annotations
@@ -47,9 +48,11 @@ from kafka_ml import (
     ConnectValidationError,
     KafkaDataset,
     KafkaMLError,
+    Producer,
 )
 from kafka_ml.cli import main as cli_main
 from kafka_ml.connect import ConnectClient
+from kafka_ml.inference import InferenceLoop
 from nbclient import NotebookClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
@@ -58,6 +61,7 @@ from launcher import free_port
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04-postgres-to-model.ipynb"
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+JDBC_SINK = "io.debezium.connector.jdbc.JdbcSinkConnector"
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +130,7 @@ def wait_for_topic(bootstrap_servers: str, topic: str, timeout: float = 60.0) ->
 def test_plugins_are_installed(connect: ConnectClient) -> None:
     classes = {p["class"] for p in connect.plugins()}
     assert POSTGRES_CONNECTOR in classes
+    assert JDBC_SINK in classes
     assert "org.apache.kafka.connect.file.FileStreamSourceConnector" in classes
     assert connect.info()["version"].startswith("4.")
 
@@ -265,6 +270,215 @@ def wait_for_state(connect: ConnectClient, name: str, state: str, timeout: float
             return
         time.sleep(0.3)
     raise AssertionError(f"{name} not {state} within {timeout}s: {connect.status(name)}")
+
+
+def test_connect_json_is_read_by_connects_json_converter(
+    connect: ConnectClient, config: dict[str, str], tmp_path: Path
+) -> None:
+    """`format="connect_json"` rows of every supported type, as Connect's own JsonConverter (the
+    worker's value converter, schemas enabled) reads them: a FileStream sink writes each record's
+    Struct as text."""
+    name = f"json-{uuid.uuid4().hex[:8]}"
+    topic, out = f"{name}-in", tmp_path / "records.txt"
+    schema = {
+        "id": "int64", "flag": "bool", "small": "int8", "count": "uint32", "score": "float32",
+        "price": "float64?", "name": "string?", "vec": ("float32", 2), "tags": "int16[]",
+    }  # fmt: skip
+    rows = {
+        "id": np.array([0, 1]),
+        "flag": np.array([True, False]),
+        "small": np.array([-128, 127]),
+        "count": np.array([0, 4_294_967_295], dtype=np.uint32),
+        "score": np.array([0.1, -2.25], dtype=np.float32),
+        "price": np.array([312000.5, None], dtype=object),
+        "name": np.array(['quote " é', None], dtype=object),
+        "vec": np.array([[0.1, 0.2], [1, 2]], dtype=np.float32),
+        "tags": np.array([[1, 2], [3, 4]]),
+    }
+    with Producer(config) as producer:
+        producer.send(topic, rows, format="connect_json", schema=schema, key="id")
+    connect.create(
+        name,
+        {
+            "connector.class": "org.apache.kafka.connect.file.FileStreamSinkConnector",
+            "topics": topic,
+            "file": str(out),
+            "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+            "value.converter": "org.apache.kafka.connect.json.JsonConverter",
+            "value.converter.schemas.enable": True,
+        },
+    )
+    try:
+        connect.wait_until_running(name, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 2):
+            time.sleep(0.3)
+        assert connect.status(name).tasks[0].state == "RUNNING"  # no record failed conversion
+    finally:
+        connect.delete(name)
+    # Struct.toString: the fields that are not null, as Java prints their values.
+    assert out.read_text().splitlines() == [
+        'Struct{id=0,flag=true,small=-128,count=0,score=0.1,price=312000.5,name=quote " é,'
+        "vec=[0.1, 0.2],tags=[1, 2]}",
+        "Struct{id=1,flag=false,small=127,count=4294967295,score=-2.25,vec=[1.0, 2.0],tags=[3, 4]}",
+    ]
+
+
+def wait_for_rows(
+    db: psycopg.Connection[tuple[object, ...]],
+    query: str,
+    done: Any,
+    timeout: float = 60.0,
+) -> list[tuple[object, ...]]:
+    """Runs `query` until `done(rows)` (the table may not exist yet), a bounded number of times."""
+    deadline = time.monotonic() + timeout
+    rows: list[tuple[object, ...]] = []
+    while time.monotonic() < deadline:
+        try:
+            rows = db.execute(query).fetchall()  # type: ignore[arg-type]
+        except psycopg.errors.UndefinedTable:
+            rows = []
+        if done(rows):
+            break
+        time.sleep(0.5)
+    return rows
+
+
+def test_predictions_flow_back_into_postgres_through_the_jdbc_sink(
+    connect: ConnectClient,
+    postgres: PostgresServer,
+    db: psycopg.Connection[tuple[object, ...]],
+    config: dict[str, str],
+    bootstrap_servers: str,
+) -> None:
+    """The loop closed: a table streams in through Debezium, a model is fitted on it, an
+    `InferenceLoop` writes one prediction per row in Connect's JSON envelope, and Debezium's JDBC
+    sink upserts them by id into a PostgreSQL table with typed columns. The inputs are then
+    served a second time, by a new model: the table still holds one row per input, updated."""
+    run = uuid.uuid4().hex[:8]
+    table, predictions_table = f"houses_{run}", f"price_predictions_{run}"
+    db.execute(
+        f"CREATE TABLE {table} (id serial PRIMARY KEY, size_m2 real NOT NULL, rooms integer NOT NULL,"
+        " price numeric(12, 2) NOT NULL)"
+    )
+    rng = np.random.default_rng(3)
+    n = 60
+    size, rooms = rng.uniform(30, 200, n), rng.integers(1, 7, n)
+    price = 3000 * size + 10_000 * rooms + rng.normal(0, 2000, n)
+    with db.cursor() as cur:
+        cur.executemany(
+            f"INSERT INTO {table} (size_m2, rooms, price) VALUES (%s, %s, %s)",
+            [(float(s), int(r), round(float(p), 2)) for s, r, p in zip(size, rooms, price, strict=True)],
+        )
+
+    source, sink = f"pg-{run}", f"predictions-sink-{run}"
+    topic, out_topic = f"{source}.public.{table}", f"price-predictions-{run}"
+    connect.create(source, debezium_config(postgres, source, table))
+    try:
+        connect.wait_until_running(source, timeout=60)
+        wait_for_topic(bootstrap_servers, topic)
+
+        # Train on the rows as they stream in.
+        schema = {"id": "int32", "size_m2": "float32", "rooms": "int32", "price": "float64"}
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in schema}
+        deadline = time.monotonic() + 60
+        with KafkaDataset(topic, config, format="debezium", schema=schema, max_wait=0.2) as dataset:
+            for batch in dataset:
+                for k in schema:
+                    columns[k].append(batch[k])
+                if sum(len(c) for c in columns["id"]) >= n or time.monotonic() > deadline:
+                    break
+        data = {k: np.concatenate(v) for k, v in columns.items()}
+        assert len(data["id"]) == n
+
+        def features(size_m2: np.ndarray, rooms: np.ndarray) -> np.ndarray:
+            return np.column_stack([size_m2.astype(np.float64), rooms, np.ones(len(rooms))])
+
+        coef, *_ = np.linalg.lstsq(features(data["size_m2"], data["rooms"]), data["price"], rcond=None)
+
+        def serve(model: np.ndarray, group: str) -> dict[str, Any]:
+            def predict(batch: Any) -> dict[str, np.ndarray]:
+                return {
+                    "id": batch["id"],
+                    "predicted_price": features(batch["size_m2"], batch["rooms"]) @ model,
+                }
+
+            loop = InferenceLoop(
+                predict,
+                topic,
+                out_topic,
+                {**config, "group.id": group},
+                format="debezium",
+                schema={"id": "int32", "size_m2": "float32", "rooms": "int32"},
+                output_format="connect_json",
+                output_schema={"id": "int32", "predicted_price": "float64"},
+                max_wait=0.05,
+            )
+            return loop.run(max_messages=n, idle_timeout=30, handle_signals=False)
+
+        assert serve(coef, f"serve-{run}")["messages"] == n
+        connect.create(
+            sink,
+            {
+                "connector.class": JDBC_SINK,
+                "topics": out_topic,
+                "connection.url": f"jdbc:postgresql://{postgres.host}:{postgres.port}/{postgres.database}",
+                "connection.username": postgres.user,
+                "connection.password": "unused-trust-auth",
+                "collection.name.format": predictions_table,
+                "insert.mode": "upsert",  # a re-delivered prediction updates its row
+                "primary.key.mode": "record_value",
+                "primary.key.fields": "id",
+                "schema.evolution": "basic",  # creates the table from the records' schema
+                # The results carry the inputs' keys (Debezium's, here): the table's key is in the value.
+                "key.converter": "org.apache.kafka.connect.storage.StringConverter",
+                "tasks.max": 1,
+            },
+        )
+        connect.wait_until_running(sink, timeout=60)
+
+        ids = db.execute(f"SELECT id, size_m2, rooms FROM {table} ORDER BY id").fetchall()
+        x = features(np.array([r[1] for r in ids], np.float32), np.array([r[2] for r in ids], np.int32))
+        query = f"SELECT id, predicted_price FROM {predictions_table} ORDER BY id"
+
+        def check(model: np.ndarray) -> None:
+            expected = x @ model
+            rows = wait_for_rows(
+                db,
+                query,
+                lambda rows: len(rows) >= n and np.allclose([r[1] for r in rows], expected, rtol=1e-9),
+            )
+            assert [r[0] for r in rows] == [r[0] for r in ids]  # exactly one row per input
+            np.testing.assert_allclose([r[1] for r in rows], expected, rtol=1e-9)
+            assert connect.status(sink).tasks[0].state == "RUNNING"
+
+        check(coef)
+        types = db.execute(
+            "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
+            f"WHERE table_name = '{predictions_table}' ORDER BY ordinal_position"
+        ).fetchall()
+        assert types == [("id", "integer", "NO"), ("predicted_price", "double precision", "NO")]
+        key = db.execute(
+            "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+            f" AND a.attnum = ANY(i.indkey) WHERE i.indrelid = '{predictions_table}'::regclass"
+            " AND i.indisprimary"
+        ).fetchall()
+        assert key == [("id",)]
+
+        # Every input served again (a new consumer group), by a retrained model: the topic holds
+        # two predictions per input, the table still one row each, with the newer value.
+        retrained = coef * np.array([1.1, 1.0, 1.0])
+        assert serve(retrained, f"serve-again-{run}")["messages"] == n
+        assert len(read_values(out_topic, config, expect=2 * n)) == 2 * n
+        check(retrained)
+        count, distinct = db.execute(
+            f"SELECT count(*), count(DISTINCT id) FROM {predictions_table}"
+        ).fetchone()  # type: ignore[misc]
+        assert count == distinct == n
+    finally:
+        for name in (sink, source):
+            with contextlib.suppress(ConnectorNotFoundError):
+                connect.delete(name)
 
 
 def test_invalid_config_lists_each_settings_errors(connect: ConnectClient, postgres: PostgresServer) -> None:
@@ -818,7 +1032,8 @@ def test_connect_worker_over_mutual_tls_with_basic_auth(
 def test_postgres_to_model_notebook(
     connect_worker: ConnectWorker, postgres: PostgresServer, bootstrap_servers: str
 ) -> None:
-    """notebooks/04 needs the real services, so it runs here rather than in test_notebooks.py."""
+    """notebooks/04 needs the real services, so it runs here rather than in test_notebooks.py: the
+    source connector, training, the inference loop and the JDBC sink."""
     nb = nbformat.read(NOTEBOOK, as_version=4)
     env = {
         **os.environ,
@@ -836,3 +1051,6 @@ def test_postgres_to_model_notebook(
         o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
     )
     assert "model fit" in outputs
+    # The predictions, served by an InferenceLoop, landed in PostgreSQL through the JDBC sink.
+    assert "700 predictions written" in outputs
+    assert re.search(r"700 predictions for 700 houses in price_predictions_\w+, mean absolute error", outputs)

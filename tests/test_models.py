@@ -663,3 +663,81 @@ def test_large_artifact_is_delivered_with_bounded_memory(
     growth = (peak - baseline) >> 20
     # Publisher and subscriber together, in this process: far below the artifact's 200 MB.
     assert growth < 110, f"RSS grew by {growth} MiB while moving a 200 MiB artifact"
+
+
+# -- safetensors for NumPy without the package ---------------------------------------------------
+
+ALL_DTYPES = ["bool", "uint8", "int8", "uint16", "int16", "uint32", "int32", "uint64", "int64"]
+ALL_DTYPES += ["float16", "float32", "float64"]
+
+
+def sample_arrays() -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(5)
+    arrays = {f"t_{d}": (rng.random((3, 4)) * 100).astype(d) for d in ALL_DTYPES}
+    arrays["scalar"] = np.array(2.5, dtype=np.float32)
+    arrays["empty"] = np.zeros((0, 7), dtype=np.int32)
+    arrays["big_endian"] = np.arange(5, dtype=">i4")
+    arrays["strided"] = np.arange(20, dtype=np.float64).reshape(4, 5)[:, ::2]
+    return arrays
+
+
+def test_builtin_safetensors_writer_and_reader_match_the_package(tmp_path: Path) -> None:
+    """Files written without the safetensors package read with it, and the other way round."""
+    st = pytest.importorskip("safetensors.numpy")
+    arrays = sample_arrays()
+    ours, theirs = tmp_path / "ours.safetensors", tmp_path / "theirs.safetensors"
+    km.models.save_safetensors(arrays, ours)
+    native = {k: np.ascontiguousarray(v, dtype=v.dtype.newbyteorder("=")) for k, v in arrays.items()}
+    st.save_file(native, theirs)
+    for read in (st.load_file, km.models.load_safetensors):
+        for path in (ours, theirs):
+            loaded = read(str(path))
+            assert set(loaded) == set(arrays)
+            for name, expected in arrays.items():
+                assert loaded[name].dtype == expected.dtype.newbyteorder("=")
+                np.testing.assert_array_equal(loaded[name], expected)
+    # The same layout as the package's, byte for byte, but the header's spacing.
+    assert ours.stat().st_size == theirs.stat().st_size
+
+
+def test_builtin_safetensors_reader_refuses_what_is_not_a_safetensors_file(tmp_path: Path) -> None:
+    path = tmp_path / "bad.safetensors"
+
+    def write(header: dict[str, Any], data: bytes) -> None:
+        text = json.dumps(header).encode()
+        path.write_bytes(len(text).to_bytes(8, "little") + text + data)
+
+    path.write_bytes(b"\x05\x00")
+    with pytest.raises(ValueError, match="shorter than its header size"):
+        km.models.load_safetensors(path)
+    path.write_bytes((1 << 40).to_bytes(8, "little") + b"{}")
+    with pytest.raises(ValueError, match="header of"):
+        km.models.load_safetensors(path)
+    write({"w": {"dtype": "BF16", "shape": [1], "data_offsets": [0, 2]}}, b"\x00\x00")
+    with pytest.raises(ValueError, match="dtype NumPy cannot hold"):
+        km.models.load_safetensors(path)
+    write({"w": {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, b"\x00" * 8)
+    with pytest.raises(ValueError, match="does not match its data"):
+        km.models.load_safetensors(path)
+    write({"w": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}}, b"\x00" * 8)
+    with pytest.raises(ValueError, match="overlaps or has holes"):
+        km.models.load_safetensors(path)
+    write({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}, b"\x00" * 8)
+    with pytest.raises(ValueError, match="4 bytes after the last tensor"):
+        km.models.load_safetensors(path)
+    with pytest.raises(km.ConfigError, match="cannot hold dtype complex128"):
+        km.models.save_safetensors({"c": np.zeros(2, dtype=np.complex128)}, tmp_path / "c.safetensors")
+
+
+def test_numpy_weights_are_published_and_served_without_the_safetensors_package(
+    config: dict[str, str], model_topic: str, subscribers: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("safetensors", "safetensors.numpy", "safetensors.torch"):
+        monkeypatch.setitem(sys.modules, name, None)  # `import safetensors...` raises ImportError
+    weights = {"w": np.random.default_rng(1).random((64, 10), dtype=np.float32), "b": np.arange(10.0)}
+    with km.ModelPublisher(model_topic, config) as pub:
+        pub.publish(weights, "v1")
+    got = subscribers(model_topic, config, loader="numpy").wait_for("v1", timeout=30)
+    assert got.format == "safetensors" and got.framework == "numpy"
+    np.testing.assert_array_equal(got.model["w"], weights["w"])
+    np.testing.assert_array_equal(got.model["b"], weights["b"])

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import nbformat
+import numpy as np
 import pytest
 from nbclient import NotebookClient
 
@@ -34,3 +39,67 @@ def test_demo_runs_the_whole_pipeline(capsys: pytest.CaptureFixture[str]) -> Non
     for step in ("1. ingest", "2. train", "3. publish", "4. serve"):
         assert step in out
     assert "exactly once: yes" in out
+
+
+# Runs `kafka-ml demo` where no import outside the standard library, NumPy, pyarrow (the
+# package's dependencies) and kafka_ml succeeds: what `pip install kafka-ml` gives.
+BARE_INSTALL = r"""
+import importlib.abc
+import sys
+
+ALLOWED = {"numpy", "pyarrow", "kafka_ml"}
+
+
+class BareInstall(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        top = name.partition(".")[0]
+        if top in ALLOWED or top in sys.stdlib_module_names:
+            return None  # the usual finders
+        raise ModuleNotFoundError(f"No module named {name!r} (not in a bare install)", name=name)
+
+
+sys.meta_path.insert(0, BareInstall())
+from kafka_ml.cli import main
+
+code = main(["demo"])
+others = sorted({m.partition(".")[0] for m in sys.modules} - ALLOWED - set(sys.stdlib_module_names))
+print("modules beyond the standard library, NumPy and pyarrow:", others)
+sys.exit(code)
+"""
+
+
+def test_demo_runs_on_a_bare_install() -> None:
+    """`pip install kafka-ml` then `kafka-ml demo`: no scikit-learn (the digits ship with the
+    package), no torch (NumPy trains), no tqdm, no safetensors (NumPy arrays are written in its
+    format by kafka-ml), on the embedded cluster."""
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-c", BARE_INSTALL], capture_output=True, text=True, timeout=180, check=False
+    )
+    took = time.monotonic() - started
+    assert run.returncode == 0, run.stdout + run.stderr
+    out = run.stdout
+    assert "2. train: NumPy softmax regression, 10 epochs from Kafka" in out
+    assert "exactly once: yes" in out
+    accuracy = re.search(r"accuracy (\d+\.\d)% on held-out digits", out)
+    assert accuracy is not None and float(accuracy.group(1)) > 85, out
+    loaded = re.search(r"modules beyond the standard library, NumPy and pyarrow: \[(.*)\]", out)
+    assert loaded is not None
+    # Nothing else: `__main__`, the Cython runtime of NumPy's and pyarrow's extensions, and what
+    # site-packages' .pth files load when the interpreter starts (setuptools' hook).
+    others = {m.strip(" '") for m in loaded.group(1).split(",")}
+    others -= {"", "__main__", "_distutils_hack", "cython_runtime"}
+    assert all(m.startswith("_cython_") for m in others), out
+    print(f"bare-install demo: {took:.1f} s in all")
+
+
+def test_shipped_digits_are_scikit_learns() -> None:
+    from kafka_ml.demo import load_digits
+
+    pixels, labels = load_digits()
+    assert pixels.shape == (1797, 64) and pixels.dtype == np.uint8 and pixels.max() == 16
+    assert labels.shape == (1797,) and np.bincount(labels).min() >= 170
+    datasets = pytest.importorskip("sklearn.datasets")
+    reference = datasets.load_digits()
+    np.testing.assert_array_equal(pixels, reference.data)
+    np.testing.assert_array_equal(labels, reference.target)

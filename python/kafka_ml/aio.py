@@ -15,7 +15,7 @@ import numpy as np
 from ._native import SendReport
 from .dataset import ColumnType
 from .exceptions import ConfigError
-from .producer import Headers, _proto_arguments, _send_arguments, registered_schema_id
+from .producer import Headers, _native_format, _proto_arguments, _send_arguments, registered_schema_id
 from .producer import Producer as _SyncProducer
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns
 
@@ -39,7 +39,9 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw"] = "tensor",
+        format: Literal[
+            "tensor", "json", "json_schema", "connect_json", "avro", "protobuf", "raw"
+        ] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -76,7 +78,9 @@ class Producer:
         )
         kwargs.update(proto)
         native = self._producer._native
-        return await native.send_prepared_async(native.prepare_send(topic, stream, format, **kwargs))
+        return await native.send_prepared_async(
+            native.prepare_send(topic, stream, _native_format(format), **kwargs)
+        )
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Waits for every queued message (in the default executor: flushing is rare)."""

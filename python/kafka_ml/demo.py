@@ -1,7 +1,9 @@
 """`kafka-ml demo`: the whole pipeline on one cluster, end to end.
 
-1. ingest: scikit-learn's handwritten digits (shipped with the package, nothing downloaded) are
-   written to a topic with the ``Producer``;
+It runs on a bare install (NumPy and pyarrow): torch and tqdm are used when installed.
+
+1. ingest: the 8x8 handwritten digits (shipped with the package in ``data/digits.npz``, nothing
+   downloaded; see ``data/README.md``) are written to a topic with the ``Producer``;
 2. train: a model learns from the topic streamed back (a PyTorch MLP through
    ``KafkaIterableDataset`` when torch is installed, otherwise softmax regression in NumPy over
    ``KafkaDataset`` batches);
@@ -12,11 +14,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,31 @@ from .dataset import ColumnType
 from .inference import InferenceLoop
 
 SCHEMA: dict[str, ColumnType] = {"id": "int64", "x": ("float32", 64), "y": "int64"}
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """The 1,797 handwritten digits shipped with the package: ``(pixels, labels)``, pixels
+    ``uint8[1797, 64]`` (8x8 images, 0..16), labels ``uint8[1797]`` (0..9). They are
+    scikit-learn's ``load_digits()`` data, a copy of the UCI test set (``data/README.md``)."""
+    with resources.files(__package__).joinpath("data/digits.npz").open("rb") as f, np.load(f) as npz:
+        return npz["data"], npz["target"]
+
+
+def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of a train and a test set holding each label in the same proportion, shuffled."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        test[members[: round(len(members) * test_fraction)]] = True
+    return rng.permutation(np.flatnonzero(~test)), rng.permutation(np.flatnonzero(test))
+
+
+def _has(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a module that cannot even be looked up is not there
+        return False
 
 
 def _bar(total: int | None, desc: str, unit: str = "msg") -> Any:
@@ -128,14 +157,6 @@ def run_demo(
     client_config = dict(client_config or {})
     if bootstrap_servers is None:
         bootstrap_servers = client_config.pop("bootstrap.servers", None)
-    try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
-    except ImportError as e:
-        raise ImportError(
-            "the demo needs scikit-learn (its digits data): pip install 'kafka-ml[demo]'"
-        ) from e
-
     from .models import ModelPublisher, ModelSubscriber
 
     t_start = time.perf_counter()
@@ -157,13 +178,12 @@ def run_demo(
             cluster.create_topic(model_topic, partitions=1)
 
         # 1. ingest
-        digits = load_digits()
-        x = (digits.data / 16.0).astype(np.float32)
-        y = digits.target.astype(np.int64)
+        pixels, digits = load_digits()
+        x = (pixels / 16.0).astype(np.float32)
+        y = digits.astype(np.int64)
         ids = np.arange(len(y), dtype=np.int64)
-        x_tr, x_te, y_tr, y_te, id_tr, id_te = train_test_split(
-            x, y, ids, test_size=0.25, random_state=0, stratify=y
-        )
+        train, test = stratified_split(y, test_fraction=0.25, seed=0)
+        x_tr, x_te, y_tr, y_te, id_tr, id_te = x[train], x[test], y[train], y[test], ids[train], ids[test]
         t0 = time.perf_counter()
         with Producer(config) as producer:
             producer.send(
@@ -173,11 +193,9 @@ def run_demo(
 
         # 2. train from the topic
         t0 = time.perf_counter()
-        try:
-            import torch  # noqa: F401
-
+        if _has("torch"):
             weights, kind = _train_torch(config, train_topic, epochs)
-        except ImportError:
+        else:
             weights, kind = _train_numpy(config, train_topic, epochs)
         train_acc = float((_forward(weights, x_tr).argmax(1) == y_tr).mean())
         print(f"2. train: {kind}, {epochs} epochs from Kafka in {time.perf_counter() - t0:.1f} s, "
@@ -212,7 +230,7 @@ def run_demo(
             output_schema={"id": "int64", "digit": "int64"},
             batch_size=256,
             max_wait=0.01,
-            progress=True,
+            progress=_has("tqdm"),
         )
         feeder = threading.Thread(target=_feed, args=(config, live_topic, id_te, x_te, y_te, repeat, rate))
         serving: dict[str, Any] = {}

@@ -119,7 +119,9 @@ class InferenceLoop:
         model: a :class:`ModelSource` (e.g. ``ModelSubscriber``); each batch uses its newest
             version, waiting up to ``model_timeout`` seconds for a first one.
         output_format, output_schema, output_avro_schema, output_schema_id: how results are
-            encoded (``Producer.send``'s ``format``, ``schema``, ``avro_schema``, ``schema_id``).
+            encoded (``Producer.send``'s ``format``, ``schema``, ``avro_schema``, ``schema_id``);
+            ``output_format="connect_json"`` with an ``output_schema`` writes Kafka Connect's
+            JSON envelope, for a sink connector (e.g. a JDBC sink into a database table).
         on_predict_error: ``"dead_letter"`` (the batch's inputs go to ``dead_letter_topic`` with
             the error and lineage headers, and the loop goes on) or ``"stop"``
             (:class:`InferenceError`; nothing of the batch is committed).
@@ -145,7 +147,7 @@ class InferenceLoop:
         delivery: Delivery = "at_least_once",
         model: ModelSource | None = None,
         model_timeout: float = 30.0,
-        output_format: Literal["json", "avro", "tensor", "raw"] = "json",
+        output_format: Literal["json", "connect_json", "avro", "tensor", "raw"] = "json",
         output_schema: Mapping[str, Any] | None = None,
         output_avro_schema: Mapping[str, Any] | str | None = None,
         output_schema_id: int | None = None,

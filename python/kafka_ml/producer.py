@@ -12,6 +12,7 @@ import numpy as np
 
 from . import _native
 from ._native import SendReport
+from .connect_json import envelope_table
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config, descriptor_set_bytes
 from .exceptions import ConfigError, EncodeError, KafkaMLError
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns, registry_client, subject_name
@@ -55,7 +56,9 @@ class Producer:
         topic: str,
         data: Any,
         *,
-        format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw"] = "tensor",
+        format: Literal[
+            "tensor", "json", "json_schema", "connect_json", "avro", "protobuf", "raw"
+        ] = "tensor",
         schema: Mapping[str, ColumnType] | None = None,
         key: str | Sequence[Any] | np.ndarray | None = None,
         partition: int | None = None,
@@ -89,6 +92,11 @@ class Producer:
         row of the wrong length raise :class:`~kafka_ml.EncodeError` naming column and row.
         Every row is encoded and checked (size against ``message.max.bytes``, the topic's
         existence) before the first is queued: a failed ``send`` sends nothing.
+
+        ``connect_json`` writes each row in Kafka Connect's JSON envelope, ``{"schema": ...,
+        "payload": {...}}``, which Connect's ``JsonConverter`` (``schemas.enable=true``) reads as
+        a typed record, as sink connectors such as a JDBC sink need: the Connect schema comes
+        from ``schema`` (required; see :mod:`kafka_ml.connect_json`).
 
         ``json_schema`` writes JSON objects in the Confluent wire format of JSON Schema: the
         columns come from ``json_schema`` (or ``schema``), which is registered like an Avro
@@ -136,7 +144,9 @@ class Producer:
                 data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
             )
             kwargs.update(proto)
-            report = self._native.send_prepared(self._native.prepare_send(topic, stream, format, **kwargs))
+            report = self._native.send_prepared(
+                self._native.prepare_send(topic, stream, _native_format(format), **kwargs)
+            )
         if progress:
             _follow(report, topic)
         return report
@@ -223,8 +233,8 @@ def _follow(report: SendReport, topic: str) -> None:
 def _pyarrow() -> Any:
     try:
         import pyarrow
-    except ImportError as e:  # pragma: no cover - exercised only without the extra
-        raise ImportError("sending tables needs pyarrow: pip install 'kafka-ml[arrow]'") from e
+    except ImportError as e:  # pragma: no cover - a broken install
+        raise ImportError("sending tables needs pyarrow (a kafka-ml dependency): pip install pyarrow") from e
     return pyarrow
 
 
@@ -327,6 +337,11 @@ def _proto_arguments(
     }
 
 
+def _native_format(format: str) -> str:
+    """The native layer's format: ``connect_json`` arrives there as JSON of its envelope."""
+    return "json" if format == "connect_json" else format
+
+
 def _send_arguments(
     data: Any,
     format: str,
@@ -342,12 +357,26 @@ def _send_arguments(
     """`send`'s arguments in the native layer's terms (shared by the sync and async producer)."""
     if avro_schema is not None and not isinstance(avro_schema, str):
         avro_schema = json.dumps(avro_schema)
-    return _arrow_stream(data, format), {
+    stream = _arrow_stream(data, format)
+    keys = _key_array(key) if key is not None and not isinstance(key, str) else None
+    if format == "connect_json":
+        if schema is None:
+            raise ConfigError(
+                "format='connect_json' needs a schema: the declared columns become the Connect schema"
+            )
+        table = _pyarrow().table(stream)
+        if isinstance(key, str):  # the envelope replaces the columns: the key column goes as keys
+            if key not in table.column_names:
+                raise EncodeError(f"key column '{key}' is missing")
+            keys, key = table.column(key).combine_chunks(), None
+        # Checked and cast here; the native layer writes the envelope as JSON, column by column.
+        stream, schema = envelope_table(table, schema), None
+    return stream, {
         "columns": [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None,
         "avro_schema": avro_schema,
         "schema_id": schema_id,
         "key_column": key if isinstance(key, str) else None,
-        "keys": _key_array(key) if key is not None and not isinstance(key, str) else None,
+        "keys": keys,
         "partition": partition,
         "headers": list(headers) if headers and not isinstance(headers, Mapping) else None,
         "row_headers": [(str(name), _key_array(values)) for name, values in headers.items()]
