@@ -582,100 +582,11 @@ def _safetensors_source(tensors: Mapping[Any, Any]) -> _Source:
             _require("safetensors.torch", "publishing tensors").save_file(dict(tensors), tmp)
         else:
             arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-            try:
-                import safetensors.numpy as st
-            except ImportError:  # NumPy arrays need no package: the format is written here
-                save_safetensors(arrays, tmp)
-            else:
-                st.save_file(arrays, tmp)
+            _require("safetensors.numpy", "publishing tensors").save_file(arrays, tmp)
     except BaseException:
         cleanup()
         raise
     return _Source(open(tmp, "rb"), "safetensors", framework=framework, cleanup=cleanup)
-
-
-# -- safetensors for NumPy, without the package ------------------------------------------------
-
-# The format (https://github.com/huggingface/safetensors): an 8-byte little-endian header size,
-# a JSON header {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}
-# padded with spaces to a multiple of 8 bytes, then the tensors' little-endian bytes, back to back.
-_ST_DTYPES = {
-    "BOOL": np.dtype(np.bool_), "U8": np.dtype("<u1"), "I8": np.dtype("<i1"), "U16": np.dtype("<u2"),
-    "I16": np.dtype("<i2"), "U32": np.dtype("<u4"), "I32": np.dtype("<i4"), "U64": np.dtype("<u8"),
-    "I64": np.dtype("<i8"), "F16": np.dtype("<f2"), "F32": np.dtype("<f4"), "F64": np.dtype("<f8"),
-}  # fmt: skip
-_ST_NAMES = {dtype.str.lstrip("<|="): name for name, dtype in _ST_DTYPES.items()}
-_ST_MAX_HEADER = 100 << 20  # the safetensors package's limit
-
-
-def save_safetensors(arrays: Mapping[str, np.ndarray], path: str | os.PathLike[str]) -> None:
-    """Writes NumPy arrays in the safetensors format, as ``safetensors.numpy.save_file`` does
-    (used when the package is not installed; each reads the other's files). Tensors are laid
-    out by element size, largest first, then by name, so each starts aligned to its size."""
-    header: dict[str, Any] = {}
-    ordered = sorted(arrays.items(), key=lambda kv: (-np.asarray(kv[1]).dtype.itemsize, kv[0]))
-    blobs, offset = [], 0
-    for name, value in ordered:
-        array = np.asarray(value)
-        dtype = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
-        code = _ST_NAMES.get(dtype.str.lstrip("<|="))
-        if code is None:
-            raise ConfigError(f"tensor {name!r}: safetensors cannot hold dtype {array.dtype}")
-        data = np.ascontiguousarray(array, dtype=_ST_DTYPES[code]).tobytes()
-        span = [offset, offset + len(data)]
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": span}
-        blobs.append(data)
-        offset += len(data)
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    with open(path, "wb") as f:
-        f.write(len(text).to_bytes(8, "little"))
-        f.write(text)
-        for data in blobs:
-            f.write(data)
-
-
-def load_safetensors(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Reads a safetensors file into NumPy arrays (as ``safetensors.numpy.load_file``; used
-    when the package is not installed). Types NumPy lacks (bfloat16, float8) are refused; a
-    header that does not describe the file exactly (overlaps, holes, sizes) is a ValueError."""
-    raw = Path(path).read_bytes()
-    if len(raw) < 8:
-        raise ValueError(f"{path}: not a safetensors file (shorter than its header size)")
-    size = int.from_bytes(raw[:8], "little")
-    if size > _ST_MAX_HEADER or 8 + size > len(raw):
-        raise ValueError(f"{path}: not a safetensors file (header of {size} bytes)")
-    try:
-        header = json.loads(raw[8 : 8 + size])
-    except ValueError as e:
-        raise ValueError(f"{path}: not a safetensors file (header: {e})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: not a safetensors file (header is not an object)")
-    data = memoryview(raw)[8 + size :]
-    out, spans = {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        dtype = _ST_DTYPES.get(str(info.get("dtype"))) if isinstance(info, dict) else None
-        if dtype is None:
-            raise ValueError(f"{path}: tensor {name!r} has a dtype NumPy cannot hold: {info}")
-        try:
-            begin, end = (int(o) for o in info["data_offsets"])
-            shape = tuple(int(d) for d in info["shape"])
-        except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{path}: tensor {name!r} is described wrongly: {info}") from None
-        if not 0 <= begin <= end <= len(data) or end - begin != int(np.prod(shape)) * dtype.itemsize:
-            raise ValueError(f"{path}: tensor {name!r} does not match its data ({info})")
-        out[name] = np.frombuffer(data[begin:end], dtype=dtype).reshape(shape).copy()
-        spans.append((begin, end))
-    covered = 0
-    for begin, end in sorted(spans):
-        if begin != covered:
-            raise ValueError(f"{path}: the tensors' data overlaps or has holes")
-        covered = end
-    if covered != len(data):
-        raise ValueError(f"{path}: {len(data) - covered} bytes after the last tensor")
-    return out
 
 
 class ModelPublisher:
@@ -1473,11 +1384,7 @@ class ModelSubscriber:
             return v.read_bytes()
         if loader == "torch" or (loader == "auto" and v.framework == "torch" and _torch_available()):
             return _require("safetensors.torch", "loading tensors").load_file(str(v.path))
-        try:
-            import safetensors.numpy as st
-        except ImportError:
-            return load_safetensors(v.path)
-        return st.load_file(str(v.path))
+        return _require("safetensors.numpy", "loading tensors").load_file(str(v.path))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
