@@ -612,7 +612,7 @@ def main() -> int:
         create_topic(bs, ttopic, 1)
 
         if a.registry_only:
-            result["avro"] = avro_workload(a, bs, plain, extra)
+            result["avro"] = avro_workload(a, bs, plain, extra, perf_bin)
             return finish(a, result, t_start)
         t = time.perf_counter()
         mean = load_json_topic(bs, jtopic, records)
@@ -630,7 +630,7 @@ def main() -> int:
         if not a.tls_only:
             plain_workloads(a, result, perf_bin, bs, plain, jtopic, ttopic, extra)
             if not a.skip_registry:
-                result["avro"] = avro_workload(a, bs, plain, extra)
+                result["avro"] = avro_workload(a, bs, plain, extra, perf_bin)
         if conns is not None:
             result["tls"] = tls_workload(conns, jtopic, ttopic, records, a.repeat, a.batch_size, extra)
     finally:
@@ -663,11 +663,16 @@ def finish(a: argparse.Namespace, result: dict[str, Any], t_start: float) -> int
     return 0
 
 
+FORMATS = ("avro", "protobuf")
+
+
 def avro_workload(
-    a: argparse.Namespace, bs: str, plain: dict[str, str], extra: dict[str, str]
+    a: argparse.Namespace, bs: str, plain: dict[str, str], extra: dict[str, str], perf_bin: str | None
 ) -> dict[str, Any]:
     """Workload 4: registry-framed Avro and Protobuf vs confluent-kafka's deserializers, and vs
-    kafka-ml JSON of the same records."""
+    kafka-ml JSON of the same records. The same run also reads each topic without decoding, with
+    kafka-ml's ``raw`` format and with ``rdkafka_performance -C`` (the C client): the rate any
+    client reaches here before it decodes anything, i.e. the ceiling of the ratio on this machine."""
     import registry_formats as rf
 
     n = a.registry_records if not a.quick else min(a.registry_records, 100_000)
@@ -688,7 +693,7 @@ def avro_workload(
         for fmt in ("avro", "protobuf"):
             rf.kafka_ml_read(fmt, plain, url, topics[fmt], n, a.batch_size, extra)  # warm-up
         runs: dict[str, list[dict[str, Any]]] = {
-            k: [] for k in ("avro", "protobuf", "json", "cf_avro", "cf_protobuf")
+            k: [] for k in ("json", *(side + fmt for side in ("", "cf_", "raw_", "c_") for fmt in FORMATS))
         }
         for i in range(a.repeat):
             for fmt in ("avro", "protobuf"):
@@ -701,9 +706,15 @@ def avro_workload(
                     rf.confluent_read(fmt, plain, url, topics[fmt], n, a.batch_size, extra)
                 )
                 rf.log_run(f"{fmt} confluent", i, runs[f"cf_{fmt}"][-1])
+            for fmt in ("avro", "protobuf"):
+                runs[f"raw_{fmt}"].append(rf.kafka_ml_raw(plain, topics[fmt], n, a.batch_size, extra))
+                rf.log_run(f"{fmt} kafka-ml raw", i, runs[f"raw_{fmt}"][-1])
+                if perf_bin:
+                    runs[f"c_{fmt}"].append(rdkafka_perf_tensor(perf_bin, bs, topics[fmt], n, extra))
+                    rf.log_run(f"{fmt} rdkafka_performance", i, runs[f"c_{fmt}"][-1])
         for side, rs in runs.items():
             for r in rs:
-                if r["rows"] != n:
+                if r["rows"] != n and not side.startswith("c_"):
                     raise RuntimeError(f"{side}: read {r['rows']} rows, expected {n}")
         for fmt in ("avro", "protobuf"):
             if runs[fmt][0]["checksum"] != runs[f"cf_{fmt}"][0]["checksum"]:
@@ -724,6 +735,18 @@ def avro_workload(
                 "cpu_ratio": cf["cpu_s_median"] / max(km["cpu_s_median"], 1e-9),
                 "ratio_vs_json": km["rows_per_s"] / w["kafka_ml_json"]["rows_per_s"],
             }
+            raw = summarize(runs[f"raw_{fmt}"], n)
+            w[fmt]["kafka_ml_raw"] = raw
+            w[fmt]["raw_ceiling_ratio"] = raw["rows_per_s"] / cf["rows_per_s"]
+            if runs[f"c_{fmt}"]:
+                c = summarize(runs[f"c_{fmt}"], n)
+                w[fmt]["rdkafka_performance"] = c
+                w[fmt]["c_ceiling_ratio"] = c["rows_per_s"] / cf["rows_per_s"]
+                reported = [r["reported"]["msgs_per_s"] for r in runs[f"c_{fmt}"] if r["reported"]]
+                if reported:
+                    rep = statistics.median(reported)
+                    c["self_reported_msgs_per_s_median"] = rep
+                    w[fmt]["c_self_reported_ceiling_ratio"] = rep / cf["rows_per_s"]
         return w
     finally:
         if server is not None:
@@ -881,12 +904,25 @@ def render(r: dict[str, Any]) -> str:
             lines.append(row(fmt[:8], f"confluent-kafka + {label}Deserializer", v[fmt]["confluent_kafka"]))
         lines.append(row("json", "kafka-ml KafkaDataset(json), same rows", v["kafka_ml_json"]))
         for fmt in ("avro", "protobuf"):
+            lines.append(row(fmt[:8], "kafka-ml KafkaDataset(raw), no decoding", v[fmt]["kafka_ml_raw"]))
+            if "rdkafka_performance" in v[fmt]:
+                c = v[fmt]["rdkafka_performance"]
+                lines.append(row(fmt[:8], "rdkafka_performance -C, no decoding", c))
+        for fmt in ("avro", "protobuf"):
             x = v[fmt]
             ratios.append(
                 f"{fmt:<8} kafka-ml / confluent-kafka: {x['ratio']:6.2f}x  "
                 f"(target >= {v['target']:.0f}x: {ok(x['ratio'], v['target'])}); CPU per message "
                 f"{x['cpu_ratio']:.1f}x less; kafka-ml {fmt} / kafka-ml json rows/s {x['ratio_vs_json']:.2f}x"
             )
+        for fmt in ("avro", "protobuf"):
+            x = v[fmt]
+            ceiling = f"{fmt:<8} ceiling (no decoding) / confluent-kafka: raw {x['raw_ceiling_ratio']:.2f}x"
+            if "c_ceiling_ratio" in x:
+                ceiling += f", rdkafka_performance {x['c_ceiling_ratio']:.2f}x wall"
+            if "c_self_reported_ceiling_ratio" in x:
+                ceiling += f" ({x['c_self_reported_ceiling_ratio']:.2f}x by its own first-to-last rate)"
+            ratios.append(ceiling)
         ratios.append(f"  {v['records']:,} records of each; registry: {v['registry']}")
     if "tls" in r:
         tls = r["tls"]

@@ -77,6 +77,27 @@ def kafka_ml_read(
     return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0, "checksum": checksum}
 
 
+def kafka_ml_raw(
+    conn: dict[str, str], topic: str, records: int, batch: int, extra: dict[str, str]
+) -> dict[str, Any]:
+    """The transport alone: ``KafkaDataset(format="raw")`` over the same topic, every value's
+    bytes in an Arrow binary column and nothing decoded (how fast kafka-ml could go if decoding
+    cost nothing)."""
+    import kafka_ml
+
+    gc.collect()
+    c0, t0 = cpu_self(), time.perf_counter()
+    ds = kafka_ml.KafkaDataset(
+        topic, {**conn, **extra}, format="raw", start="earliest", end="latest", batch_size=batch
+    )
+    rows = 0
+    for b in ds:
+        rows += b.num_rows
+    ds.close()
+    t1, c1 = time.perf_counter(), cpu_self()
+    return {"rows": rows, "wall_s": t1 - t0, "cpu_s": c1 - c0}
+
+
 def confluent_read(
     fmt: str, conn: dict[str, str], url: str, topic: str, records: int, batch: int, extra: dict[str, str]
 ) -> dict[str, Any]:
