@@ -185,6 +185,7 @@ def export(
     batch_size: int = 65_536,
     progress: bool | None = None,
     writer_schema_ids: bool = True,
+    parquet_options: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Writes the records of a bounded ``dataset`` (``end`` given) to ``path``.
 
@@ -196,7 +197,10 @@ def export(
     dataset's (its ``metadata=`` columns included). Every file is written under a temporary name
     and renamed when complete: an export that fails leaves no partial file.
 
-    Parquet: one row group per ``batch_size`` rows, ``compression`` as pyarrow names it; the
+    Parquet: one row group per ``batch_size`` rows, ``compression`` as pyarrow names it,
+    dictionary encoding for string and binary columns only (a dictionary of distinct floats or
+    ids costs time and saves nothing), ``parquet_options`` passed on to
+    ``pyarrow.parquet.ParquetWriter`` over these; the
     key-value metadata :data:`EXPORT_METADATA_KEY` describes the records (see
     :func:`export_metadata`). For registry-framed formats (``avro``, ``json_schema``,
     ``protobuf`` with a ``schema_registry``) it names the subject and the reader schema's id, and
@@ -230,7 +234,15 @@ def export(
     try:
         for out, parts in jobs:
             written, doc = _export_file(
-                arguments, out, parts, kind, compression, batch_size, bar, registry, writer_schema_ids
+                arguments,
+                out,
+                parts,
+                kind,
+                {"compression": compression or "none", **(parquet_options or {})},
+                batch_size,
+                bar,
+                registry,
+                writer_schema_ids,
             )
             files.append(str(out))
             ranges += written
@@ -270,7 +282,7 @@ def _export_file(
     out: Path,
     parts: Sequence[tuple[str, int, int, int]],
     kind: str,
-    compression: str | None,
+    parquet_options: Mapping[str, Any],
     batch_size: int,
     bar: _Progress,
     registry: dict[str, Any] | None,
@@ -289,7 +301,7 @@ def _export_file(
     rows: dict[tuple[str, int], int] = {(t, p): 0 for t, p, _, _ in parts}
     seen = {(t, p): s for t, p, s, _ in parts}
     tmp = out.with_name(f".{out.name}.partial")
-    writer = _writer(kind, tmp, out_schema, compression)
+    writer = _writer(kind, tmp, out_schema, parquet_options)
     try:
         with read:
             for batch in read:
@@ -299,12 +311,11 @@ def _export_file(
                 bar.update(sum(o - seen[tp] for tp, o in position.items()))
                 seen.update(position)
                 writer.write(pa.RecordBatch.from_arrays([rb.column(i) for i in keep], schema=out_schema), rb)
-            positions = read.state_dict()["offsets"]
             skipped = read.stats["skipped"]
-        ranges = [
-            PartitionRange(t, p, s, int(positions.get(t, {}).get(str(p), e)), rows[(t, p)])
-            for t, p, s, e in parts
-        ]
+        # The pass ran to its end: every offset of [start, end) was read, the ones that hold no
+        # record (transaction markers, compacted records) included, so `end` is the snapshot's.
+        bar.update(sum(e - seen[(t, p)] for t, p, _, e in parts))
+        ranges = [PartitionRange(t, p, s, e, rows[(t, p)]) for t, p, s, e in parts]
         doc = _export_document(arguments, ranges, topics, skipped, registry)
         if registry is not None and writer_schema_ids and kind == "parquet":
             doc["schema_registry"]["writer_schema_ids"] = _writer_schema_ids(arguments, parts)
@@ -433,19 +444,22 @@ class _Writer:
         raise NotImplementedError
 
 
-def _writer(kind: str, path: Path, schema: Any, compression: str | None) -> _Writer:
+def _writer(kind: str, path: Path, schema: Any, parquet_options: Mapping[str, Any]) -> _Writer:
     if kind == "parquet":
-        return _ParquetWriter(path, schema, compression)
+        return _ParquetWriter(path, schema, parquet_options)
     if kind == "csv":
         return _CsvWriter(path, schema)
     return _JsonLinesWriter(path, schema)
 
 
 class _ParquetWriter(_Writer):
-    def __init__(self, path: Path, schema: Any, compression: str | None) -> None:
+    def __init__(self, path: Path, schema: Any, options: Mapping[str, Any]) -> None:
         import pyarrow.parquet as pq
 
-        self._writer = pq.ParquetWriter(os.fspath(path), schema, compression=compression or "none")
+        pa = _pyarrow()
+        text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_binary(f.type)]
+        options = {"use_dictionary": text, **options}
+        self._writer = pq.ParquetWriter(os.fspath(path), schema, **options)
 
     def write(self, batch: Any, source: Any) -> None:
         self._writer.write_batch(batch)
@@ -567,22 +581,38 @@ def _base64(pa: Any, array: Any) -> Any:
 _NEEDS_ESCAPE = '[\\\\"\\x00-\\x1f]'
 
 
+class _NotJson(Exception):
+    """A value JSON cannot represent (NaN, infinity), at ``index`` of the array being written."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
+
+
 def _json_text(pa: Any, array: Any, name: str, source: Any) -> Any:
-    """Each value of ``array`` as JSON text (null where the value is null)."""
+    """Each value of ``array`` as JSON text (null where the value is null); a NaN or infinity
+    raises :class:`EncodeError` naming the column and the record (``source``'s accounting
+    columns say its partition and offset)."""
+    try:
+        return _json_values(pa, array)
+    except _NotJson as e:
+        raise EncodeError(
+            f"column '{name}' ({_where(source, e.index)}): NaN or infinity has no JSON representation "
+            "(export to Parquet instead)"
+        ) from None
+
+
+def _json_values(pa: Any, array: Any) -> Any:
     pc = pa.compute
     t = array.type
     if pa.types.is_dictionary(t):
-        return _json_text(pa, array.dictionary_decode(), name, source)
+        return _json_values(pa, array.dictionary_decode())
     if pa.types.is_integer(t) or pa.types.is_decimal(t) or pa.types.is_boolean(t):
         return pc.cast(array, pa.string())
     if pa.types.is_floating(t):
         finite = pc.fill_null(pc.is_finite(array), True)
         if not pc.all(finite).as_py():
-            row = int(np.flatnonzero(~np.asarray(finite))[0])
-            raise EncodeError(
-                f"column '{name}' ({_where(source, row)}): NaN or infinity has no JSON representation "
-                "(export to Parquet or CSV instead)"
-            )
+            raise _NotJson(int(np.flatnonzero(~np.asarray(finite))[0]))
         return pc.cast(array, pa.string())
     if pa.types.is_string(t) or pa.types.is_large_string(t):
         return _quoted(pa, array.cast(pa.string()))
@@ -591,20 +621,19 @@ def _json_text(pa: Any, array: Any, name: str, source: Any) -> Any:
     if pa.types.is_temporal(t):
         return _quoted(pa, pc.cast(array, pa.string()))
     if _is_list(pa, t):
-        lengths = pc.fill_null(pc.list_value_length(array), 0)
-        try:
-            items = _json_text(pa, pc.list_flatten(array), name, None)
-        except EncodeError:
-            return _json_text_python(pa, array, name, source)
         offsets = np.zeros(len(array) + 1, dtype=np.int32)
-        np.cumsum(np.asarray(lengths), out=offsets[1:])
+        np.cumsum(np.asarray(pc.fill_null(pc.list_value_length(array), 0)), out=offsets[1:])
+        try:
+            items = _json_values(pa, pc.list_flatten(array))
+        except _NotJson as e:  # the item's index, as its row's
+            raise _NotJson(int(np.searchsorted(offsets, e.index, side="right")) - 1) from None
         lists = pa.ListArray.from_arrays(pa.array(offsets), pc.fill_null(items, "null"))
         text = pc.binary_join_element_wise("[", pc.binary_join(lists, ", "), "]", "")
         return pc.if_else(array.is_null(), pa.nulls(len(array), pa.string()), text)
-    return _json_text_python(pa, array, name, source)
+    return _json_values_python(pa, array)
 
 
-def _json_text_python(pa: Any, array: Any, name: str, source: Any) -> Any:
+def _json_values_python(pa: Any, array: Any) -> Any:
     """The general path: structs, maps and what Arrow cannot cast, through ``json.dumps``."""
 
     def default(value: object) -> object:
@@ -619,10 +648,8 @@ def _json_text_python(pa: Any, array: Any, name: str, source: Any) -> Any:
             continue
         try:
             out.append(json.dumps(value, allow_nan=False, default=default, ensure_ascii=False))
-        except ValueError as e:
-            raise EncodeError(
-                f"column '{name}' ({_where(source, row)}): {e} (export to Parquet instead)"
-            ) from None
+        except ValueError:
+            raise _NotJson(row) from None
     return pa.array(out, type=pa.string())
 
 
@@ -693,7 +720,11 @@ def _file_batches(pa: Any, path: Path, kind: str, batch_size: int) -> Iterator[A
     if kind == "csv":
         import pyarrow.csv as pcsv
 
-        fmt: Any = pds.CsvFileFormat(read_options=pcsv.ReadOptions(use_threads=False, block_size=8 << 20))
+        # An unquoted empty cell is a null, a quoted one ("") an empty string: as pyarrow writes them.
+        fmt: Any = pds.CsvFileFormat(
+            read_options=pcsv.ReadOptions(use_threads=False, block_size=8 << 20),
+            convert_options=pcsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False),
+        )
     else:
         fmt = {"parquet": "parquet", "jsonl": "json", "ipc": "ipc"}[kind]
     dataset = pds.dataset(os.fspath(path), format=fmt)
@@ -1020,7 +1051,7 @@ def _text_columns(
             present = pc.drop_null(column)
             if len(present) == 0 or not pc.all(pc.starts_with(present, "[")).as_py():
                 continue
-        text = pc.if_else(pc.equal(pc.fill_null(column, ""), ""), pa.scalar("null"), column)
+        text = pc.fill_null(column, "null")
         lines = pc.binary_join_element_wise('{"v": ', text, "}\n", "")
         try:
             parsed = pj.read_json(pa.BufferReader(_string_bytes(lines).tobytes()))
