@@ -383,6 +383,16 @@ def test_bad_input_is_named_by_file_row_and_column_and_nothing_sent_goes_unrepor
         ingest(nan, topic, config, format="json")
     assert (info.value.file, info.value.row, info.value.column, info.value.delivered) == (str(nan), 1, "v", 0)
     assert topic_size(config, topic) == sent
+    # Rows in later sends of a file are numbered from the file's start; the earlier sends are delivered.
+    late = tmp_path / "late.parquet"
+    pq.write_table(
+        pa.table({"id": range(6), "y": [1.0, 2.0, 3.0, float("nan"), 5.0, 6.0]}), late, row_group_size=2
+    )
+    with pytest.raises(km.IngestError, match=r"late\.parquet, row 3, column 'y': .*NaN") as info:
+        ingest(late, topic, config, format="json", schema={"id": "int64", "y": "int64"}, batch_size=2)
+    assert (info.value.row, info.value.delivered, info.value.failed) == (3, 2, 0)
+    assert "2 rows were delivered" in str(info.value)
+    assert topic_size(config, topic) == sent + 2
 
 
 def test_delivery_failures_are_counted_and_exit_non_zero(

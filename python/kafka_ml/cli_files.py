@@ -83,7 +83,7 @@ def add_files_parsers(sub: Any, add_kafka_options: Any) -> None:
     _add_decoding(i, WRITE_FORMATS, default="json", reading=False)
     i.add_argument("--key", metavar="COLUMN", help="the column whose value keys each message")
     i.add_argument("--partition", type=int, help="send every row to this partition (default: by key)")
-    i.add_argument("--batch-size", type=int, default=65_536, help="rows per send")
+    i.add_argument("--batch-size", type=int, default=262_144, help="rows per send (about)")
     _add_progress(i)
     add_kafka_options(i, bootstrap_help="the Kafka cluster (host:port,...)")
 
