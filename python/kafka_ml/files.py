@@ -714,7 +714,7 @@ def _input_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, st
             files += [(p, _SUFFIXES[p.suffix.lower()]) for p in found]
         elif path.is_file():
             try:
-                files.append((path, _file_format(path, None, tuple(set(_SUFFIXES.values())))))
+                files.append((path, _file_format(path, None, tuple(dict.fromkeys(_SUFFIXES.values())))))
             except ConfigError as e:
                 raise IngestError(str(e), file=str(path)) from None
         else:
