@@ -172,6 +172,34 @@ def test_tensor_rows_round_trip(
     np.testing.assert_array_equal(np.asarray(back.flatten()).reshape(-1, 8), rows)
 
 
+def test_ingest_a_directory_of_parquet_and_arrow_ipc_files(
+    config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import pyarrow.feather as feather
+
+    source = features(90)
+    folder = tmp_path / "in"
+    (folder / "more").mkdir(parents=True)
+    pq.write_table(source.slice(0, 30), folder / "a.parquet")
+    feather.write_feather(source.slice(30, 30), folder / "more" / "b.arrow")  # the IPC file format
+    with pa.ipc.new_stream(folder / "more" / "c.arrows", source.schema) as stream:  # the stream format
+        stream.write_table(source.slice(60, 30))
+    (folder / "_SUCCESS").write_text("")
+    (folder / ".a.parquet.partial").write_text("an unfinished export")
+    (folder / "notes.txt").write_text("not data")
+    topic = new_topic()
+    bs = config["bootstrap.servers"]
+    code, out, err = kml(
+        capsys, f"ingest {folder} --topic {topic} --schema {SCHEMA} --bootstrap-servers {bs}"
+    )
+    assert code == 0, err
+    assert [line.split()[-2] for line in out.splitlines()[:3]] == ["30", "30", "30"]
+    assert "90 rows sent" in out and "90 delivered, 0 failed" in out
+    with km.KafkaDataset(topic, config, format="json", schema=COLUMNS, end="latest") as ds:
+        ds.to_parquet(tmp_path / "back.parquet")
+    same_rows(source, pq.read_table(tmp_path / "back.parquet"))
+
+
 # -- ranges, partitions and the offsets recorded ----------------------------------------------------
 
 

@@ -69,6 +69,7 @@ _SUFFIXES = {
     ".arrow": "ipc",
     ".feather": "ipc",
     ".ipc": "ipc",
+    ".arrows": "ipc",
 }
 _EXPORT_FORMATS = ("parquet", "csv", "jsonl")
 _EXTENSION = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
@@ -723,6 +724,25 @@ def _input_files(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, st
 
 
 def _file_batches(pa: Any, path: Path, kind: str, batch_size: int) -> Iterator[Any]:
+    """A file's record batches. Parquet and Arrow IPC through their own readers (importing
+    pyarrow.dataset alone takes a quarter of a second), text files through pyarrow.dataset."""
+    if kind == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(os.fspath(path)).iter_batches(batch_size=batch_size)
+        return
+    if kind == "ipc":
+        import pyarrow.ipc as ipc
+
+        with pa.memory_map(os.fspath(path)) as source:
+            try:
+                reader = ipc.open_file(source)
+                batches: Iterable[Any] = (reader.get_batch(i) for i in range(reader.num_record_batches))
+            except pa.ArrowInvalid:  # the stream format (.arrows), not the file format
+                source.seek(0)
+                batches = ipc.open_stream(source)
+            yield from batches
+        return
     import pyarrow.dataset as pds
 
     if kind == "csv":
@@ -734,7 +754,7 @@ def _file_batches(pa: Any, path: Path, kind: str, batch_size: int) -> Iterator[A
             convert_options=pcsv.ConvertOptions(strings_can_be_null=True, quoted_strings_can_be_null=False),
         )
     else:
-        fmt = {"parquet": "parquet", "jsonl": "json", "ipc": "ipc"}[kind]
+        fmt = "json"
     dataset = pds.dataset(os.fspath(path), format=fmt)
     yield from dataset.to_batches(batch_size=batch_size)
 
