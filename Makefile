@@ -76,6 +76,7 @@ bench: build broker
 	$(PY) bench/torch_bench.py
 	$(PY) bench/model_bench.py
 	$(PY) bench/inference_bench.py
+	$(PY) bench/files_bench.py
 
 clean:
 	rm -rf $(VENV) dist kafka/target kafka/connect/target kafka/registry/target

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import __version__, librdkafka_version
 from ._secrets import redact
+from .cli_files import add_files_parsers, files_command
 from .exceptions import ConfigError, KafkaMLError
 
 
@@ -213,6 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--rate", type=int, default=2000, help="held-out inputs per second offered to serving")
     d.add_argument("--repeat", type=int, default=4, help="times the held-out set is streamed")
     add_connect_parser(sub)
+    add_files_parsers(sub, add_kafka_options)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -230,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
     if args.command == "connect":
         return connect_command(args)
+    if args.command in ("export", "ingest", "peek"):
+        return files_command(args, kafka_config)
     return 2
 
 

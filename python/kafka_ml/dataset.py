@@ -16,6 +16,7 @@ from .exceptions import ClosedError, ConfigError
 from .registry import json_schema_columns, latest_schema_text, registry_client
 
 if TYPE_CHECKING:
+    from .files import ExportResult
     from .torch import KafkaIterableDataset
 
 __all__ = ["Batch", "KafkaDataset"]
@@ -193,6 +194,11 @@ class KafkaDataset:
             topics = [topics]
         if format == "json_schema" and schema is None:
             schema = self._json_schema_columns(topics, partitions, json_schema, schema_registry, subject)
+            # The columns as resolved now: a read built again from these arguments (`torch()`,
+            # an export) decodes into the same columns without asking the registry again.
+            self._arguments["schema"] = dict(schema)
+        if json_schema is not None:
+            self._arguments["json_schema"] = json_schema
         columns = [(n, _column_decl(n, d)) for n, d in schema.items()] if schema is not None else None
         if isinstance(shape, int):
             shape = [shape]
@@ -293,6 +299,32 @@ class KafkaDataset:
 
         arguments = {k: v for k, v in self._arguments.items() if k != "topics"}
         return KafkaIterableDataset(self._arguments["topics"], **{**arguments, **options})
+
+    # -- files -------------------------------------------------------------------------------
+
+    def to_parquet(self, path: str | os.PathLike[str], **options: Any) -> ExportResult:
+        """Writes this bounded read to a Parquet file (or, with ``per_partition=True``, a
+        directory of one file per partition) whose metadata records the topic, each partition's
+        ``[start, end)`` offsets and row count, the format and the schema ids; see
+        :func:`kafka_ml.files.export` for ``options`` (``compression``, ``batch_size``,
+        ``progress``, ...). Needs pyarrow."""
+        from .files import export
+
+        return export(self, path, file_format="parquet", **options)
+
+    def to_csv(self, path: str | os.PathLike[str], **options: Any) -> ExportResult:
+        """Writes this bounded read to a CSV file (lists as JSON text, bytes as base64); see
+        :func:`kafka_ml.files.export`."""
+        from .files import export
+
+        return export(self, path, file_format="csv", **options)
+
+    def to_jsonl(self, path: str | os.PathLike[str], **options: Any) -> ExportResult:
+        """Writes this bounded read to a JSON-lines file (one object per record); see
+        :func:`kafka_ml.files.export`."""
+        from .files import export
+
+        return export(self, path, file_format="jsonl", **options)
 
     # -- metadata ----------------------------------------------------------------------------
 

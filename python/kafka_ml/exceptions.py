@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryError",
     "EncodeError",
     "ForkedProcessError",
+    "IngestError",
     "KafkaError",
     "KafkaMLError",
     "KafkaTimeoutError",
@@ -80,6 +81,35 @@ class EncodeError(KafkaMLError, ValueError):
     """Data to send does not fit the declared format or schema; names the column and row.
 
     Raised before anything of the failing ``send`` is sent."""
+
+
+class IngestError(KafkaMLError, ValueError):
+    """An ingest (files to a topic) stopped on input it cannot read or encode, on another error
+    (the original is the ``__cause__``), or finished with rows that failed delivery.
+
+    ``file``, ``row`` (0-based, data rows) and ``column`` locate the bad input where known;
+    ``delivered`` and ``failed`` count the rows the delivery reports had settled when it was
+    raised (every row sent before the error is waited for first); ``result`` is the
+    :class:`kafka_ml.files.IngestResult` when the ingest ran to the end."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        row: int | None = None,
+        column: str | None = None,
+        delivered: int = 0,
+        failed: int = 0,
+        result: object = None,
+    ) -> None:
+        super().__init__(message)
+        self.file = file
+        self.row = row
+        self.column = column
+        self.delivered = delivered
+        self.failed = failed
+        self.result = result
 
 
 class UnknownTopicError(KafkaMLError):
