@@ -3,6 +3,7 @@
 //! columns reads back through `decode` with the same declarations.
 
 mod protobuf;
+pub use protobuf::registration as protobuf_registration;
 
 use crate::schema::{ColumnSpec, Shape};
 

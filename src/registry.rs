@@ -438,6 +438,36 @@ impl SchemaRegistry {
         Ok(id)
     }
 
+    /// `id_for`, and the version the schema has under `subject`: what a reference to it names
+    /// (a Protobuf import registered under its own subject).
+    pub fn version_for(
+        &self,
+        subject: &str,
+        schema: &str,
+        schema_type: SchemaType,
+        references: &[SchemaReference],
+        auto_register: bool,
+    ) -> Result<(u32, i32)> {
+        let id = self.id_for(subject, schema, schema_type, references, auto_register)?;
+        let body = RegisterBody {
+            schema,
+            schema_type: schema_type.name(),
+            references,
+        };
+        let answer: SchemaBody = self.post(
+            &format!("/subjects/{}", segment(subject)),
+            &body,
+            &format!("looking up the version of the schema under subject '{subject}'"),
+        )?;
+        let version = answer.version.ok_or_else(|| {
+            registry_error(
+                format!("subject '{subject}': the lookup answer has no version"),
+                None,
+            )
+        })?;
+        Ok((id, version))
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
         self.call(what, || {
             self.authorize(self.agent().get(&format!("{}{path}", self.settings.url)))

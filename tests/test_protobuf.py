@@ -398,3 +398,146 @@ def test_the_async_producer_writes_plain_protobuf(
     parsed = [pb2.Reading.FromString(v) for v in raw]
     assert [p.id for p in parsed] == data.column("id").to_pylist()
     assert parsed[0].ts.ToDatetime(tzinfo=dt.timezone.utc) == dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+
+
+# -- imports: each imported file under its own subject, referenced ------------------------------
+
+
+def imported_schemas(root: Path) -> tuple[Path, str, str, ModuleType]:
+    """``e<unique>.proto`` (message ``ml.e<unique>.Event``) importing ``t<unique>/geo/geo.proto``,
+    which imports ``t<unique>/geo/unit.proto``, and the Timestamp well-known type; with the
+    generated Python module and a descriptor set. Unique names keep the registry subjects (named by
+    import path) and the protobuf runtime's descriptor pool apart between tests. Returns the
+    ``.proto`` path, the imported files' directory, the message's full name and the module."""
+    from grpc_tools import protoc
+
+    unique = uuid.uuid4().hex[:8]
+    package_dir, top = f"t{unique}/geo", f"e{unique}"
+    pkg = package_dir.replace("/", ".")
+    (root / package_dir).mkdir(parents=True)
+    (root / package_dir / "unit.proto").write_text(
+        f'syntax = "proto3";\npackage {pkg};\nenum Unit {{ UNIT_NONE = 0; UNIT_METRE = 1; }}\n'
+    )
+    (root / package_dir / "geo.proto").write_text(
+        f'syntax = "proto3";\npackage {pkg};\nimport "{package_dir}/unit.proto";\n'
+        "message GeoPoint { double lat = 1; double lon = 2; Unit unit = 3; }\n"
+    )
+    (root / f"{top}.proto").write_text(
+        f'syntax = "proto3";\npackage ml.{top};\nimport "{package_dir}/geo.proto";\n'
+        'import "google/protobuf/timestamp.proto";\n'
+        f"message Event {{ int64 id = 1; {pkg}.GeoPoint at = 2; google.protobuf.Timestamp ts = 3; }}\n"
+    )
+    include = Path(protoc.__file__).parent / "_proto"
+    files = [f"{package_dir}/unit.proto", f"{package_dir}/geo.proto", f"{top}.proto"]
+    rc = protoc.main(
+        ["protoc", f"-I{root}", f"-I{include}", f"--python_out={root}", "--include_imports",
+         f"--descriptor_set_out={root / 'event.desc'}", *files]
+    )  # fmt: skip
+    assert rc == 0
+    sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(f"{top}_pb2")
+    finally:
+        sys.path.remove(str(root))
+    return root / f"{top}.proto", package_dir, f"ml.{top}.Event", module
+
+
+def events(n: int) -> pa.Table:
+    i = np.arange(n)
+    return pa.table(
+        {
+            "id": pa.array(i * 5 + 1, pa.int64()),
+            "at": pa.array(
+                [
+                    {"lat": j / 8.0, "lon": -j / 4.0, "unit": "UNIT_METRE" if j % 2 else "UNIT_NONE"}
+                    for j in range(n)
+                ],
+                pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("unit", pa.string())]),
+            ),
+            "ts": pa.array(BASE_NS + i * 1_000_000_007, pa.timestamp("ns", tz="UTC")),
+        }
+    )
+
+
+def confluent_read(config: dict[str, str], topic: str, message: Any, n: int) -> list[Any]:
+    deserializer = ProtobufDeserializer(message, {"use.deprecated.format": False})
+    consumer = CkConsumer(
+        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    got: list[Any] = []
+    try:
+        for _ in range(200):
+            if len(got) == n:
+                break
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
+    finally:
+        consumer.close()
+    return got
+
+
+@pytest.mark.parametrize("given", ["proto_file", "descriptor_set"])
+def test_a_schema_with_imports_registers_each_imported_file_under_its_own_subject(
+    config: dict[str, str],
+    new_topic: Callable[..., str],
+    schema_registry_url: str,
+    tmp_path: Path,
+    given: str,
+) -> None:
+    """As Confluent's serializers do: every imported file (the well-known types aside) under a
+    subject named by its import path, imports first, and each schema referencing the files it
+    imports by subject and version. Confluent's deserializer and kafka-ml (with only the URL,
+    fetching the references) read the values back."""
+    proto_file, package_dir, message, pb2 = imported_schemas(tmp_path)
+    schema: dict[str, Any] = (
+        {"proto_file": proto_file}
+        if given == "proto_file"
+        else {"descriptor_set": (tmp_path / "event.desc").read_bytes()}
+    )
+    topic = new_topic()
+    data = events(30)
+    with km.Producer(config) as producer:
+        producer.send(
+            topic, data, format="protobuf", message=message,
+            schema_registry=schema_registry_url, **schema,
+        ).wait()  # fmt: skip
+
+    client = SchemaRegistryClient({"url": schema_registry_url})
+    unit, geo = f"{package_dir}/unit.proto", f"{package_dir}/geo.proto"
+    assert {f"{topic}-value", unit, geo} <= set(client.get_subjects())
+    top = client.get_latest_version(f"{topic}-value").schema
+    geo_version = client.get_latest_version(geo)
+    assert [(r.name, r.subject, r.version) for r in top.references] == [(geo, geo, geo_version.version)]
+    assert [(r.name, r.subject) for r in geo_version.schema.references] == [(unit, unit)]
+    assert client.get_latest_version(unit).schema.references == []
+
+    got = confluent_read(config, topic, pb2.Event, data.num_rows)
+    assert [m.id for m in got] == data.column("id").to_pylist()
+    assert [(m.at.lat, m.at.lon, m.at.unit) for m in got] == [
+        (a["lat"], a["lon"], 1 if a["unit"] == "UNIT_METRE" else 0) for a in data.column("at").to_pylist()
+    ]
+    assert [m.ts.ToNanoseconds() for m in got] == data.column("ts").cast(pa.int64()).to_pylist()
+
+    ds = km.KafkaDataset(topic, config, format="protobuf", schema_registry=schema_registry_url, end="latest")
+    cols = read_all(ds)
+    assert cols["id"] == data.column("id").to_pylist()
+    assert cols["at"] == data.column("at").to_pylist()
+    assert cols["ts"] == data.column("ts").cast(pa.int64()).to_pylist()
+
+
+def test_without_auto_register_an_unregistered_import_is_named_and_nothing_is_sent(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str, tmp_path: Path
+) -> None:
+    proto_file, package_dir, message, _ = imported_schemas(tmp_path)
+    topic = new_topic()
+    with km.Producer(config) as producer, pytest.raises(km.SchemaRegistryError) as e:
+        producer.send(
+            topic, events(3), format="protobuf", proto_file=proto_file, message=message,
+            schema_registry=schema_registry_url, auto_register=False,
+        )  # fmt: skip
+    assert f"{package_dir}/unit.proto" in str(e.value)
+    assert len(km.KafkaDataset(topic, config, format="raw", end="latest")) == 0

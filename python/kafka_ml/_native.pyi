@@ -25,7 +25,7 @@ __all__ = [
     "create_topic",
     "librdkafka_features",
     "librdkafka_version",
-    "protobuf_registration",
+    "protobuf_message_name",
     "secret_properties",
     "watermarks",
 ]
@@ -233,11 +233,21 @@ class SchemaRegistry:
     def register(
         self, subject: str, schema: str, schema_type: str = "AVRO", *, auto_register: bool = True
     ) -> int: ...
+    def register_protobuf(
+        self,
+        subject: str,
+        *,
+        proto_schema: str | None = None,
+        proto_file: str | None = None,
+        descriptor_set: bytes | None = None,
+        message: str | None = None,
+        auto_register: bool = True,
+    ) -> int: ...
 
-def protobuf_registration(
+def protobuf_message_name(
     *,
     proto_schema: str | None = None,
     proto_file: str | None = None,
     descriptor_set: bytes | None = None,
     message: str | None = None,
-) -> tuple[str, str]: ...
+) -> str: ...

@@ -275,7 +275,7 @@ def _all_partitions(topic: str, config: dict[str, str]) -> list[int]:
 
 
 def _is_directory(path: Path, given: str) -> bool:
-    from .files import _SUFFIXES
+    from .files._common import _SUFFIXES
 
     return path.is_dir() or given.endswith(("/", "\\")) or path.suffix.lower() not in _SUFFIXES
 
@@ -309,7 +309,8 @@ def files_command(args: argparse.Namespace, kafka_config: Any) -> int:
 
 def _export(args: argparse.Namespace, config: dict[str, str], registry: Any) -> int:
     from .dataset import KafkaDataset
-    from .files import _pyarrow, export
+    from .files import export
+    from .files._common import _pyarrow
 
     _pyarrow()
     options = decoding_options(args, registry)
@@ -350,7 +351,8 @@ def _export(args: argparse.Namespace, config: dict[str, str], registry: Any) -> 
 
 def _ingest(args: argparse.Namespace, config: dict[str, str], registry: Any) -> int:
     from .exceptions import IngestError
-    from .files import _pyarrow, ingest
+    from .files import ingest
+    from .files._common import _pyarrow
 
     _pyarrow()
     options = decoding_options(args, registry)

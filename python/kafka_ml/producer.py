@@ -288,14 +288,15 @@ def registered_schema_id(
     if format == "protobuf":
         client = registry_client(schema_registry)
         assert client is not None
-        text, full_name = _native.protobuf_registration(**(proto or {}))
+        full_name = _native.protobuf_message_name(**(proto or {}))
         if subject is None:
             subject = {
                 "topic": f"{topic}-value",
                 "record": full_name,
                 "topic_record": f"{topic}-{full_name}",
             }[strategy]
-        return client.register(subject, text, "PROTOBUF", auto_register=auto_register)
+        # The message's file, and first every file it imports, each under its own subject.
+        return client.register_protobuf(subject, auto_register=auto_register, **(proto or {}))
     kinds = {"avro": ("AVRO", "avro_schema"), "json_schema": ("JSON", "json_schema")}
     if format not in kinds:
         raise ConfigError(

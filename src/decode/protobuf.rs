@@ -150,36 +150,6 @@ pub fn find_message(file: &FileDescriptor, name: Option<&str>) -> Result<Message
     }
 }
 
-/// What a producer registers for `message` of `source`: the `.proto` text, or for a descriptor
-/// set the message's file as a base64 `FileDescriptorProto` (the form Confluent's Python
-/// serializer registers). Imports other than the well-known types would need references to
-/// other subjects, which are not registered for you.
-pub fn registration_text(source: &ProtoSource, message: &MessageDescriptor) -> Result<String, String> {
-    let file = message.parent_file();
-    if let Some(other) = file
-        .dependencies()
-        .find(|d| !d.name().starts_with("google/protobuf/"))
-    {
-        return Err(format!(
-            "the schema imports '{}': register the imported file under its own subject first and \
-             the schema with references, or put the messages in one file",
-            other.name()
-        ));
-    }
-    match source {
-        ProtoSource::Text(text) => Ok(text.clone()),
-        ProtoSource::File(path) => std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read proto_file '{}': {e}", path.display())),
-        ProtoSource::DescriptorSet(_) => {
-            use base64::Engine;
-            Ok(
-                base64::engine::general_purpose::STANDARD
-                    .encode(file.file_descriptor_proto().encode_to_vec()),
-            )
-        }
-    }
-}
-
 /// A registry schema: `.proto` text (Confluent's and Apicurio's answer) or a base64
 /// `FileDescriptorProto` (what Confluent's Python serializer registers).
 fn registered_file(name: &str, text: &str) -> Result<File, String> {

@@ -5,6 +5,7 @@
 //! without a column stay unset, columns without a field are not sent.
 
 mod plan;
+pub mod registration;
 
 use super::{column_error, RowsBuilder};
 use crate::decode::protobuf::{message_indexes, wrapped, write_message_indexes};

@@ -1,7 +1,7 @@
 //! Protobuf arguments shared by `KafkaDataset` and `Producer.send`: where the schema comes from.
 
 use super::errors::IntoPyResult;
-use crate::decode::protobuf::{load_message, registration_text};
+use crate::decode::protobuf::load_message;
 use crate::decode::ProtoSource;
 use crate::error::Error;
 use pyo3::prelude::*;
@@ -26,29 +26,35 @@ pub(crate) fn proto_source(
     }
 }
 
-/// `(schema text to register, message full name)` for a producer's registry subject.
+/// The schema `Producer.send(format="protobuf")` needs: one of the three arguments.
+pub(crate) fn required_proto_source(
+    proto_schema: Option<String>,
+    proto_file: Option<PathBuf>,
+    descriptor_set: Option<Vec<u8>>,
+) -> PyResult<ProtoSource> {
+    proto_source(proto_schema, proto_file, descriptor_set)?
+        .ok_or_else(|| {
+            Error::Config("format='protobuf' needs proto_schema, proto_file or descriptor_set".into())
+        })
+        .py_err()
+}
+
+/// The full name of the message a send writes (what the record subject name strategies use).
 #[pyfunction]
 #[pyo3(signature = (*, proto_schema=None, proto_file=None, descriptor_set=None, message=None))]
-fn protobuf_registration(
+fn protobuf_message_name(
     proto_schema: Option<String>,
     proto_file: Option<PathBuf>,
     descriptor_set: Option<Vec<u8>>,
     message: Option<String>,
-) -> PyResult<(String, String)> {
-    let source = proto_source(proto_schema, proto_file, descriptor_set)?
-        .ok_or_else(|| {
-            Error::Config("format='protobuf' needs proto_schema, proto_file or descriptor_set".into())
-        })
-        .py_err()?;
+) -> PyResult<String> {
+    let source = required_proto_source(proto_schema, proto_file, descriptor_set)?;
     let message = load_message(&source, message.as_deref())
         .map_err(Error::Config)
         .py_err()?;
-    let text = registration_text(&source, &message)
-        .map_err(Error::Config)
-        .py_err()?;
-    Ok((text, message.full_name().to_owned()))
+    Ok(message.full_name().to_owned())
 }
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_function(wrap_pyfunction!(protobuf_registration, m)?)
+    m.add_function(wrap_pyfunction!(protobuf_message_name, m)?)
 }

@@ -1,12 +1,15 @@
 //! `kafka_ml.SchemaRegistry`: the shared registry client, handed to datasets and producers.
 
 use super::errors::IntoPyResult;
+use crate::decode::protobuf::load_message;
+use crate::encode::protobuf_registration;
 use crate::error::Error;
 use crate::registry::{
     RegisteredSchema, RegistryAuth, RegistrySettings, SchemaRegistry as Client, SchemaType,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 /// A Schema Registry (Confluent's REST API; Apicurio at `/apis/ccompat/v7`, Karapace,
@@ -110,6 +113,33 @@ impl PySchemaRegistry {
         let (subject, schema) = (subject.to_owned(), schema.to_owned());
         super::blocking_call(py, move || {
             inner.id_for(&subject, &schema, schema_type, &[], auto_register)
+        })?
+        .py_err()
+    }
+
+    /// The id of a Protobuf message's file under `subject`, registering it first when
+    /// `auto_register`, and before it every file it imports (well-known types aside) under a
+    /// subject named by the import path, referenced by the files that import them.
+    #[pyo3(signature = (subject, *, proto_schema=None, proto_file=None, descriptor_set=None, message=None, auto_register=true))]
+    #[allow(clippy::too_many_arguments)] // the Protobuf schema arguments of `Producer.send`
+    fn register_protobuf(
+        &self,
+        py: Python<'_>,
+        subject: &str,
+        proto_schema: Option<String>,
+        proto_file: Option<PathBuf>,
+        descriptor_set: Option<Vec<u8>>,
+        message: Option<String>,
+        auto_register: bool,
+    ) -> PyResult<u32> {
+        let source = super::protobuf::required_proto_source(proto_schema, proto_file, descriptor_set)?;
+        let inner = self.inner.clone();
+        let subject = subject.to_owned();
+        super::blocking_call(py, move || {
+            let message = load_message(&source, message.as_deref()).map_err(Error::Config)?;
+            let registration =
+                protobuf_registration::registration(&source, &message).map_err(Error::Config)?;
+            protobuf_registration::register(&inner, &subject, &registration, auto_register)
         })?
         .py_err()
     }
