@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 demo: build
 	$(VENV)/bin/kafka-ml demo
 
-test: build broker lint rust-test py-test wheel-test
+# wheel-test right after build: the wheel then reuses build's compile (cargo test would replace it).
+test: build wheel-test broker lint rust-test py-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
