@@ -297,11 +297,8 @@ _PERF_RE = re.compile(
 )
 
 
-def rdkafka_perf_tensor(
-    binary: str, bs: str, topic: str, records: int, props: dict[str, str], size: int = DIM_TENSOR * 4
-) -> Result:
-    """``rdkafka_performance -P``: ``records`` messages of ``size`` bytes (a tensor row's by default)."""
-    cmd = [binary, "-P", "-t", topic, "-p", "0", "-b", bs, "-s", str(size)]
+def rdkafka_perf_tensor(binary: str, bs: str, topic: str, records: int, props: dict[str, str]) -> Result:
+    cmd = [binary, "-P", "-t", topic, "-p", "0", "-b", bs, "-s", str(DIM_TENSOR * 4)]
     cmd += ["-c", str(records), "-q"]
     for k, v in props.items():
         cmd += ["-X", f"{k}={v}"]
