@@ -266,6 +266,88 @@ def test_an_unreachable_registry_stops_the_read_and_skips_nothing(
     assert _native.committed_offsets({**config, "group.id": group}, [(topic, 0)]) == {(topic, 0): None}
 
 
+def test_named_types_registered_under_other_subjects_are_resolved(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    """Confluent's schema references: a writer schema whose field types (a record, an enum) are
+    registered under subjects of their own. kafka-ml fetches them by reference for the writer, and
+    for the reader when the columns come from the subject's latest schema."""
+    import fastavro
+    from confluent_kafka.schema_registry import Schema, SchemaReference
+
+    ns = f"ml{uuid.uuid4().hex[:8]}"  # the subjects are named by the types: one set per test run
+    point = {
+        "type": "record", "name": "Point", "namespace": ns,
+        "fields": [{"name": "lat", "type": "double"}, {"name": "lon", "type": "double"}],
+    }  # fmt: skip
+    kind = {"type": "enum", "name": "Kind", "namespace": ns, "symbols": ["TRAIN", "TEST"]}
+    reading = {
+        "type": "record", "name": "Reading", "namespace": ns,
+        "fields": [
+            {"name": "id", "type": "long"},
+            {"name": "at", "type": f"{ns}.Point"},
+            {"name": "kind", "type": f"{ns}.Kind"},
+            {"name": "next", "type": ["null", f"{ns}.Kind"], "default": None},
+        ],
+    }  # fmt: skip
+    client = SchemaRegistryClient({"url": schema_registry_url})
+    client.register_schema(f"{ns}.Point", Schema(json.dumps(point), "AVRO"))
+    client.register_schema(f"{ns}.Kind", Schema(json.dumps(kind), "AVRO"))
+    references = [
+        SchemaReference(f"{ns}.Point", f"{ns}.Point", 1),
+        SchemaReference(f"{ns}.Kind", f"{ns}.Kind", 1),
+    ]
+    named: dict[str, Any] = {}
+    fastavro.parse_schema(point, named_schemas=named)
+    fastavro.parse_schema(kind, named_schemas=named)
+
+    def write(topic: str, schema: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        refs = [r for r in references if f'"{r.name}"' in json.dumps(schema)]  # the types it uses
+        schema_id = client.register_schema(f"{topic}-value", Schema(json.dumps(schema), "AVRO", refs))
+        parsed = fastavro.parse_schema(schema, named_schemas=dict(named))
+        values = []
+        for row in rows:
+            body = io.BytesIO()
+            fastavro.schemaless_writer(body, parsed, row)
+            values.append(frame(schema_id, body.getvalue()))
+        produce_raw(config["bootstrap.servers"], topic, values)
+
+    rows = [
+        {"id": i, "at": {"lat": i / 2, "lon": -1.0}, "kind": ["TRAIN", "TEST"][i % 2],
+         "next": None if i % 3 == 0 else "TEST"}
+        for i in range(6)
+    ]  # fmt: skip
+    topic = with_record = new_topic()
+    write(topic, reading, rows)
+    # The writer refers to the registered types; the reader (given) defines its enum inline.
+    reader = {
+        "type": "record", "name": "Reading", "namespace": ns,
+        "fields": [{"name": "id", "type": "long"},
+                   {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["TRAIN", "TEST"]}}],
+    }  # fmt: skip
+    ds = km.KafkaDataset(
+        topic, config, format="avro", avro_schema=reader, schema_registry=schema_registry_url, end="latest"
+    )
+    assert read_all(ds) == {"id": list(range(6)), "kind": [r["kind"] for r in rows]}
+
+    # The reader from the subject's latest schema, whose enum types are references.
+    flat = {**reading, "fields": [f for f in reading["fields"] if f["name"] != "at"]}
+    topic = new_topic()
+    write(topic, flat, [{k: v for k, v in r.items() if k != "at"} for r in rows])
+    ds = km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    assert read_all(ds) == {
+        "id": list(range(6)),
+        "kind": [r["kind"] for r in rows],
+        "next": [r["next"] for r in rows],
+    }
+    schema = pa.schema(ds)
+    assert schema.field("kind").type == pa.string() and schema.field("next").nullable
+
+    # A latest schema with a record-typed field: columns cannot hold it, and the error says so.
+    with pytest.raises(km.ConfigError, match=f"field 'at': an Avro record '{ns}.Point' is not supported"):
+        km.KafkaDataset(with_record, config, format="avro", schema_registry=schema_registry_url)
+
+
 def test_a_registry_lost_while_fetching_a_reference_stops_the_read(
     config: dict[str, str], new_topic: Callable[..., str]
 ) -> None:

@@ -5,6 +5,7 @@ use super::{require_value, Decoder};
 use crate::error::Error;
 use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
 use crate::schema::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
+use apache_avro::schema::{NamesRef, ResolvedSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use arrow_array::ArrayRef;
@@ -14,11 +15,14 @@ use std::sync::Arc;
 
 pub struct AvroDecoder {
     reader_schema: Schema,
+    /// The named types `reader_schema` refers to but does not define (a registry subject's
+    /// references), for resolving values against it.
+    reader_named: Vec<Schema>,
     /// Whether values carry the Confluent header (a registry, or writer schemas by id, given);
     /// otherwise they are plain Avro datums written with `reader_schema`.
     framed: bool,
     /// Writer schemas by registry id: given up front, or fetched from `registry` on first sight.
-    writers: HashMap<u32, Schema>,
+    writers: HashMap<u32, Writer>,
     registry: Option<Arc<SchemaRegistry>>,
     /// A registry failure (not a bad message) that stopped the last `decode`.
     unavailable: Option<Error>,
@@ -33,8 +37,35 @@ pub struct AvroDecoder {
     rows: usize,
 }
 
-/// Maps an Avro field schema to a column type; `["null", T]` unions make nullable columns.
-fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
+/// A writer schema and the named types it refers to but does not define (its registry
+/// references), which decoding its values needs.
+struct Writer {
+    schema: Schema,
+    named: Vec<Schema>,
+}
+
+/// Maps an Avro field schema to a column type; `["null", T]` unions make nullable columns. A
+/// reference to a named type (`"type": "ml.Kind"`) is looked up in `names`.
+fn column_for(name: &str, schema: &Schema, names: &NamesRef<'_>) -> Result<ColumnSpec, String> {
+    let resolve = |s: &'_ Schema| -> Result<Schema, String> {
+        match s {
+            Schema::Ref { name: type_name } => names
+                .get(type_name)
+                .map(|&s| s.clone())
+                .ok_or_else(|| format!("field '{name}': unknown Avro type '{}'", type_name.fullname(None))),
+            s => Ok(s.clone()),
+        }
+    };
+    let schema = &match schema {
+        Schema::Union(u) => Schema::Union(
+            apache_avro::schema::UnionSchema::new(
+                u.variants().iter().map(resolve).collect::<Result<Vec<_>, _>>()?,
+            )
+            .map_err(|e| format!("field '{name}': {e}"))?,
+        ),
+        Schema::Array(a) => Schema::array(resolve(&a.items)?),
+        s => resolve(s)?,
+    };
     let (schema, nullable) = match schema {
         Schema::Union(u) => {
             let non_null: Vec<&Schema> = u
@@ -74,7 +105,16 @@ fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
             _ => return Err(format!("field '{name}': only arrays of numbers are supported")),
         },
         s => (
-            scalar(s).ok_or_else(|| format!("field '{name}': Avro type {s:?} is not supported"))?,
+            scalar(s).ok_or_else(|| {
+                let what = match s {
+                    Schema::Record(r) => format!("record '{}'", r.name.fullname(None)),
+                    other => format!("{:?}", apache_avro::schema::SchemaKind::from(other)).to_lowercase(),
+                };
+                format!(
+                    "field '{name}': an Avro {what} is not supported as a column (scalars, enums, \
+                     fixed, strings, bytes and arrays of numbers are)"
+                )
+            })?,
             Shape::Scalar,
         ),
     };
@@ -87,27 +127,48 @@ fn column_for(name: &str, schema: &Schema) -> Result<ColumnSpec, String> {
 }
 
 impl AvroDecoder {
+    /// `schema` is the reader schema; `named`, the schemas of the named types it refers to
+    /// without defining them (the references of a registry subject), in definition order.
     pub fn new(
         schema: &str,
+        named: &[String],
         registry_schemas: &[(u32, String)],
         registry: Option<Arc<SchemaRegistry>>,
     ) -> Result<Self, String> {
-        let reader_schema = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
+        let (reader_schema, reader_named) = if named.is_empty() {
+            let s = Schema::parse_str(schema).map_err(|e| format!("invalid Avro schema: {e}"))?;
+            (s, Vec::new())
+        } else {
+            Schema::parse_str_with_list(schema, named).map_err(|e| format!("invalid Avro schema: {e}"))?
+        };
         let Schema::Record(record) = &reader_schema else {
             return Err("the Avro schema must be a record".into());
         };
+        // Definitions before the references to them: the referenced types first.
+        let all: Vec<&Schema> = reader_named
+            .iter()
+            .chain(std::iter::once(&reader_schema))
+            .collect();
+        let resolved = ResolvedSchema::try_from(all).map_err(|e| format!("invalid Avro schema: {e}"))?;
         let columns = record
             .fields
             .iter()
-            .map(|f| column_for(&f.name, &f.schema).map(ColumnBuilder::new))
+            .map(|f| column_for(&f.name, &f.schema, resolved.get_names()).map(ColumnBuilder::new))
             .collect::<Result<Vec<_>, _>>()?;
         let mut writers = HashMap::new();
         for (id, s) in registry_schemas {
             let w = Schema::parse_str(s).map_err(|e| format!("invalid Avro schema for id {id}: {e}"))?;
-            writers.insert(*id, w);
+            writers.insert(
+                *id,
+                Writer {
+                    schema: w,
+                    named: Vec::new(),
+                },
+            );
         }
         Ok(AvroDecoder {
             reader_schema,
+            reader_named,
             framed: registry.is_some() || !writers.is_empty(),
             writers,
             registry,
@@ -121,7 +182,7 @@ impl AvroDecoder {
     }
 
     /// The writer schema of `id`: known, or fetched from the registry (once per id).
-    fn writer(&mut self, id: u32) -> Result<&Schema, String> {
+    fn writer(&mut self, id: u32) -> Result<&Writer, String> {
         if !self.writers.contains_key(&id) {
             let Some(registry) = &self.registry else {
                 let mut known: Vec<_> = self.writers.keys().collect();
@@ -141,7 +202,8 @@ impl AvroDecoder {
                         .map_err(|f| f.context(format_args!("the registry's schema id {id}")))
                 })
                 .map_err(|f| f.into_decode_error(&mut self.unavailable))?;
-            self.writers.insert(id, writer);
+            let (schema, named) = writer;
+            self.writers.insert(id, Writer { schema, named });
         }
         Ok(&self.writers[&id])
     }
@@ -167,7 +229,7 @@ impl AvroDecoder {
         }
         // The compiled plan of this writer schema, where it has one (compiled on first use).
         if self.general_only.is_none() {
-            let writer = writer_id.map_or(&self.reader_schema, |id| &self.writers[&id]);
+            let writer = writer_id.map_or(&self.reader_schema, |id| &self.writers[&id].schema);
             let plan = self
                 .plans
                 .entry(writer_id)
@@ -178,9 +240,24 @@ impl AvroDecoder {
                 return plan.decode(body, &mut self.columns);
             }
         }
-        let writer = writer_id.map_or(&self.reader_schema, |id| &self.writers[&id]);
-        let datum = apache_avro::from_avro_datum(writer, &mut body, Some(&self.reader_schema))
-            .map_err(|e| format!("invalid Avro: {e}"))?;
+        let (writer, writer_named) = match writer_id {
+            Some(id) => (&self.writers[&id].schema, &self.writers[&id].named),
+            None => (&self.reader_schema, &self.reader_named),
+        };
+        let datum = if writer_named.is_empty() && self.reader_named.is_empty() {
+            apache_avro::from_avro_datum(writer, &mut body, Some(&self.reader_schema))
+        } else {
+            // Named types defined in referenced schemas: each side resolves its references
+            // against the types it refers to, then its own schema (definitions first).
+            apache_avro::from_avro_datum_reader_schemata(
+                writer,
+                writer_named.iter().chain([writer]).collect(),
+                &mut body,
+                Some(&self.reader_schema),
+                self.reader_named.iter().chain([&self.reader_schema]).collect(),
+            )
+        }
+        .map_err(|e| format!("invalid Avro: {e}"))?;
         if !body.is_empty() {
             return Err(format!(
                 "invalid Avro: {} bytes left after the record",
@@ -242,17 +319,28 @@ fn append(col: &mut ColumnBuilder, v: &Value) -> Result<(), String> {
 }
 
 /// Parses a registered Avro schema, with the schemas it references (named types registered
-/// under other subjects) fetched first.
+/// under other subjects) fetched first: the schema, and the referenced schemas.
 pub(crate) fn parse_registered(
     registry: &SchemaRegistry,
     schema: &str,
     references: &[crate::registry::SchemaReference],
-) -> Result<Schema, SchemaFailure> {
+) -> Result<(Schema, Vec<Schema>), SchemaFailure> {
     if references.is_empty() {
         return Schema::parse_str(schema)
+            .map(|s| (s, Vec::new()))
             .map_err(|e| SchemaFailure::Bad(format!("invalid Avro schema: {e}")));
     }
-    // Depth-first, so that every named type is defined before a schema that uses it.
+    let named = referenced_schemas(registry, references)?;
+    Schema::parse_str_with_list(schema, &named)
+        .map_err(|e| SchemaFailure::Bad(format!("invalid Avro schema: {e}")))
+}
+
+/// The texts of the schemas `references` name, fetched depth-first so that every named type is
+/// defined before a schema that uses it.
+pub fn referenced_schemas(
+    registry: &SchemaRegistry,
+    references: &[crate::registry::SchemaReference],
+) -> Result<Vec<String>, SchemaFailure> {
     let mut texts: Vec<String> = Vec::new();
     let mut pending: Vec<(crate::registry::SchemaReference, bool)> =
         references.iter().rev().map(|r| (r.clone(), false)).collect();
@@ -269,13 +357,7 @@ pub(crate) fn parse_registered(
             pending.extend(found.references.iter().rev().map(|r| (r.clone(), false)));
         }
     }
-    texts.push(schema.to_owned());
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-    let mut parsed =
-        Schema::parse_list(refs).map_err(|e| SchemaFailure::Bad(format!("invalid Avro schema: {e}")))?;
-    parsed
-        .pop()
-        .ok_or_else(|| SchemaFailure::Bad("invalid Avro schema: empty".to_owned()))
+    Ok(texts)
 }
 
 impl Decoder for AvroDecoder {
@@ -322,6 +404,46 @@ mod tests {
         {"name": "x", "type": {"type": "array", "items": "double"}},
         {"name": "tag", "type": ["null", "string"]}]}"#;
 
+    #[test]
+    fn named_types_from_referenced_schemas_resolve() {
+        const KIND: &str = r#"{"type": "enum", "name": "Kind", "namespace": "ml", "symbols": ["A", "B"]}"#;
+        const READING: &str = r#"{"type": "record", "name": "Reading", "namespace": "ml", "fields": [
+            {"name": "id", "type": "long"}, {"name": "kind", "type": "ml.Kind"},
+            {"name": "maybe", "type": ["null", "ml.Kind"], "default": null}]}"#;
+        let (schema, named) = Schema::parse_str_with_list(READING, [KIND]).unwrap();
+        let names = ResolvedSchema::try_from(named.iter().chain([&schema]).collect::<Vec<_>>()).unwrap();
+        let encode = |id: i64, kind: u32, maybe: Option<u32>| {
+            let symbol = |k: u32| Value::Enum(k, ["A", "B"][k as usize].to_string());
+            let value = Value::Record(vec![
+                ("id".into(), Value::Long(id)),
+                ("kind".into(), symbol(kind)),
+                (
+                    "maybe".into(),
+                    match maybe {
+                        Some(k) => Value::Union(1, Box::new(symbol(k))),
+                        None => Value::Union(0, Box::new(Value::Null)),
+                    },
+                ),
+            ]);
+            apache_avro::to_avro_datum_schemata(&schema, names.get_schemata(), value).unwrap()
+        };
+        let mut d = AvroDecoder::new(READING, &[KIND.to_string()], &[], None).unwrap();
+        for (id, kind, maybe) in [(1, 0, None), (2, 1, Some(0))] {
+            d.decode(None, Some(&encode(id, kind, maybe))).unwrap();
+        }
+        let cols = d.finish();
+        assert_eq!(
+            cols[1].as_string::<i32>().iter().collect::<Vec<_>>(),
+            [Some("A"), Some("B")]
+        );
+        assert_eq!(
+            cols[2].as_string::<i32>().iter().collect::<Vec<_>>(),
+            [None, Some("A")]
+        );
+        // Without the referenced schema the reader schema does not parse.
+        assert!(AvroDecoder::new(READING, &[], &[], None).is_err());
+    }
+
     fn datum(id: i64, tag: Option<&str>) -> Vec<u8> {
         let schema = Schema::parse_str(SCHEMA).unwrap();
         let tag = match tag {
@@ -341,7 +463,7 @@ mod tests {
 
     #[test]
     fn plain_and_confluent_framing() {
-        let mut plain = AvroDecoder::new(SCHEMA, &[], None).unwrap();
+        let mut plain = AvroDecoder::new(SCHEMA, &[], &[], None).unwrap();
         plain.decode(None, Some(&datum(1, Some("a")))).unwrap();
         plain.decode(None, Some(&datum(2, None))).unwrap();
         assert!(plain
@@ -360,7 +482,7 @@ mod tests {
         );
         assert!(cols[2].is_null(1));
 
-        let mut framed = AvroDecoder::new(SCHEMA, &[(7, SCHEMA.to_string())], None).unwrap();
+        let mut framed = AvroDecoder::new(SCHEMA, &[], &[(7, SCHEMA.to_string())], None).unwrap();
         let mut msg = vec![0, 0, 0, 0, 7];
         msg.extend(datum(3, None));
         framed.decode(None, Some(&msg)).unwrap();
@@ -513,8 +635,8 @@ mod tests {
             messages.push(m);
         }
         let registry = [(1, WRITER.to_string())];
-        let mut fast = AvroDecoder::new(READER, &registry, None).unwrap();
-        let mut general = AvroDecoder::new(READER, &registry, None).unwrap();
+        let mut fast = AvroDecoder::new(READER, &[], &registry, None).unwrap();
+        let mut general = AvroDecoder::new(READER, &[], &registry, None).unwrap();
         general.general_only = Some(());
         let mut failures = 0;
         for m in &messages {
@@ -542,7 +664,7 @@ mod tests {
             {"name": "key", "aliases": ["id"], "type": "long"},
             {"name": "x", "type": {"type": "array", "items": "double"}},
             {"name": "tag", "type": ["null", "string"]}]}"#;
-        let mut d = AvroDecoder::new(reader, &[(7, SCHEMA.to_string())], None).unwrap();
+        let mut d = AvroDecoder::new(reader, &[], &[(7, SCHEMA.to_string())], None).unwrap();
         let mut msg = vec![0, 0, 0, 0, 7];
         msg.extend(datum(42, Some("t")));
         d.decode(None, Some(&msg)).unwrap();

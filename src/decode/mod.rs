@@ -21,7 +21,7 @@ use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 use std::sync::Arc;
 
-pub use avro::AvroDecoder;
+pub use avro::{referenced_schemas as avro_referenced_schemas, AvroDecoder};
 pub use debezium::DebeziumDecoder;
 pub use json::JsonDecoder;
 pub use protobuf::{ProtoSource, ProtobufDecoder};
@@ -45,6 +45,9 @@ pub enum FormatSpec {
     /// schema id) and are decoded with the writer schema of that id.
     Avro {
         schema: String,
+        /// The named types `schema` refers to without defining them (its registry subject's
+        /// references), in definition order.
+        named: Vec<String>,
         registry_schemas: Vec<(u32, String)>,
         /// Where the writer schemas of ids not in `registry_schemas` are fetched.
         registry: Option<Arc<SchemaRegistry>>,
@@ -108,11 +111,12 @@ impl FormatSpec {
             FormatSpec::Json { columns } => Box::new(JsonDecoder::new(columns.clone())?),
             FormatSpec::Avro {
                 schema,
+                named,
                 registry_schemas,
                 registry,
-            } => {
-                Box::new(AvroDecoder::new(schema, registry_schemas, registry.clone()).map_err(Error::Config)?)
-            }
+            } => Box::new(
+                AvroDecoder::new(schema, named, registry_schemas, registry.clone()).map_err(Error::Config)?,
+            ),
             FormatSpec::JsonSchema { columns, registry } => Box::new(framed::FramedDecoder::new(
                 Box::new(JsonDecoder::new(columns.clone())?),
                 crate::registry::SchemaType::Json,

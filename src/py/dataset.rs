@@ -8,7 +8,7 @@ use crate::batch::{KafkaBatch, MetaColumn, OffsetMap};
 use crate::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
 use crate::decode::FormatSpec;
 use crate::error::Error;
-use crate::registry::{SchemaRegistry, SchemaType};
+use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType};
 use crate::schema::{ColumnSpec, ScalarType};
 use arrow_array::{RecordBatch, StructArray};
 use arrow_schema::Field;
@@ -61,6 +61,7 @@ fn parse_format(
     dtype: Option<String>,
     shape: Option<Vec<usize>>,
     avro_schema: Option<String>,
+    avro_named: Vec<String>,
     registry_schemas: Option<std::collections::HashMap<u32, String>>,
     registry: Option<Arc<SchemaRegistry>>,
     proto_message: Option<prost_reflect::MessageDescriptor>,
@@ -112,6 +113,7 @@ fn parse_format(
             known.sort();
             FormatSpec::Avro {
                 schema,
+                named: avro_named,
                 registry_schemas: known,
                 registry,
             }
@@ -232,21 +234,32 @@ impl KafkaDataset {
             (_, None) => None,
         };
         // The reader schema (and so the columns), when not given: the subject's latest version.
+        let mut avro_named = Vec::new();
         let avro_schema = match (format, avro_schema, &registry) {
             ("avro", None, Some(client)) => {
                 let subject = reader_subject("avro_schema")?;
-                let client = client.clone();
-                let latest = blocking_call(py, move || client.subject_version(&subject, None))?.py_err()?;
+                let latest = {
+                    let client = client.clone();
+                    blocking_call(py, move || client.subject_version(&subject, None))?.py_err()?
+                };
                 if latest.schema_type != SchemaType::Avro {
                     return Err(config_error(format!(
                         "the registry's latest schema of the subject is {}, not Avro",
                         latest.schema_type.name()
                     )));
                 }
+                // Named types registered under other subjects: their schemas come along.
                 if !latest.references.is_empty() {
-                    return Err(config_error(
-                        "the subject's latest schema references other subjects: give the reader schema as avro_schema=".into(),
-                    ));
+                    let (client, references) = (client.clone(), latest.references.clone());
+                    avro_named = blocking_call(py, move || {
+                        crate::decode::avro_referenced_schemas(&client, &references).map_err(|f| match f {
+                            SchemaFailure::Bad(reason) => {
+                                Error::Config(format!("the subject's latest Avro schema: {reason}"))
+                            }
+                            SchemaFailure::Unavailable(e) => e,
+                        })
+                    })?
+                    .py_err()?;
                 }
                 Some(latest.schema)
             }
@@ -302,6 +315,7 @@ impl KafkaDataset {
                 dtype,
                 shape,
                 avro_schema,
+                avro_named,
                 registry_schemas,
                 registry,
                 proto_message,
