@@ -4,13 +4,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup build wheel wheel-test broker lint rust-test py-test bench clean connect postgres registry
+.PHONY: demo test setup build wheel wheel-test broker lint rust-test unit py-test bench clean connect postgres registry
 
 demo: build
 	$(VENV)/bin/kafka-ml demo
 
 # wheel-test right after build: the wheel then reuses build's compile (cargo test would replace it).
-test: build wheel-test broker lint rust-test py-test
+test: build wheel-test broker lint rust-test unit py-test
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -67,6 +67,11 @@ lint: setup
 
 rust-test:
 	cargo test --release
+
+# The broker-free tier (tests marked `unit` by tests/conftest.py): with KAFKA_ML_NO_SERVICES=1 a
+# test that would start a broker, registry or database fails, so the tier is known to need none.
+unit: build
+	KAFKA_ML_NO_SERVICES=1 $(VENV)/bin/pytest -m unit -q
 
 py-test: build broker connect registry
 	$(VENV)/bin/pytest

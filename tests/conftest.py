@@ -11,6 +11,11 @@ started only by the first test that asks for it.
 set, otherwise a local Apicurio Registry (kafka/registry_launcher.py, global compatibility
 BACKWARD like Confluent's default), started only by the first test that asks for it.
 `tls_registry` is that local registry, for its HTTPS listener (skipped with an external one).
+
+Every test that needs none of the fixtures in `SERVICE_FIXTURES` (directly or through other
+fixtures) is marked `unit`: `pytest -m unit` (`make unit`) runs that tier with no broker, registry,
+Connect worker or PostgreSQL. With `KAFKA_ML_NO_SERVICES=1` a service fixture fails instead of
+starting anything, so that tier is checked to start none.
 """
 
 from __future__ import annotations
@@ -84,8 +89,28 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
             timer.cancel()
 
 
+# The fixtures that start (or reach) a service; the modules' own (Connect worker, PostgreSQL, the
+# secured registry) are named here too.
+SERVICE_FIXTURES = frozenset(
+    {"bootstrap_servers", "secure_broker", "local_registry", "postgres", "connect", "secured_registry"}
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        # `fixturenames` is the closure: the fixtures a test asks for and those they ask for.
+        if not SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.unit)
+
+
+def _no_services(what: str) -> None:
+    if os.environ.get("KAFKA_ML_NO_SERVICES") == "1":
+        pytest.fail(f"KAFKA_ML_NO_SERVICES=1, and this test would start {what}: it is not a unit test")
+
+
 @pytest.fixture(scope="session")
 def bootstrap_servers() -> Iterator[str]:
+    _no_services("a Kafka broker")
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield external
@@ -105,6 +130,7 @@ def secure_broker() -> Iterator[SecureKafkaBroker]:
     Always a local one (an external cluster would not have these listeners, users and ACLs).
     Imported here rather than at the top so that sessions which never ask for it do not even
     load `cryptography`."""
+    _no_services("the secured Kafka broker")
     from secure_launcher import SecureKafkaBroker
 
     broker = SecureKafkaBroker()
@@ -118,6 +144,7 @@ def secure_broker() -> Iterator[SecureKafkaBroker]:
 @pytest.fixture(scope="session")
 def local_registry() -> Iterator[RegistryServer | None]:
     """The local Apicurio Registry (with an HTTPS listener too), or None with SCHEMA_REGISTRY_URL."""
+    _no_services("a Schema Registry")
     if os.environ.get("SCHEMA_REGISTRY_URL"):
         yield None
         return
