@@ -115,6 +115,8 @@ def intervals_from_offsets(offsets: np.ndarray) -> list[Interval]:
 
 def contains(intervals: Sequence[Interval], offsets: np.ndarray) -> np.ndarray:
     """Boolean mask: which ``offsets`` lie in the (normalized) ``intervals``."""
+    if not intervals:
+        return np.zeros(len(offsets), dtype=bool)
     starts = np.fromiter((lo for lo, _ in intervals), dtype=np.int64, count=len(intervals))
     ends = np.fromiter(
         (np.iinfo(np.int64).max if hi is None else hi for _, hi in intervals),
