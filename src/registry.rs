@@ -242,6 +242,8 @@ pub struct SchemaRegistry {
     by_id: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
     /// `(subject, schema type, schema text)` → id, for producers that send many times.
     ids: Mutex<HashMap<(String, SchemaType, String), u32>>,
+    /// The subject versions `version_for` found, by the same key.
+    versions: Mutex<HashMap<(String, SchemaType, String), (u32, i32)>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
@@ -307,6 +309,7 @@ impl SchemaRegistry {
             tls,
             by_id: Mutex::new(HashMap::new()),
             ids: Mutex::new(HashMap::new()),
+            versions: Mutex::new(HashMap::new()),
         })
     }
 
@@ -439,7 +442,8 @@ impl SchemaRegistry {
     }
 
     /// `id_for`, and the version the schema has under `subject`: what a reference to it names
-    /// (a Protobuf import registered under its own subject).
+    /// (a Protobuf import registered under its own subject). Registering answers only the id, so
+    /// the version comes from a lookup (the only request without `auto_register`); both cached.
     pub fn version_for(
         &self,
         subject: &str,
@@ -448,7 +452,13 @@ impl SchemaRegistry {
         references: &[SchemaReference],
         auto_register: bool,
     ) -> Result<(u32, i32)> {
-        let id = self.id_for(subject, schema, schema_type, references, auto_register)?;
+        let key = (subject.to_owned(), schema_type, schema.to_owned());
+        if let Some(found) = lock(&self.versions).get(&key) {
+            return Ok(*found);
+        }
+        if auto_register {
+            self.id_for(subject, schema, schema_type, references, true)?;
+        }
         let body = RegisterBody {
             schema,
             schema_type: schema_type.name(),
@@ -457,14 +467,22 @@ impl SchemaRegistry {
         let answer: SchemaBody = self.post(
             &format!("/subjects/{}", segment(subject)),
             &body,
-            &format!("looking up the version of the schema under subject '{subject}'"),
+            &format!(
+                "looking up the schema under subject '{subject}'{}",
+                if auto_register {
+                    ""
+                } else {
+                    " (auto_register is off)"
+                }
+            ),
         )?;
-        let version = answer.version.ok_or_else(|| {
-            registry_error(
-                format!("subject '{subject}': the lookup answer has no version"),
+        let (Some(id), Some(version)) = (answer.id, answer.version) else {
+            return Err(registry_error(
+                format!("subject '{subject}': the lookup answer has no id or no version"),
                 None,
-            )
-        })?;
+            ));
+        };
+        lock(&self.versions).insert(key, (id, version));
         Ok((id, version))
     }
 

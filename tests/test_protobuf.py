@@ -219,23 +219,7 @@ def test_kafka_ml_writes_confluent_reads_and_the_subject_exists(
     assert f"{topic}-value" in client.get_subjects()
     assert client.get_latest_version(f"{topic}-value").schema.schema_type == "PROTOBUF"
 
-    deserializer = ProtobufDeserializer(pb2.Reading, {"use.deprecated.format": False})
-    consumer = CkConsumer(
-        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    got: list[Any] = []
-    try:
-        for _ in range(200):
-            if len(got) == data.num_rows:
-                break
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
-    finally:
-        consumer.close()
+    got = confluent_read(config, topic, pb2.Reading, data.num_rows)
     assert expected_columns(got) == table_as_columns(data)
 
     # And kafka-ml reads its own values back, with the subject's latest schema as the reader.
