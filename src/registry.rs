@@ -234,16 +234,19 @@ struct ErrorBody {
 /// The registry's error codes for "no such subject / version / schema" (Confluent's API).
 const NOT_FOUND_CODES: [i64; 3] = [40401, 40402, 40403];
 
+/// `(subject, schema type, schema text)`: what a producer's registrations are cached by.
+type SchemaKey = (String, SchemaType, String);
+
 /// A shared registry client with its caches.
 pub struct SchemaRegistry {
     settings: RegistrySettings,
     agent: Mutex<(u32, ureq::Agent)>,
     tls: TlsConfig,
     by_id: Mutex<HashMap<u32, Arc<RegisteredSchema>>>,
-    /// `(subject, schema type, schema text)` → id, for producers that send many times.
-    ids: Mutex<HashMap<(String, SchemaType, String), u32>>,
-    /// The subject versions `version_for` found, by the same key.
-    versions: Mutex<HashMap<(String, SchemaType, String), (u32, i32)>>,
+    /// Ids, for producers that send many times.
+    ids: Mutex<HashMap<SchemaKey, u32>>,
+    /// The (id, subject version) pairs `version_for` found.
+    versions: Mutex<HashMap<SchemaKey, (u32, i32)>>,
 }
 
 impl std::fmt::Debug for SchemaRegistry {
