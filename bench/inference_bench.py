@@ -1,15 +1,25 @@
 #!/usr/bin/env python
-"""Real-time inference loop: sustained throughput and end-to-end latency on a real broker.
+"""Real-time inference: end-to-end latency and sustained throughput on a real broker, against
+the loop users write by hand with confluent-kafka, measured in the same run.
 
-For each delivery mode (``at_least_once``, ``exactly_once``):
+Inputs are JSON ``{"id", "x": [16 floats]}``; the model is a 16x4 linear layer in NumPy; each
+result ``{"id", "score": [4 floats]}`` goes to an output topic with the input's key. Loops:
 
-1. ``max``: the loop drains a backlog of ``--records`` JSON inputs ``{"id", "x": [16 floats]}``
-   through a small model (a 16x4 linear layer in NumPy): messages/s from first to last result.
-2. ``rate R``: inputs are produced at a fixed R messages/s (1k and 10k) for ``--seconds`` while
-   the loop serves them: end-to-end latency p50 / p99 (input timestamp -> result acknowledged,
-   or its transaction committed), from the loop's own metrics.
+- ``confluent``: the hand-written baseline: ``consume(500, 0.005)`` -> ``json.loads`` ->
+  predict -> ``produce`` per result -> ``flush`` -> ``commit`` (at-least-once);
+- ``kafka-ml at_least_once`` and ``kafka-ml exactly_once``: ``InferenceLoop`` with the
+  library's defaults (nothing tuned here).
 
-The broker is ``kafka/launcher.py``'s (or ``$KAFKA_BOOTSTRAP_SERVERS``).
+For each loop:
+
+1. ``max``: a backlog of ``--records`` inputs is drained: messages/s from start to the last
+   result acknowledged;
+2. ``rate R`` (1k and 10k msg/s): inputs are produced at R messages/s for ``--seconds`` after
+   3 s of warm-up; end-to-end latency p50 / p99 = input timestamp -> result acknowledged (for
+   exactly-once: its transaction committed).
+
+The broker is ``kafka/launcher.py``'s (or ``$KAFKA_BOOTSTRAP_SERVERS``). The machine's speed
+drifts: compare the loops of one run, not runs of different days.
 
     python bench/inference_bench.py --quick
     python bench/inference_bench.py
@@ -31,11 +41,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import kafka_ml as km
-from consume_bench import RESULTS_DIR, create_topic, log, machine_info, start_broker
-from kafka_ml.inference import InferenceLoop
+from common import RESULTS_DIR, create_topic, log, machine_info, start_broker
+from kafka_ml.inference import InferenceLoop, _Latencies
 
 SCHEMA = {"id": "int64", "x": ("float32", 16)}
 WEIGHTS = np.random.default_rng(0).standard_normal((16, 4)).astype(np.float32)
+LOOPS = ("confluent", "at_least_once", "exactly_once")
+WARMUP_S = 3.0
 
 
 def predict(batch: Any) -> dict[str, Any]:
@@ -48,73 +60,161 @@ def inputs(start: int, n: int) -> dict[str, np.ndarray]:
     return {"id": ids, "x": x}
 
 
-def make_loop(bs: str, inp: str, out: str, delivery: str) -> InferenceLoop:
-    return InferenceLoop(
-        predict,
-        inp,
-        out,
-        {"bootstrap.servers": bs, "group.id": f"bench-{uuid.uuid4().hex[:8]}", "session.timeout.ms": 6000},
-        delivery=delivery,  # type: ignore[arg-type]
-        instance=uuid.uuid4().hex[:8],
-        format="json",
-        schema=SCHEMA,
-        output_schema={"id": "int64", "score": ("float32", 4)},
-        batch_size=2000,
-        max_wait=0.005,
-        metrics_interval=3600,
-    )
+class Runner:
+    """One loop serving `inp` -> `out` on a thread until `stop()`, with its own latency window."""
+
+    def __init__(self, kind: str, bs: str, inp: str, out: str) -> None:
+        self.kind, self.bs, self.inp, self.out = kind, bs, inp, out
+        self.loop: InferenceLoop | None = None
+        self._stop = threading.Event()
+        self._latencies = _Latencies()
+        self.messages = 0
+        self.assigned = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> Runner:
+        self.thread.start()
+        if not self.assigned.wait(60):
+            raise RuntimeError(f"{self.kind}: no partition assigned within 60 s")
+        return self
+
+    def _run(self) -> None:
+        group = f"bench-{uuid.uuid4().hex[:8]}"
+        if self.kind == "confluent":
+            self._confluent(group)
+            return
+        self.loop = InferenceLoop(
+            predict,
+            self.inp,
+            self.out,
+            {"bootstrap.servers": self.bs, "group.id": group, "auto.offset.reset": "earliest"},
+            delivery=self.kind,  # type: ignore[arg-type]
+            instance=uuid.uuid4().hex[:8],
+            format="json",
+            schema=SCHEMA,
+            output_schema={"id": "int64", "score": ("float32", 4)},
+            metrics_interval=3600,
+        )
+        threading.Thread(target=self._signal_assigned, daemon=True).start()
+        self.loop.run(handle_signals=False)
+
+    def _signal_assigned(self) -> None:
+        assert self.loop is not None
+        self.loop.wait_until_assigned(60)
+        self.assigned.set()
+
+    def _confluent(self, group: str) -> None:
+        from confluent_kafka import Consumer, Producer
+
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.bs,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        producer = Producer({"bootstrap.servers": self.bs})
+        consumer.subscribe([self.inp], on_assign=lambda c, parts: self.assigned.set())
+        try:
+            while not self._stop.is_set():
+                msgs = consumer.consume(500, 0.005)
+                if not msgs:
+                    continue
+                msgs = [m for m in msgs if m.error() is None]
+                rows = [json.loads(m.value()) for m in msgs]
+                x = np.array([r["x"] for r in rows], dtype=np.float32)
+                scores = x @ WEIGHTS
+                for m, r, s in zip(msgs, rows, scores, strict=True):
+                    producer.produce(self.out, json.dumps({"id": r["id"], "score": s.tolist()}), key=m.key())
+                producer.flush()
+                now = time.time() * 1000.0
+                self._latencies.add(np.array([now - m.timestamp()[1] for m in msgs], dtype=np.float64))
+                self.messages += len(msgs)
+                consumer.commit()
+        finally:
+            consumer.close()
+
+    def reset(self) -> None:
+        if self.loop is not None:
+            self.loop.reset_metrics()
+        else:
+            self._latencies = _Latencies()
+            self.messages = 0
+
+    def snapshot(self) -> tuple[int, dict[str, float]]:
+        if self.loop is not None:
+            m = self.loop.metrics
+            return int(m["messages"]), m["latency_ms"]
+        return self.messages, self._latencies.percentiles()
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+        self._stop.set()
+        self.thread.join(timeout=60)
 
 
-def max_throughput(bs: str, records: int, delivery: str) -> dict[str, Any]:
+def topics(bs: str) -> tuple[str, str]:
     inp, out = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
     create_topic(bs, inp, 1)
     create_topic(bs, out, 1)
-    with km.Producer({"bootstrap.servers": bs, "linger.ms": 5}) as producer:
+    return inp, out
+
+
+def max_throughput(bs: str, kind: str, records: int, timeout: float) -> dict[str, Any]:
+    inp, out = topics(bs)
+    with km.Producer({"bootstrap.servers": bs}) as producer:
         producer.send(inp, inputs(0, records), format="json", schema=SCHEMA)
-    loop = make_loop(bs, inp, out, delivery)
+    runner = Runner(kind, bs, inp, out)
     t0 = time.perf_counter()
-    metrics = loop.run(max_messages=records, handle_signals=False)
+    runner.start()
+    deadline = t0 + timeout
+    while runner.snapshot()[0] < records and time.perf_counter() < deadline:
+        time.sleep(0.01)
     wall = time.perf_counter() - t0
-    return {"messages": metrics["messages"], "wall_s": wall, "msgs_per_s": metrics["messages"] / wall}
+    served = runner.snapshot()[0]
+    runner.stop()
+    if served < records:
+        log(f"{kind}: only {served} of {records} served within {timeout} s")
+    return {"messages": served, "wall_s": wall, "msgs_per_s": served / wall}
 
 
-def at_rate(bs: str, rate: int, seconds: float, delivery: str) -> dict[str, Any]:
-    inp, out = f"bench-in-{uuid.uuid4().hex[:6]}", f"bench-out-{uuid.uuid4().hex[:6]}"
-    create_topic(bs, inp, 1)
-    create_topic(bs, out, 1)
-    loop = make_loop(bs, inp, out, delivery)
-    total = int(rate * (seconds + 3.0))  # 3 s of warm-up, then `seconds` measured
-    done = threading.Event()
+def at_rate(bs: str, kind: str, rate: int, seconds: float) -> dict[str, Any]:
+    inp, out = topics(bs)
+    runner = Runner(kind, bs, inp, out).start()
+    total = int(rate * (seconds + WARMUP_S))
+    fed = threading.Event()
 
     def feed() -> None:
         tick = 0.01  # a small batch every 10 ms, on schedule
         per_tick = max(1, int(rate * tick))
         with km.Producer({"bootstrap.servers": bs, "linger.ms": 0}) as producer:
             sent, start = 0, time.perf_counter()
-            while sent < total and not done.is_set():
+            while sent < total:
                 n = min(per_tick, total - sent)
                 producer.send(inp, inputs(sent, n), format="json", schema=SCHEMA)
                 sent += n
                 delay = start + sent / rate - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
+        fed.set()
 
-    results: dict[str, Any] = {}
-    runner = threading.Thread(target=lambda: results.update(loop.run(handle_signals=False)))
-    feeder = threading.Thread(target=feed)
-    runner.start()
+    feeder = threading.Thread(target=feed, daemon=True)
     feeder.start()
-    # The first seconds are a warm-up (joining the group, the first rebalance): not measured.
-    time.sleep(3.0)
-    loop.reset_metrics()
-    feeder.join()
+    time.sleep(WARMUP_S)  # joining the group, the first fetches: not measured
+    runner.reset()
+    feeder.join(timeout=seconds + 60)
     time.sleep(1.0)  # the last inputs are served
-    snapshot = loop.metrics
-    loop.stop()
-    runner.join(timeout=60)
-    done.set()
-    lat = snapshot["latency_ms"]
-    return {"rate": rate, "messages": snapshot["messages"], "p50_ms": lat["p50"], "p99_ms": lat["p99"]}
+    messages, lat = runner.snapshot()
+    runner.stop()
+    return {
+        "rate": rate,
+        "messages": messages,
+        "p50_ms": lat["p50"],
+        "p99_ms": lat["p99"],
+        "max_ms": lat["max"],
+    }
 
 
 def main() -> int:
@@ -122,31 +222,34 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--quick", action="store_true", help="50k records, 4 s per rate")
+    ap.add_argument("--loops", default=",".join(LOOPS), help=f"comma-separated subset of {LOOPS}")
     args = ap.parse_args()
     if args.quick:
         args.records, args.seconds = 50_000, 4.0
+    loops = [k for k in args.loops.split(",") if k]
     bs, broker = start_broker()
     result: dict[str, Any] = {"records": args.records, "seconds_per_rate": args.seconds}
     try:
-        for delivery in ("at_least_once", "exactly_once"):
-            m = max_throughput(bs, args.records, delivery)
-            log(f"{delivery}: max {m['msgs_per_s']:,.0f} msg/s")
+        for kind in loops:
+            m = max_throughput(bs, kind, args.records, timeout=120.0)
+            log(f"{kind}: max {m['msgs_per_s']:,.0f} msg/s")
             rates = []
             for rate in (1_000, 10_000):
-                r = at_rate(bs, rate, args.seconds, delivery)
-                log(f"{delivery}: {rate}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms")
+                r = at_rate(bs, kind, rate, args.seconds)
+                served = r["messages"]
+                log(f"{kind}: {rate}/s: p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms ({served} served)")
                 rates.append(r)
-            result[delivery] = {"max": m, "rates": rates}
+            result[kind] = {"max": m, "rates": rates}
         result["machine"] = machine_info(None)
         result["when"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     finally:
         if broker is not None:
             broker.stop()
-    print("\ndelivery        max msg/s   1k/s p50 / p99 ms   10k/s p50 / p99 ms")
-    for delivery in ("at_least_once", "exactly_once"):
-        d = result[delivery]
+    print("\nloop             max msg/s   1k/s p50 / p99 ms   10k/s p50 / p99 ms")
+    for kind in loops:
+        d = result[kind]
         cells = [f"{r['p50_ms']:6.1f} / {r['p99_ms']:6.1f}" for r in d["rates"]]
-        print(f"{delivery:14s} {d['max']['msgs_per_s']:>10,.0f}   {cells[0]:>17s}   {cells[1]:>17s}")
+        print(f"{kind:14s} {d['max']['msgs_per_s']:>10,.0f}   {cells[0]:>17s}   {cells[1]:>17s}")
     RESULTS_DIR.mkdir(exist_ok=True)
     out = RESULTS_DIR / f"inference-{datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(result, indent=2))

@@ -23,11 +23,13 @@ use crate::producer::{OutgoingMessage, Producer};
 use crate::queue::{ByteBoundedQueue, Popped, PushError};
 use arrow_schema::SchemaRef;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Headers, Message};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
+use rdkafka_sys::bindings as rd;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -541,6 +543,18 @@ struct GroupContext {
 crate::client_context_with_hooks!(GroupContext);
 
 impl ConsumerContext for GroupContext {
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        // Synchronous commits return their error to the caller; this reports asynchronous ones.
+        if let Err(e) = result {
+            let parts: Vec<String> = offsets
+                .elements()
+                .iter()
+                .map(|e| format!("'{}' [{}] at {:?}", e.topic(), e.partition(), e.offset()))
+                .collect();
+            log::warn!("commit of {} failed: {e}", parts.join(", "));
+        }
+    }
+
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             let revoked: BTreeSet<(String, i32)> = tpl
@@ -721,6 +735,7 @@ impl Reader {
             builder: BatchBuilder::new(options.format.decoder()?, &options.metadata)?,
             batch_size: options.batch_size,
             max_wait: options.max_wait,
+            drained: false,
             policy: options.on_error.clone(),
             dead_letter,
             remaining: ends.iter().flatten().count(),
@@ -830,7 +845,11 @@ impl Reader {
     /// the partitions this reader still owns, synchronously, whether or not the reader commits by
     /// itself: a partition revoked meanwhile belongs to another member, whose progress this must
     /// not overwrite.
-    pub fn commit_offsets(&self, offsets: &OffsetMap) -> Result<()> {
+    ///
+    /// `CommitMode::Async` returns once the commit is queued (a failure is logged when the
+    /// coordinator answers): for loops that commit after every batch and must not wait a round
+    /// trip each time; a later commit covers a failed one.
+    pub fn commit_offsets(&self, offsets: &OffsetMap, mode: CommitMode) -> Result<()> {
         let Some(consumer) = self.consumer.as_ref() else {
             return Err(Error::Closed("KafkaDataset reader"));
         };
@@ -844,7 +863,7 @@ impl Reader {
                 }
             }
         }
-        self.shared.commit(consumer, tpl, CommitMode::Sync)
+        self.shared.commit(consumer, tpl, mode)
     }
 
     /// The consumer's group membership, for sending offsets inside a producer transaction.
@@ -860,6 +879,39 @@ impl Reader {
     /// The next offset to read in every partition: exactly after what the user received.
     pub fn positions(&self) -> OffsetMap {
         lock(&self.shared.delivered).clone()
+    }
+
+    /// Messages in each owned partition after what the user received, by the high watermark
+    /// the last fetch brought (no request is made); partitions not fetched yet are left out.
+    pub fn lag(&self) -> OffsetMap {
+        let Some(consumer) = self.consumer.as_ref() else {
+            return OffsetMap::new();
+        };
+        let delivered = lock(&self.shared.delivered).clone();
+        let owned = lock(&self.shared.owned).clone();
+        let mut lag = OffsetMap::new();
+        for (tp, position) in delivered.into_iter().filter(|(tp, _)| owned.contains(tp)) {
+            let Ok(topic) = CString::new(tp.0.as_str()) else {
+                continue;
+            };
+            let (mut low, mut high) = (-1i64, -1i64);
+            // SAFETY: the consumer's handle is valid while `consumer` lives; the topic is a
+            // NUL-terminated string that outlives the call, and both out-pointers are valid
+            // i64s. The call only reads librdkafka's cached watermarks (no request).
+            let code = unsafe {
+                rd::rd_kafka_get_watermark_offsets(
+                    consumer.client().native_ptr(),
+                    topic.as_ptr(),
+                    tp.1,
+                    &mut low,
+                    &mut high,
+                )
+            };
+            if code == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 {
+                lag.insert(tp, (high - position).max(0));
+            }
+        }
+        lag
     }
 
     pub fn stats(&self) -> ReaderStats {
@@ -919,6 +971,8 @@ struct Engine {
     builder: BatchBuilder,
     batch_size: usize,
     max_wait: Duration,
+    /// The last look at the consumer's queue found it empty.
+    drained: bool,
     policy: ErrorPolicy,
     dead_letter: Option<(Producer, String)>,
     ids: PartitionIds,
@@ -982,6 +1036,13 @@ impl Engine {
             } else {
                 self.poll_one(deadline, &mut since_clock)?
             };
+            if self.latency_first() {
+                // No deadline: the batch closes when full or when nothing more is waiting.
+                if self.builder.rows() >= self.batch_size || (self.drained && self.builder.has_progress()) {
+                    self.emit()?;
+                }
+                continue;
+            }
             if progressed && deadline.is_none() {
                 deadline = Some(Instant::now() + self.max_wait);
             }
@@ -995,6 +1056,13 @@ impl Engine {
                 deadline = None;
             }
         }
+    }
+
+    /// `max_wait == 0`: a batch is handed out as soon as no more input is waiting in the
+    /// consumer's queue (or when full), so a lone message is not held back for company, while
+    /// under load the queue is rarely empty and batches grow towards `batch_size`.
+    fn latency_first(&self) -> bool {
+        self.max_wait.is_zero()
     }
 
     /// How long an empty queue may be waited on without missing the batch deadline.
@@ -1012,9 +1080,15 @@ impl Engine {
         // without reading the clock); only an empty queue waits.
         let consumer = self.consumer.clone();
         let mut polled = consumer.poll(Duration::ZERO);
+        self.drained = polled.is_none();
         if polled.is_none() {
+            if self.latency_first() && self.builder.has_progress() {
+                return Ok(false); // hand the batch out now rather than wait for more
+            }
             polled = consumer.poll(Self::idle_wait(deadline));
             *since_clock = CLOCK_EVERY;
+            // What arrived may have company (a whole fetch lands at once): look again first.
+            self.drained = false;
         }
         match polled {
             None => Ok(false),
@@ -1041,11 +1115,16 @@ impl Engine {
         let mut messages = queue
             .fill(Duration::ZERO)
             .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
+        self.drained = messages.is_empty();
         if messages.is_empty() {
+            if self.latency_first() && self.builder.has_progress() {
+                return Ok(false); // hand the batch out now rather than wait for more
+            }
             drop(messages);
             messages = queue
                 .fill(Self::idle_wait(deadline))
                 .map_err(|e| Stop::Failed(Error::kafka("consume", e)))?;
+            self.drained = false;
         }
         // Decoding is most of the work: the decoder may split it over two threads up front.
         let decodes_ahead = self.builder.decodes_ahead();

@@ -4,7 +4,7 @@
 
 use crate::client::{client_config, config_value, explain, ClientHooks, ClientSettings, TokenRefresher};
 use crate::error::{resource_kind, Error, KafkaCode, Result};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{
     BaseRecord, DeliveryResult, Producer as _, ProducerContext, PurgeConfig, ThreadedProducer,
@@ -638,8 +638,14 @@ impl Producer {
 
     /// Sends what is queued and commits it, with any offsets sent to the transaction, atomically.
     pub fn commit_transaction(&self, timeout: Duration) -> Result<()> {
+        // rust-rdkafka's `commit_transaction` first runs its own flush, which waits in 100 ms
+        // polls that do not end when the last delivery comes in: every commit with messages
+        // still in flight took at least 100 ms. Draining here first leaves it nothing to wait
+        // for; delivery failures are then the transaction's (commit_transaction reports them).
+        let deadline = Instant::now() + timeout;
+        let _ = self.drain(deadline);
         self.inner
-            .commit_transaction(timeout)
+            .commit_transaction(deadline.saturating_duration_since(Instant::now()))
             .map_err(|e| Error::kafka("commit_transaction", e))
     }
 
@@ -666,12 +672,10 @@ impl Producer {
             .map_err(|e| Error::kafka("send_offsets_to_transaction", e))
     }
 
-    /// Waits until every queued message is delivered or failed; fails if any failed or some are
-    /// still undelivered at the timeout, saying how many.
-    pub fn flush(&self, timeout: Duration) -> Result<()> {
-        // In slices, so a failed login ends the wait at once instead of at the timeout.
-        let deadline = Instant::now() + timeout;
-        let flushed = loop {
+    /// Waits until every queued message is delivered or failed, or `deadline`.
+    fn drain(&self, deadline: Instant) -> KafkaResult<()> {
+        // In slices, so a failed login ends the wait at once instead of at the deadline.
+        loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let slice = left.min(Duration::from_millis(100));
             // librdkafka's own flush: delivery reports are events served by the polling thread,
@@ -683,11 +687,21 @@ impl Producer {
             let code =
                 unsafe { rd::rd_kafka_flush(self.inner.client().native_ptr(), slice.as_millis() as i32) };
             match code {
-                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => break Ok(()),
-                _ if !left.is_zero() => self.check_login()?,
-                e => break Err(KafkaError::Flush(e.into())),
+                rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => return Ok(()),
+                _ if !left.is_zero() => {
+                    if self.check_login().is_err() {
+                        return Err(KafkaError::Flush(code.into()));
+                    }
+                }
+                e => return Err(KafkaError::Flush(e.into())),
             }
-        };
+        }
+    }
+
+    /// Waits until every queued message is delivered or failed; fails if any failed or some are
+    /// still undelivered at the timeout, saying how many.
+    pub fn flush(&self, timeout: Duration) -> Result<()> {
+        let flushed = self.drain(Instant::now() + timeout);
         let tracker = self.inner.context();
         let failed = tracker.unreported.swap(0, Ordering::Relaxed);
         if failed > 0 || flushed.is_err() {

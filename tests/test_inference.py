@@ -3,8 +3,10 @@ predict failures, lineage, metrics and model hot-swap."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -334,3 +336,48 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
     assert len(versions) == total  # none dropped
     first_v2 = versions.index("2")
     assert set(versions[:first_v2]) == {"1"} and set(versions[first_v2:]) == {"2"}  # never back
+
+
+@pytest.mark.parametrize("delivery", ["at_least_once", "exactly_once"])
+def test_async_predict_keeps_batches_in_flight_and_results_in_input_order(
+    config: dict[str, str], new_topic: Callable[..., str], delivery: str
+) -> None:
+    inp, out = new_topic(partitions=PARTITIONS), new_topic(partitions=1)
+    fill_inputs(config, inp, 600)
+    group = f"serve-{uuid.uuid4().hex[:8]}"
+    rng = random.Random(0)
+    active = peak = 0
+
+    async def predict(batch: Any) -> dict[str, Any]:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        # A remote model server's varying latency: later batches often finish first.
+        await asyncio.sleep(rng.uniform(0.0, 0.03))
+        active -= 1
+        return score(batch)
+
+    loop = InferenceLoop(
+        predict,
+        inp,
+        out,
+        {**config, "group.id": group},
+        delivery=delivery,  # type: ignore[arg-type]
+        format="json",
+        schema=INPUT_SCHEMA,
+        output_schema=OUTPUT_SCHEMA,
+        batch_size=10,
+        max_in_flight=8,
+    )
+    metrics = loop.run(max_messages=600, idle_timeout=5, handle_signals=False)
+    assert metrics["messages"] == 600 and metrics["predict_errors"] == 0
+    assert peak > 1, "async predictions never overlapped"
+    order: dict[int, list[int]] = {p: [] for p in range(PARTITIONS)}
+    for b in read_results(config, out, metadata=("headers",)):
+        for i, y, headers in zip(b["id"], b["y"], b["headers"], strict=True):
+            h = dict(headers)
+            assert y == 4 * i
+            order[int(h["kafka_ml.source.partition"])].append(int(h["kafka_ml.source.offset"]))
+    for p, offsets in order.items():  # each partition's results in its inputs' order, once each
+        assert offsets == list(range(200)), (p, offsets[:20])
+    assert committed_total(config, group, inp) == 600

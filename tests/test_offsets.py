@@ -120,3 +120,59 @@ def test_slow_group_reader_keeps_its_partitions(config, new_topic, produce):
         got += [int(v) for v in next(it)["value"][:, 0]]
     ds.close()
     assert sorted(got) == list(range(1000)), "every message exactly once: no eviction, no re-read"
+
+
+def test_latency_first_batches_close_when_nothing_waits_and_grow_under_load(config, new_topic, produce):
+    # max_wait=0: a batch is handed out as soon as the consumer has nothing more waiting, with no
+    # timer; a backlog still comes in full batches (the batch_size bound holds).
+    topic = new_topic()
+    produce(topic, rows(0, 5000))
+    cfg = {**config, "group.id": f"g-{uuid.uuid4().hex[:8]}"}
+    ds = km.KafkaDataset(topic, cfg, format="tensor", dtype="int64", shape=1, batch_size=500, max_wait=0)
+    seen: list[int] = []
+    sizes: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(seen) < 5000 and time.monotonic() < deadline:
+        batch = ds.poll(1.0)
+        if batch is not None:
+            sizes.append(len(batch))
+            seen += [int(v) for v in batch["value"][:, 0]]
+    assert seen == list(range(5000))
+    assert max(sizes) == 500  # never over batch_size, and a backlog fills batches up to it
+    assert sum(s == 500 for s in sizes) >= len(sizes) // 2, sizes
+
+    # A lone message is handed out alone: nothing holds it back for company.
+    produce(topic, rows(5000, 1))
+    batch = None
+    while batch is None and time.monotonic() < deadline:
+        batch = ds.poll(1.0)
+    assert batch is not None and [int(v) for v in batch["value"][:, 0]] == [5000]
+    ds.close()
+
+
+def test_lag_comes_from_the_last_fetch_and_async_commits_land(config, new_topic, produce):
+    topic = new_topic(partitions=2)
+    produce(topic, rows(0, 100), partition=0)
+    produce(topic, rows(100, 40), partition=1)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    ds = km.KafkaDataset(
+        topic, {**config, "group.id": group}, format="tensor", dtype="int64", shape=1,
+        batch_size=10, commit=False, metadata=["partition"],
+    )  # fmt: skip
+    received = {0: 0, 1: 0}
+    deadline = time.monotonic() + 30
+    while received[0] < 10 or received[1] < 10:
+        assert time.monotonic() < deadline, received
+        batch = ds.poll(1.0)
+        if batch is not None:
+            for p in batch["partition"]:
+                received[int(p)] += 1
+    assert ds._reader is not None
+    # The high watermarks (100 and 40) came with the fetches: lag is what was not handed out.
+    assert ds._reader.lag() == {(topic, 0): 100 - received[0], (topic, 1): 40 - received[1]}
+
+    ds.commit({(topic, 0): 7, (topic, 1): 3}, asynchronous=True)
+    while committed(config["bootstrap.servers"], group, topic, 2) != [7, 3]:
+        assert time.monotonic() < deadline, "the asynchronous commit never landed"
+        ds.poll(0.1)  # the consumer thread serves the commit's answer
+    ds.close()

@@ -138,7 +138,9 @@ class KafkaDataset:
             being the subject's latest schema when no file is given.
         metadata: extra columns among ``topic, partition, offset, timestamp, key, headers``.
         batch_size: rows per batch at most; ``max_wait``: seconds before a partial batch is
-            handed out anyway (the latency bound).
+            handed out anyway (the latency bound). ``max_wait=0``: a batch is handed out as
+            soon as no more messages are waiting in the consumer (latency first; under load
+            batches still fill up).
         start, end: ``"earliest"``, ``"latest"``, ``"committed"`` (start only, with a group),
             a timezone-aware ``datetime``, or ``{(topic, partition): offset}``.
         on_error: ``"error"`` (raise with topic/partition/offset), ``"skip"`` (counted in
@@ -385,17 +387,24 @@ class KafkaDataset:
             for partition, offset in parts.items()
         }
 
-    def commit(self, offsets: Mapping[tuple[str, int], int] | None = None) -> None:
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int] | None = None, *, asynchronous: bool = False
+    ) -> None:
         """Commits (with a ``group.id``) the offsets of every batch handed out so far.
 
         With ``offsets`` (e.g. ``batch.offsets`` once the batch's results are safely written)
         it commits exactly those, for the partitions this member still owns, also with
         ``commit=False``: at-least-once processing that commits only what it has finished.
+        ``asynchronous=True`` (with ``offsets``) returns as soon as the commit is queued
+        instead of after the group coordinator's answer; a failure is logged (the
+        ``kafka_ml`` logger), and the next commit covers it.
         """
         if offsets is not None:
             if self._reader is None:
                 raise ClosedError("the dataset has not been iterated yet: there is nothing to commit")
-            self._reader.commit_offsets({(str(t), int(p)): int(o) for (t, p), o in offsets.items()})
+            self._reader.commit_offsets(
+                {(str(t), int(p)): int(o) for (t, p), o in offsets.items()}, asynchronous
+            )
         elif self._reader is not None:
             self._reader.commit()
 

@@ -15,20 +15,25 @@ Given a ``ModelSubscriber`` (anything with a ``latest`` version that has ``versi
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import inspect
 import logging
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from types import FrameType
 from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from . import _native
 from .dataset import Batch, KafkaDataset, _config
 from .exceptions import ConfigError, KafkaMLError
-from .producer import Producer
+from .producer import Producer, SendReport
 
 __all__ = ["InferenceError", "InferenceLoop", "ModelSource", "serve"]
 
@@ -64,6 +69,14 @@ _CONSUMER_ONLY = (
 )
 
 
+# How long an idle loop waits for input before looking at its stop flag and metrics again.
+_IDLE_POLL = 0.2
+# Groups whose results may be on their way while the next ones are predicted (at-least-once).
+_MAX_IN_FLIGHT = 4
+# How long one look at a group's acknowledgements waits before the loop checks input again.
+_ACK_WAIT = 0.05
+
+
 class InferenceError(KafkaMLError):
     """The inference loop stopped: ``predict`` raised (with ``on_predict_error="stop"``), or the
     results could not be written. Nothing of the failed batch was committed."""
@@ -75,6 +88,49 @@ class ModelSource(Protocol):
 
     @property
     def latest(self) -> Any: ...
+
+
+@dataclass
+class _Failed:
+    """``predict`` raised on a batch (dead-lettered or stopping the loop when delivered)."""
+
+    error: Exception
+
+
+@dataclass
+class _Predicting:
+    """A group of batches being predicted: one outcome per batch (results or `_Failed`)."""
+
+    batches: list[Batch]
+    version: Any
+    future: Future[list[Any]]
+
+
+class _EventLoopThread:
+    """An asyncio event loop on a thread of its own, for ``async def predict``: the inference
+    loop itself stays synchronous (it blocks in the consumer and the producer)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="kafka-ml-predict", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+@dataclass
+class _InFlight:
+    """A group of batches whose results were sent: committed once every report is in."""
+
+    reports: list[SendReport]
+    offsets: dict[tuple[str, int], int]
+    timestamps: list[np.ndarray]
+    batches: list[Batch]
+    dead: int
 
 
 class _Latencies:
@@ -112,7 +168,8 @@ class InferenceLoop:
         predict: ``predict(batch)`` (or ``predict(batch, model)`` with ``model=``) taking a
             :class:`~kafka_ml.Batch` (NumPy via ``batch["x"]`` / ``to_numpy()``, Arrow via the
             PyCapsule interface) and returning one result per row: a dict of arrays, a NumPy
-            array, or an Arrow table / record batch.
+            array, or an Arrow table / record batch. It may be ``async def``: it then runs on
+            an event loop of the inference loop's own, several batches at a time.
         input_topic, output_topic: where inputs come from and results go.
         config: librdkafka properties; needs a ``group.id`` (the loop is a consumer group).
         delivery: ``"at_least_once"`` or ``"exactly_once"`` (Kafka transactions).
@@ -127,10 +184,16 @@ class InferenceLoop:
             (:class:`InferenceError`; nothing of the batch is committed).
         instance: a stable name of this replica (``transactional.id`` is derived from it, so a
             restarted replica fences its predecessor and aborts its open transaction).
-        batch_size, max_wait: a decoded batch closes at ``batch_size`` inputs or ``max_wait``
-            seconds (the latency bound); ``predict`` is called once per decoded batch.
+        batch_size, max_wait: a decoded batch closes at ``batch_size`` inputs or, by default
+            (``max_wait=0``), as soon as no more input is waiting: a lone input is predicted at
+            once, and under load batches grow towards ``batch_size``. A ``max_wait`` above 0
+            holds a partial batch up to that many seconds for more input instead.
+            ``predict`` is called once per decoded batch.
         max_batch_rows: when batches are waiting (the loop is behind), up to this many inputs
             (default ``8 * batch_size``) are written and committed together, in one transaction.
+        max_in_flight: with an ``async def predict`` (e.g. calling a remote model server), how
+            many groups of batches may be predicted concurrently; results are still written in
+            input order and offsets committed only up to the oldest unfinished group.
         metrics_interval: seconds between metrics log lines (and consumer-lag refreshes).
         progress: show a tqdm bar with throughput and latency.
         dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
@@ -155,8 +218,9 @@ class InferenceLoop:
         dead_letter_topic: str | None = None,
         instance: str = "0",
         batch_size: int = 1024,
-        max_wait: float = 0.05,
+        max_wait: float = 0.0,
         max_batch_rows: int | None = None,
+        max_in_flight: int = 8,
         metrics_interval: float = 10.0,
         progress: bool = False,
         producer_config: Mapping[str, object] | None = None,
@@ -174,7 +238,14 @@ class InferenceLoop:
             raise ConfigError(
                 "an inference loop needs a 'group.id' in the config: it commits its input offsets"
             )
+        if max_in_flight < 1:
+            raise ConfigError(f"max_in_flight={max_in_flight}: expected 1 or more")
         self.predict = predict
+        # A function, or an object whose __call__ is, declared `async def`.
+        self._async_predict = inspect.iscoroutinefunction(predict) or inspect.iscoroutinefunction(
+            type(predict).__call__
+        )
+        self.max_in_flight = max_in_flight
         self.input_topics = [input_topic] if isinstance(input_topic, str) else list(input_topic)
         self.output_topic = output_topic
         self.delivery = delivery
@@ -204,6 +275,9 @@ class InferenceLoop:
             # with CONCURRENT_TRANSACTIONS until its markers are written; librdkafka's 100 ms
             # default back-off would then add ~100 ms to every batch.
             self._producer_config.setdefault("retry.backoff.ms", "10")
+        # Results are sent a batch at a time: waiting for more to join them only adds latency
+        # (while a request is in flight, librdkafka batches what queues up meanwhile anyway).
+        self._producer_config.setdefault("linger.ms", "0")
         self._producer_config.update(producer_config or {})
         self._dataset_options = {"batch_size": batch_size, "max_wait": max_wait, **dataset_options}
         self._input_format = str(dataset_options.get("format", "raw"))
@@ -215,8 +289,12 @@ class InferenceLoop:
             "predict_errors": 0,
             "dead_lettered": 0,
             "model_updates": 0,
+            "transaction_aborts": 0,
         }
         self._lag: dict[tuple[str, int], int] = {}
+        self._in_flight: deque[_InFlight] = deque()
+        self._predicting: deque[_Predicting] = deque()
+        self._event_loop: _EventLoopThread | None = None
         self._model_version: str | None = None
         self._started: float | None = None
         self._dataset: KafkaDataset | None = None
@@ -274,6 +352,8 @@ class InferenceLoop:
         (counted from the first input, so joining the group is not idleness).
         Returns the final :attr:`metrics`."""
         restore = self._install_signal_handlers() if handle_signals else {}
+        if self._async_predict:
+            self._event_loop = _EventLoopThread()
         producer = Producer(self._producer_config)
         dataset = KafkaDataset(
             self.input_topics,
@@ -287,29 +367,48 @@ class InferenceLoop:
         self._started = time.monotonic()
         last_metrics = time.monotonic()
         last_input: float | None = None  # idle time counts from the first input
+        taken = 0
         clean = False
         try:
             if self.delivery == "exactly_once":
                 producer.init_transactions()
             while not self._stop.is_set():
-                if max_messages is not None and self._counts["messages"] >= max_messages:
+                if max_messages is not None and taken >= max_messages:
                     break
-                batch = dataset.poll(0.2)
+                # With predictions or results on their way, only look for input that is already
+                # there: when there is none, waiting for them (below) comes first.
+                busy = bool(self._predicting or self._in_flight)
+                batch = dataset.poll(0.0 if busy else _IDLE_POLL)
                 now = time.monotonic()
                 if batch is not None and batch.num_rows:
                     group = self._take_waiting(dataset, batch)
-                    self._process(group, producer, dataset)
+                    self._start_predict(group)
+                    rows = sum(b.num_rows for b in group)
+                    taken += rows
                     last_input = now
                     if bar is not None:
-                        bar.update(sum(b.num_rows for b in group))
+                        bar.update(rows)
                         lat = self._latencies.percentiles()
                         bar.set_postfix(p50_ms=f"{lat['p50']:.1f}", p99_ms=f"{lat['p99']:.1f}", refresh=False)
-                elif idle_timeout is not None and last_input is not None and now - last_input >= idle_timeout:
+                elif not busy and (
+                    idle_timeout is not None and last_input is not None and now - last_input >= idle_timeout
+                ):
                     break
+                # Without new input the oldest predictions and acknowledgements are waited for;
+                # with input, only as many groups as `max_in_flight` (predictions) and
+                # `_MAX_IN_FLIGHT` (acknowledgements) stay unfinished while the next are taken.
+                idle = batch is None
+                self._deliver_ready(
+                    producer, dataset, wait=idle or len(self._predicting) >= self.max_in_flight
+                )
+                self._settle(dataset, wait=idle or len(self._in_flight) >= _MAX_IN_FLIGHT)
                 if now - last_metrics >= self.metrics_interval:
                     self._refresh_lag(dataset)
                     log.info("inference: %s", self._summary())
                     last_metrics = now
+            while self._predicting:  # every input taken is answered before stopping
+                self._deliver_ready(producer, dataset, wait=True)
+            self._settle(dataset, wait=True, final=True)
             clean = True
             self._refresh_lag(dataset)
         finally:
@@ -319,6 +418,13 @@ class InferenceLoop:
             dataset.close()
             if clean:
                 producer.flush()
+            self._in_flight.clear()
+            for pending in self._predicting:
+                pending.future.cancel()
+            self._predicting.clear()
+            if self._event_loop is not None:
+                self._event_loop.close()
+                self._event_loop = None
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
         log.info("inference stopped: %s", self._summary())
@@ -338,16 +444,72 @@ class InferenceLoop:
                 rows += more.num_rows
         return group
 
-    def _process(self, batches: list[Batch], producer: Producer, dataset: KafkaDataset) -> None:
-        """Predicts every batch of the group with one model version, then writes the results
-        (and dead letters) and commits the group's input offsets: in one transaction, or once
-        every result is acknowledged."""
+    def _start_predict(self, batches: list[Batch]) -> None:
+        """Predicts a group of batches with one model version: at once for a plain ``predict``;
+        for an ``async def`` one, on the loop's event loop, while the next groups are taken."""
         version = self._current_model()
+        model = None if version is None else version.model
+        if self._event_loop is None:
+            outcomes: list[Any] = []
+            for batch in batches:
+                try:
+                    result = self.predict(batch) if self.model is None else self.predict(batch, model)
+                    outcomes.append(_result_data(result, batch.num_rows))
+                except Exception as e:
+                    outcomes.append(_Failed(e))
+            done: Future[list[Any]] = Future()
+            done.set_result(outcomes)
+            self._predicting.append(_Predicting(batches, version, done))
+        else:
+            future = asyncio.run_coroutine_threadsafe(
+                self._predict_async(batches, model), self._event_loop.loop
+            )
+            self._predicting.append(_Predicting(batches, version, future))
+
+    async def _predict_async(self, batches: list[Batch], model: Any) -> list[Any]:
+        async def one(batch: Batch) -> Any:
+            try:
+                result = self.predict(batch) if self.model is None else self.predict(batch, model)
+                if inspect.isawaitable(result):
+                    result = await result
+                return _result_data(result, batch.num_rows)
+            except Exception as e:
+                return _Failed(e)
+
+        return list(await asyncio.gather(*(one(b) for b in batches)))
+
+    def _deliver_ready(self, producer: Producer, dataset: KafkaDataset, *, wait: bool) -> None:
+        """Writes the results of predicted groups, oldest first, so the results of a partition
+        keep their inputs' order and no commit passes an unfinished batch. With ``wait`` it waits
+        for the oldest group's predictions (briefly: the loop then looks at its input again)."""
+        while self._predicting:
+            head = self._predicting[0]
+            if not head.future.done():
+                if not wait:
+                    return
+                try:
+                    head.future.result(timeout=_ACK_WAIT)
+                except concurrent.futures.TimeoutError:
+                    return
+            self._predicting.popleft()
+            self._deliver(head.batches, head.version, head.future.result(), producer, dataset)
+            wait = False
+
+    def _deliver(
+        self,
+        batches: list[Batch],
+        version: Any,
+        outcomes: list[Any],
+        producer: Producer,
+        dataset: KafkaDataset,
+    ) -> None:
+        """Sends a group's results (and dead letters) and commits its input offsets: in one
+        transaction, or (at-least-once) once every result is acknowledged (`_settle`)."""
         sends: list[tuple[str, Any, Any, dict[str, Any], dict[str, Any]]] = []
         timestamps: list[np.ndarray] = []
         offsets: dict[tuple[str, int], int] = {}
         dead = 0
-        for batch in batches:
+        for batch, outcome in zip(batches, outcomes, strict=True):
             n = batch.num_rows
             meta = {name: batch[name] for name in ("topic", "partition", "offset", "timestamp")}
             key = batch["key"]  # null keys stay null: results of keyless inputs are keyless
@@ -356,12 +518,13 @@ class InferenceLoop:
                 SOURCE_PARTITION: meta["partition"],
                 SOURCE_OFFSET: meta["offset"],
             }
-            try:
-                result = self.predict(batch) if self.model is None else self.predict(batch, version.model)
-                data = _result_data(result, n)
-            except Exception as e:
+            if isinstance(outcome, _Failed):
+                e = outcome.error
                 self._counts["predict_errors"] += 1
                 if self.on_predict_error == "stop":
+                    # What came before this group is finished: commit it, so only this group and
+                    # later ones are read again.
+                    self._settle(dataset, wait=True, final=True)
                     raise InferenceError(
                         f"predict failed on a batch of {n} from {_describe(meta)}: {e!r}; "
                         "nothing of it was committed"
@@ -375,7 +538,7 @@ class InferenceLoop:
             else:
                 if version is not None:
                     lineage[MODEL_VERSION] = np.full(n, str(version.version))
-                sends.append((self.output_topic, data, key, lineage, self._send_options))
+                sends.append((self.output_topic, outcome, key, lineage, self._send_options))
                 timestamps.append(meta["timestamp"])
             offsets.update(batch.offsets)  # batches of a partition come in order: the last wins
         if self.delivery == "exactly_once":
@@ -383,24 +546,54 @@ class InferenceLoop:
             try:
                 for topic, data, key, headers, options in sends:
                     producer.send(topic, data, key=key, headers=headers, **options)
-                producer.send_offsets_to_transaction(dataset)
+                producer.send_offsets_to_transaction(dataset, offsets=offsets)
                 producer.commit_transaction()
             except BaseException:
+                self._counts["transaction_aborts"] += 1
                 producer.abort_transaction()
                 raise
+            self._account(_InFlight([], offsets, timestamps, batches, dead))
         else:
             reports = [
                 producer.send(topic, data, key=key, headers=headers, **options)
                 for topic, data, key, headers, options in sends
             ]
-            for report in reports:
-                report.wait()  # raises DeliveryError naming failed rows: then nothing is committed
-            dataset.commit(offsets)
-        if timestamps:
-            self._latencies.add(time.time() * 1000.0 - np.concatenate(timestamps).astype(np.float64))
-        self._counts["messages"] += sum(b.num_rows for b in batches) - dead
-        self._counts["dead_lettered"] += dead
-        self._counts["batches"] += len(batches)
+            self._in_flight.append(_InFlight(reports, offsets, timestamps, batches, dead))
+
+    def _settle(self, dataset: KafkaDataset, *, wait: bool, final: bool = False) -> None:
+        """At-least-once: takes the groups whose results are all acknowledged, oldest first, and
+        commits the input offsets after them. With ``wait`` it waits for the oldest group (for
+        every group with ``final``). A failed delivery raises :class:`~kafka_ml.DeliveryError`
+        naming the rows, and nothing from that group on is committed."""
+        offsets: dict[tuple[str, int], int] = {}
+        while self._in_flight:
+            head = self._in_flight[0]
+            if not all(report.done for report in head.reports):
+                if not wait:
+                    break
+                for report in head.reports:
+                    report.join(_ACK_WAIT)
+                if not final:
+                    wait = False  # one group waited for; later ones are taken only if done
+                if not all(report.done for report in head.reports):
+                    continue
+            for report in head.reports:
+                report.wait()  # raises DeliveryError naming failed rows
+            self._in_flight.popleft()
+            offsets.update(head.offsets)  # groups of a partition come in order: the last wins
+            self._account(head)
+        if offsets:
+            # Asynchronous while serving (the next batch need not wait a round trip; a failed
+            # commit is logged and the next one covers it); the last one before stopping waits.
+            dataset.commit(offsets, asynchronous=not final)
+
+    def _account(self, group: _InFlight) -> None:
+        if group.timestamps:
+            self._latencies.add(time.time() * 1000.0 - np.concatenate(group.timestamps).astype(np.float64))
+        rows = sum(b.num_rows for b in group.batches)
+        self._counts["messages"] += rows - group.dead
+        self._counts["dead_lettered"] += group.dead
+        self._counts["batches"] += len(group.batches)
 
     def _current_model(self) -> Any:
         if self.model is None:
@@ -423,17 +616,9 @@ class InferenceLoop:
     # -- metrics and signals -----------------------------------------------------------------
 
     def _refresh_lag(self, dataset: KafkaDataset) -> None:
-        if dataset._reader is None:
-            return
-        positions = dataset._reader.positions()
-        if not positions:
-            return
-        try:
-            marks = _native.watermarks(_config(self._consumer_config), sorted(positions), 5.0)
-        except KafkaMLError as e:  # metrics must not stop serving
-            log.warning("inference: cannot refresh consumer lag: %s", e)
-            return
-        self._lag = {tp: max(0, marks[tp][1] - off) for tp, off in positions.items() if tp in marks}
+        # From the high watermarks the consumer's fetches bring: no request on the serving path.
+        if dataset._reader is not None:
+            self._lag = dataset._reader.lag()
 
     def _summary(self) -> str:
         m = self.metrics

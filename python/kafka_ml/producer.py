@@ -178,14 +178,22 @@ class Producer:
         """Discards what was sent in the transaction: ``read_committed`` readers never see it."""
         self._native.abort_transaction(timeout)
 
-    def send_offsets_to_transaction(self, dataset: KafkaDataset, timeout: float = 30.0) -> None:
+    def send_offsets_to_transaction(
+        self,
+        dataset: KafkaDataset,
+        timeout: float = 30.0,
+        offsets: Mapping[tuple[str, int], int] | None = None,
+    ) -> None:
         """Commits, inside the open transaction, the offsets of every batch ``dataset`` has handed
         out, to its consumer group (create it with ``commit=False``): input consumed and output
-        produced become visible together or not at all (exactly-once)."""
+        produced become visible together or not at all (exactly-once). ``offsets`` (e.g. the
+        ``batch.offsets`` of the batches whose results the transaction holds) commits exactly
+        those instead, when later batches are handed out but not finished."""
         reader = dataset._reader
         if reader is None:
             raise ConfigError("the dataset has not been iterated yet: there are no offsets to send")
-        self._native.send_offsets_to_transaction(reader, timeout)
+        exact = None if offsets is None else {(str(t), int(p)): int(o) for (t, p), o in offsets.items()}
+        self._native.send_offsets_to_transaction(reader, timeout, exact)
 
     def flush(self, timeout: float = 30.0) -> None:
         """Waits until every queued message is delivered; raises if any failed or timed out."""

@@ -16,6 +16,7 @@ use pyo3::exceptions::{PyKeyError, PyStopAsyncIteration};
 use pyo3::prelude::*;
 use pyo3::types::{PyCapsule, PyDict, PyTuple};
 use pyo3_arrow::ffi::{to_array_pycapsules, to_schema_pycapsule, to_stream_pycapsule, ArrayIterator};
+use rdkafka::consumer::CommitMode;
 use std::sync::{Arc, Mutex};
 
 /// `(topic, partition, start, end)` of one partition of a read plan.
@@ -502,15 +503,30 @@ impl BatchReader {
         blocking_call(py, move || lock(&reader).commit())?.py_err()
     }
 
-    /// Commits exactly `{(topic, partition): next_offset}` for the partitions still owned.
+    /// Commits exactly `{(topic, partition): next_offset}` for the partitions still owned;
+    /// `asynchronous=True` returns once the commit is queued (failures are logged).
+    #[pyo3(signature = (offsets, asynchronous=false))]
     fn commit_offsets(
         &self,
         py: Python<'_>,
         offsets: std::collections::HashMap<(String, i32), i64>,
+        asynchronous: bool,
     ) -> PyResult<()> {
         let reader = self.reader()?;
         let offsets: OffsetMap = offsets.into_iter().collect();
-        blocking_call(py, move || lock(&reader).commit_offsets(&offsets))?.py_err()
+        let mode = if asynchronous {
+            CommitMode::Async
+        } else {
+            CommitMode::Sync
+        };
+        blocking_call(py, move || lock(&reader).commit_offsets(&offsets, mode))?.py_err()
+    }
+
+    /// `{(topic, partition): messages}` after what was handed out, by the high watermark of the
+    /// last fetch (no request is made).
+    fn lag<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let lag = self.with_reader(py, Reader::lag)?;
+        offsets_to_py(py, &lag)
     }
 
     /// Stops the consumer thread and commits what was handed out. Idempotent. In a forked child

@@ -609,18 +609,22 @@ impl Producer {
         blocking_call(py, move || inner.abort_transaction(timeout))?.py_err()
     }
 
-    /// Commits, inside the open transaction, the offsets of everything `reader` handed out,
-    /// with its consumer group membership (so a fenced, stale member cannot commit).
-    #[pyo3(signature = (reader, timeout=30.0))]
+    /// Commits, inside the open transaction, the offsets of everything `reader` handed out (or
+    /// exactly `offsets`, `{(topic, partition): next_offset}`, e.g. of the batches whose results
+    /// the transaction holds), with its consumer group membership (so a fenced, stale member
+    /// cannot commit).
+    #[pyo3(signature = (reader, timeout=30.0, offsets=None))]
     fn send_offsets_to_transaction(
         &self,
         py: Python<'_>,
         reader: &BatchReader,
         timeout: f64,
+        offsets: Option<std::collections::HashMap<(String, i32), i64>>,
     ) -> PyResult<()> {
         let timeout = seconds("timeout", timeout)?;
         let inner = self.producer()?;
-        let (offsets, group) = reader.with_reader(py, |r| (r.positions(), r.group_metadata()))?;
+        let (positions, group) = reader.with_reader(py, |r| (r.positions(), r.group_metadata()))?;
+        let offsets = offsets.map_or(positions, |o| o.into_iter().collect());
         let group = group.ok_or_else(|| {
             to_pyerr(Error::Config(
                 "the dataset has no consumer group: set 'group.id' in its config".into(),
