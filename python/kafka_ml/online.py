@@ -110,9 +110,10 @@ class OnlineTrainer(Generic[M]):
             with a ``signing_key``; it stays open when the trainer closes).
         initial_model: the model to start from when the model topic holds no version (or with
             ``resume=False``).
-        publish_every_batches, publish_every_seconds: a version is published after this many
-            trained batches or this many seconds since the last one, whichever comes first
-            (give one or both); never a version without new batches.
+        publish_every_batches, publish_every_seconds: a version is published once this many
+            batches were trained since the last one, or this many seconds after the oldest batch
+            not in a version yet, whichever comes first (give one or both): trained data reaches
+            the model topic within T seconds, and no version is published without new batches.
         to_artifact: the model as ``ModelPublisher.publish`` takes it (a dict of NumPy arrays,
             a torch ``state_dict``, bytes or a file path); by default the model itself.
         from_version: the model from a :class:`~kafka_ml.ModelVersion` read on resume; by
@@ -177,7 +178,8 @@ class OnlineTrainer(Generic[M]):
             raise ConfigError(f"publish_every_batches must be an integer >= 1, got {publish_every_batches!r}")
         if publish_every_seconds is not None and not publish_every_seconds > 0:
             raise ConfigError(f"publish_every_seconds must be > 0, got {publish_every_seconds!r}")
-        for name, value in (("to_artifact", to_artifact), ("from_version", from_version), ("metadata", metadata)):
+        callbacks = {"to_artifact": to_artifact, "from_version": from_version, "metadata": metadata}
+        for name, value in callbacks.items():
             if value is not None and not callable(value):
                 raise ConfigError(f"{name} must be callable, got {value!r}")
         if not callable(version_name):
@@ -283,11 +285,13 @@ class OnlineTrainer(Generic[M]):
     def _train(self, dataset: KafkaDataset, max_batches: int | None, idle_timeout: float | None) -> None:
         s = self._state
         trained = 0
-        last_publish = last_input = time.monotonic()
+        last_input = time.monotonic()
+        # When the oldest batch not yet in a version was trained: it is published within T s.
+        oldest_pending: float | None = None
         while not self._stop.is_set():
             if max_batches is not None and trained >= max_batches:
                 break
-            batch = dataset.poll(0.1)
+            batch = dataset.poll(0.05)
             now = time.monotonic()
             if batch is not None and batch.num_rows:
                 model = self.train_step(batch, self.model)  # type: ignore[arg-type]
@@ -299,18 +303,19 @@ class OnlineTrainer(Generic[M]):
                 s.pending += 1
                 trained += 1
                 last_input = now
-                if self.publish_every_batches is not None and s.pending >= self.publish_every_batches:
-                    self._publish()
-                    last_publish = time.monotonic()
+                if oldest_pending is None:
+                    oldest_pending = now
             elif idle_timeout is not None and now - last_input >= idle_timeout:
                 break
-            if (
+            due_by_count = self.publish_every_batches is not None and s.pending >= self.publish_every_batches
+            due_by_time = (
                 self.publish_every_seconds is not None
-                and s.pending
-                and time.monotonic() - last_publish >= self.publish_every_seconds
-            ):
+                and oldest_pending is not None
+                and time.monotonic() - oldest_pending >= self.publish_every_seconds
+            )
+            if due_by_count or due_by_time:
                 self._publish()
-                last_publish = time.monotonic()
+                oldest_pending = None
         if self.publish_on_stop and s.pending:
             self._publish()
 
