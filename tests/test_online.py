@@ -13,9 +13,8 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
-from kafka_ml import _native
+from kafka_ml import OnlineTrainer, _native
 from kafka_ml.inference import InferenceLoop
-from kafka_ml.online import OnlineTrainer
 
 TRAIN_SCHEMA = {"x": "float64"}
 REQUEST_SCHEMA = {"id": "int64"}
