@@ -257,6 +257,7 @@ def test_bad_arguments_are_refused() -> None:
         ({"config": {"bootstrap.servers": "127.0.0.1:1"}}, r"group\.id"),
         ({"publish_every_batches": None}, "publish_every_batches=N and/or publish_every_seconds=T"),
         ({"publish_every_batches": 0}, "publish_every_batches must be an integer >= 1, got 0"),
+        ({"publish_every_batches": 2.5}, "publish_every_batches must be an integer >= 1, got 2.5"),
         ({"publish_every_seconds": -1.0}, "publish_every_seconds must be > 0, got -1.0"),
         ({"train_step": "fit"}, "train_step must be callable"),
         ({"topics": []}, "topics must be a topic name"),

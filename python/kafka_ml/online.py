@@ -173,7 +173,9 @@ class OnlineTrainer(Generic[M]):
         if publish_every_batches is None and publish_every_seconds is None:
             raise ConfigError("give publish_every_batches=N and/or publish_every_seconds=T")
         if publish_every_batches is not None and (
-            not isinstance(publish_every_batches, int) or publish_every_batches < 1
+            isinstance(publish_every_batches, bool)
+            or not isinstance(publish_every_batches, int)
+            or publish_every_batches < 1
         ):
             raise ConfigError(f"publish_every_batches must be an integer >= 1, got {publish_every_batches!r}")
         if publish_every_seconds is not None and not publish_every_seconds > 0:
@@ -188,6 +190,11 @@ class OnlineTrainer(Generic[M]):
             raise ConfigError(f"resume must be True, False or a ModelSubscriber, got {resume!r}")
         if resume is False and initial_model is None:
             raise ConfigError("resume=False needs an initial_model to start from")
+        topic = model_topic if isinstance(model_topic, str) else model_topic.topic
+        if isinstance(resume, ModelSubscriber) and resume.topic != topic:
+            raise ConfigError(
+                f"resume= follows model topic {resume.topic!r}, but versions are published to {topic!r}"
+            )
         refused = sorted(set(dataset_options) & set(_REFUSED_OPTIONS))
         if refused:
             raise ConfigError(f"{refused[0]}= is not an OnlineTrainer option: {_REFUSED_OPTIONS[refused[0]]}")
@@ -208,7 +215,8 @@ class OnlineTrainer(Generic[M]):
         self._timeout = timeout
         self._group_config = {**cfg, "auto.offset.reset": cfg.get("auto.offset.reset", "earliest")}
         # The reader is no group member: it is assigned every partition at exact offsets.
-        self._reader_config = {k: v for k, v in cfg.items() if not k.startswith("group.")}
+        # (with the same auto.offset.reset: it applies where a start offset is out of range).
+        self._reader_config = {k: v for k, v in self._group_config.items() if not k.startswith("group.")}
         self._client_config = {k: v for k, v in cfg.items() if not k.startswith(_CONSUMER_ONLY)}
         self._dataset_options = {"timeout": timeout, **dataset_options}
         self._own_publisher = isinstance(model_topic, str)
