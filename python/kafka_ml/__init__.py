@@ -33,6 +33,7 @@ from .exceptions import (
     UnknownTopicError,
 )
 from .models import ModelPublisher, ModelSubscriber, ModelVersion
+from .online import OnlineTrainer
 from .producer import Producer, SendReport
 from .registry import SchemaRegistry
 
@@ -64,6 +65,7 @@ __all__ = [
     "ModelPublisher",
     "ModelSubscriber",
     "ModelVersion",
+    "OnlineTrainer",
     "Producer",
     "SSLError",
     "SchemaRegistry",
