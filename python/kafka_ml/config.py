@@ -19,11 +19,38 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 
 from .exceptions import ConfigError
 
-__all__ = ["load_properties", "parse_properties"]
+__all__ = ["load_properties", "parse_properties", "shared_client_config"]
+
+# Consumer-only librdkafka properties: kept out of the producers and other clients a consumer's
+# configuration also sets up (an inference loop's results, a trainer's model topic) — a group.id
+# there would, say, make a model topic reader commit to the trainer's group.
+_CONSUMER_ONLY = (
+    "group.",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.",
+    "auto.commit.",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "fetch.",
+    "queued.",
+    "check.crcs",
+    "enable.partition.eof",
+)
+
+
+def shared_client_config(config: Mapping[str, object]) -> dict[str, object]:
+    """A consumer's configuration without its consumer-only properties: the connection and
+    security settings that a producer (or another client) of the same application shares."""
+    return {k: v for k, v in config.items() if not k.startswith(_CONSUMER_ONLY)}
+
 
 _WHITESPACE = " \t\f"
 _ESCAPES = {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from .config import shared_client_config
 from .dataset import Batch, KafkaDataset, _config
 from .exceptions import ConfigError, KafkaMLError
 from .producer import Producer, SendReport
@@ -51,22 +52,6 @@ MODEL_VERSION = "kafka_ml.model.version"
 ERROR = "kafka_ml.error"
 
 _METADATA = ["topic", "partition", "offset", "timestamp", "key"]
-# Consumer-only librdkafka properties, kept out of the producer's config.
-_CONSUMER_ONLY = (
-    "group.",
-    "auto.offset.reset",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "enable.auto.",
-    "auto.commit.",
-    "isolation.level",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "check.crcs",
-    "enable.partition.eof",
-)
 
 
 # How long an idle loop waits for input before looking at its stop flag and metrics again.
@@ -266,9 +251,7 @@ class InferenceLoop:
         if delivery == "exactly_once":
             # Inputs written transactionally upstream count only once committed.
             self._consumer_config.setdefault("isolation.level", "read_committed")
-        self._producer_config: dict[str, object] = {
-            k: v for k, v in cfg.items() if not k.startswith(_CONSUMER_ONLY)
-        }
+        self._producer_config = shared_client_config(cfg)
         if delivery == "exactly_once":
             self._producer_config.setdefault("transactional.id", f"kafka-ml-{group}-{instance}")
             # Right after a commit the coordinator answers the next transaction's first requests

@@ -32,6 +32,7 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 from . import _native
+from .config import shared_client_config
 from .dataset import KafkaDataset, _config
 from .exceptions import ConfigError, KafkaMLError, KafkaTimeoutError
 from .models import ModelPublisher, ModelSubscriber, ModelVersion
@@ -46,23 +47,6 @@ Offsets = dict[tuple[str, int], int]
 #: ``lineage["kind"]`` of versions published by an ``OnlineTrainer``.
 LINEAGE_KIND = "kafka_ml.online"
 _STATE_VERSION = 1  # KafkaDataset.state_dict's format, which lineage["offsets"] follows
-# Consumer-only librdkafka properties, kept out of the publisher's and subscriber's clients (a
-# group.id there would make their reads of the model topic commit to the trainer's group).
-_CONSUMER_ONLY = (
-    "group.",
-    "auto.offset.reset",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "enable.auto.",
-    "auto.commit.",
-    "isolation.level",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "check.crcs",
-    "enable.partition.eof",
-)
 # The trainer decides where reading starts and what is committed; these would contradict it.
 _REFUSED_OPTIONS = {
     "start": "the trainer starts from the newest version's lineage, else the group's committed "
@@ -217,7 +201,7 @@ class OnlineTrainer(Generic[M]):
         # The reader is no group member: it is assigned every partition at exact offsets.
         # (with the same auto.offset.reset: it applies where a start offset is out of range).
         self._reader_config = {k: v for k, v in self._group_config.items() if not k.startswith("group.")}
-        self._client_config = {k: v for k, v in cfg.items() if not k.startswith(_CONSUMER_ONLY)}
+        self._client_config = shared_client_config(cfg)
         self._dataset_options = {"timeout": timeout, **dataset_options}
         self._own_publisher = isinstance(model_topic, str)
         self.publisher = (
