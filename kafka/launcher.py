@@ -13,6 +13,7 @@ kept in that directory so a failed run can be diagnosed.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -297,6 +298,7 @@ class KafkaCluster:
         self.num_partitions = num_partitions
         self.heap = heap
         self.nodes = {i: _ClusterNode(self, i) for i in range(1, size + 1)}
+        self._admin: Any = None
         self.quorum_voters = ",".join(
             f"{i}@127.0.0.1:{node.controller_port}" for i, node in self.nodes.items()
         )
@@ -364,9 +366,13 @@ class KafkaCluster:
         self.nodes[node].wait_ready(timeout)
 
     def admin(self) -> Any:
-        from confluent_kafka.admin import AdminClient
+        """The cluster's AdminClient (one, reused). It logs only critical errors: the refused
+        connections to a killed node are expected."""
+        if self._admin is None:
+            from confluent_kafka.admin import AdminClient
 
-        return AdminClient({"bootstrap.servers": self.bootstrap_servers})
+            self._admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 2})
+        return self._admin
 
     def unhealthy(self, timeout: float = 5.0) -> list[str]:
         """What keeps the cluster from being healthy: nodes not running or not registered, and
@@ -419,6 +425,50 @@ class KafkaCluster:
                 pass
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"{topic}[{partition}] has no leader after {timeout}s")
+            time.sleep(0.2)
+
+    def move_leader(self, topic: str, partition: int, to: int, timeout: float = 60.0) -> None:
+        """Makes node `to` the leader of `topic`'s `partition` the way an operator would: a
+        reassignment (Kafka's `kafka-reassign-partitions` tool) that puts `to` first in the same
+        replicas, so it is the preferred leader, then a preferred leader election. The replicas
+        stay in sync throughout; returns once `to` leads."""
+        from confluent_kafka import ElectionType, TopicPartition
+
+        md = self.admin().list_topics(topic, timeout=10)
+        replicas = [int(r) for r in md.topics[topic].partitions[partition].replicas]
+        if to not in replicas:
+            raise ValueError(f"node {to} holds no replica of {topic}[{partition}] ({replicas})")
+        order = [to] + [r for r in replicas if r != to]
+        plan = self.workdir / f"reassign-{uuid.uuid4().hex[:8]}.json"
+        move = {"topic": topic, "partition": partition, "replicas": order}
+        plan.write_text(json.dumps({"version": 1, "partitions": [move]}))
+        node = next(iter(self.nodes.values()))  # any node's classpath and log settings do
+        tool = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
+        args = ["--bootstrap-server", self.bootstrap_servers, "--reassignment-json-file", str(plan)]
+        run = subprocess.run(
+            node._java(tool, *args, "--execute"), capture_output=True, text=True, timeout=timeout
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"reassignment of {topic}[{partition}] failed:\n{run.stdout}\n{run.stderr}")
+        deadline = time.monotonic() + timeout
+        while True:
+            md = self.admin().list_topics(topic, timeout=10)
+            part = md.topics[topic].partitions[partition]
+            if [int(r) for r in part.replicas] == order:
+                break
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"{topic}[{partition}] replicas are {part.replicas}, not {order}")
+            time.sleep(0.2)
+        tp = TopicPartition(topic, partition)
+        admin = self.admin()
+        while self.leader_of(topic, partition) != to:
+            result = admin.elect_leaders(ElectionType.PREFERRED, [tp]).result(timeout=timeout)
+            error = next(iter(result.values()), None)
+            # ELECTION_NOT_NEEDED: the controller had moved it already.
+            if error is not None and "ELECTION_NOT_NEEDED" not in str(error):
+                raise RuntimeError(f"preferred leader election of {topic}[{partition}] failed: {error}")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"node {to} does not lead {topic}[{partition}] after {timeout}s")
             time.sleep(0.2)
 
     def log_tails(self, lines: int = 30) -> str:
