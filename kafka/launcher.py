@@ -489,6 +489,7 @@ class KafkaCluster:
                 node.proc.wait()
             node.proc = None
             shutil.rmtree(node.workdir / "data", ignore_errors=True)
+        self._admin = None
 
     def __enter__(self) -> KafkaCluster:
         return self.start()

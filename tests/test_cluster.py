@@ -14,7 +14,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import kafka_ml as km
@@ -47,6 +47,18 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
         time.sleep(0.02)
 
 
+OUTAGES: list[Outage] = []
+
+
+@pytest.fixture(autouse=True)
+def outages_end_with_their_test() -> Iterator[None]:
+    """A test that fails before joining its outage leaves the restart thread running: it is
+    waited for here, so that the next test's `cluster` never restarts the same node a second time."""
+    yield
+    while OUTAGES:
+        OUTAGES.pop()._thread.join(120)
+
+
 class Outage:
     """One node down and back. SIGKILLed on construction; then a background thread waits until the
     controller has fenced it (after `broker.session.timeout.ms`: its partitions then have new
@@ -62,6 +74,7 @@ class Outage:
         self.killed_at = time.monotonic()
         self._thread = threading.Thread(target=self._down_and_back, name=f"outage-{node}", daemon=True)
         self._thread.start()
+        OUTAGES.append(self)
 
     def _down_and_back(self) -> None:
         try:
@@ -161,7 +174,7 @@ def test_a_million_row_send_keeps_every_row_once_and_in_order(cluster: KafkaClus
 
 # -- 2. PyTorch DataLoader ------------------------------------------------------------------------
 
-TORCH_SCHEMA = {"id": "int64", "x": ("float32", 4)}
+TORCH_SCHEMA: dict[str, Any] = {"id": "int64", "x": ("float32", 4)}
 
 
 @pytest.mark.timeout(180)
@@ -182,9 +195,8 @@ def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: Kafk
             )
 
     # Small read-ahead, so that most of the epoch is fetched after the kill: each worker's decoded
-    # queue holds 256 KiB (~11 k rows of 24 bytes) and librdkafka prefetches at most ~256 KiB per
-    # partition (~4 k rows of ~60 bytes of JSON) plus one 64 KiB fetch. With the DataLoader's 2
-    # batches per worker that is well under 50 k rows ahead of what the test has received.
+    # queue holds 256 KiB (~11 k rows of 24 bytes) and librdkafka prefetches about 256 KiB per
+    # partition (~4 k rows of ~60 bytes of JSON). The test checks below that it was so.
     reader_config = {**config, "queued.max.messages.kbytes": "256", "fetch.message.max.bytes": "65536"}
     ds = KafkaIterableDataset(
         topic,
@@ -208,9 +220,16 @@ def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: Kafk
             at_kill = received
             outage = Outage(cluster, victim)
     assert outage is not None, f"the epoch had {received} rows; the kill never happened"
+    after_kill = time.monotonic() - outage.killed_at
     outage.join()
-    print(f"node {victim} killed with {at_kill} of {n} rows received")
-    assert at_kill <= n // 2, f"{at_kill} of {n} rows were received before the kill"
+    print(
+        f"node {victim} killed with {at_kill} of {n} rows received; the epoch ended {after_kill:.1f} s later"
+    )
+    # Unhindered, the last 80 % of the epoch takes well under a second here (0.15 s). The killed
+    # node's partition gets a new leader only once the node is fenced, 4 s after its last
+    # heartbeat: an epoch ending 2 s or more after the kill had records of it still to fetch, so
+    # the workers' consumers did go through the failover (the premise of this test).
+    assert after_kill >= 2.0, f"the epoch ended {after_kill:.1f} s after the kill: nothing waited for it"
     got = np.concatenate(seen)
     assert len(got) == n, f"{len(got)} rows in the epoch for {n} records"
     np.testing.assert_array_equal(np.sort(got), ids)  # every record exactly once
@@ -218,8 +237,8 @@ def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: Kafk
 
 # -- 3. Exactly-once inference --------------------------------------------------------------------
 
-INPUT_SCHEMA = {"id": "int64", "x": ("float32", 4)}
-OUTPUT_SCHEMA = {"id": "int64", "y": "float64"}
+INPUT_SCHEMA: dict[str, Any] = {"id": "int64", "x": ("float32", 4)}
+OUTPUT_SCHEMA: dict[str, Any] = {"id": "int64", "y": "float64"}
 
 
 @pytest.mark.timeout(180)
@@ -417,9 +436,13 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     # The planned move hands leadership over with the replicas in sync: no timeout in the way,
     # only the clients' metadata refresh after NOT_LEADER answers.
     assert planned < 5.0, f"the read stalled {planned:.1f} s at the planned leader change"
-    # A SIGKILLed leader is fenced after broker.session.timeout.ms (4 s on this cluster), then its
+    # A SIGKILLed leader is fenced after broker.session.timeout.ms (4 s on this cluster; 1-2 s
+    # more when it was the active controller, whose successor is elected first), then its
     # partition gets a new leader and librdkafka finds it on its next metadata refresh (within
-    # ~1 s of backoff): about 5 s without data, the writer's retries included. 10 s leaves room
-    # for a loaded 2-core machine; a stall past it means a client waited for something else
-    # (e.g. a session or request timeout) instead of following the new leader.
-    assert worst < 10.0, f"the read stalled {worst:.1f} s"
+    # ~1 s of backoff): 5-8 s without data, the writer's retries included (6.9-7.6 s measured).
+    # A stall past 10 s means a client waited for something else (a session or request timeout)
+    # instead of following the new leader.
+    assert worst < 10.0, (
+        f"the read stalled {worst:.1f} s; the cluster fenced the killed node "
+        f"{outage.fenced_after:.1f} s after the kill"
+    )
