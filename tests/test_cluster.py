@@ -5,6 +5,10 @@ Each test kills a node that leads a partition the work uses, while the work is u
 asserts that it was not finished at the kill), lets the work go on through the failover and the
 restart, and checks the result against what was written. `cluster` (tests/conftest.py) gives each
 test a healthy cluster and prints the nodes' logs when one fails.
+
+Another component's test takes the same shape: start the work with `in_background`, once it is
+under way `Outage(cluster, topic, partition)` (kills that partition's leader, restarts it once
+fenced), assert the work was not done yet, then `finished(...)`, `outage.join()` and the checks.
 """
 
 from __future__ import annotations
@@ -60,19 +64,22 @@ def outages_end_with_their_test() -> Iterator[None]:
 
 
 class Outage:
-    """One node down and back. SIGKILLed on construction; then a background thread waits until the
-    controller has fenced it (after `broker.session.timeout.ms`: its partitions then have new
-    leaders, so the clients really fail over) and restarts it on its data and ports, while the
-    test's work goes on. `join()` re-raises what went wrong there."""
+    """The leader of `topic`'s `partition` down and back. The node leading it is SIGKILLed on
+    construction; then a background thread waits until the controller has fenced it (after
+    `broker.session.timeout.ms`), notes the partition's new leader, and restarts the node on its
+    data and ports, while the test's work goes on. `join()` re-raises what went wrong there and
+    checks that the partition did change leader (the clients really failed over)."""
 
-    def __init__(self, cluster: KafkaCluster, node: int) -> None:
-        self.cluster, self.node = cluster, node
+    def __init__(self, cluster: KafkaCluster, topic: str, partition: int) -> None:
+        self.cluster, self.topic, self.partition = cluster, topic, partition
+        self.node = cluster.leader_of(topic, partition)
         self.error: BaseException | None = None
         self.fenced_after: float | None = None
+        self.new_leader: int | None = None
         self.restarted_after: float | None = None
-        cluster.kill(node)
+        cluster.kill(self.node)
         self.killed_at = time.monotonic()
-        self._thread = threading.Thread(target=self._down_and_back, name=f"outage-{node}", daemon=True)
+        self._thread = threading.Thread(target=self._down_and_back, name=f"outage-{self.node}", daemon=True)
         self._thread.start()
         OUTAGES.append(self)
 
@@ -89,6 +96,8 @@ class Outage:
                     raise TimeoutError(f"node {self.node} was not fenced within 30 s of its kill")
                 time.sleep(0.1)
             self.fenced_after = time.monotonic() - self.killed_at
+            # Before the restart: once back in the ISR, the node could become leader again.
+            self.new_leader = self.cluster.leader_of(self.topic, self.partition)
             self.cluster.restart(self.node)
             self.restarted_after = time.monotonic() - self.killed_at
         except BaseException as e:
@@ -100,9 +109,11 @@ class Outage:
         if self.error is not None:
             raise self.error
         print(
-            f"node {self.node}: fenced {self.fenced_after:.1f} s after its SIGKILL, "
-            f"answering again {self.restarted_after:.1f} s after it"
+            f"node {self.node} (leader of {self.topic}[{self.partition}]): fenced "
+            f"{self.fenced_after:.1f} s after its SIGKILL, node {self.new_leader} leading then, "
+            f"node {self.node} answering again {self.restarted_after:.1f} s after the kill"
         )
+        assert self.new_leader != self.node, f"{self.topic}[{self.partition}] kept its fenced leader"
 
 
 def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
@@ -139,13 +150,12 @@ def test_a_million_row_send_keeps_every_row_once_and_in_order(cluster: KafkaClus
     n = 1_000_000
     rows = np.arange(n, dtype=np.int64).reshape(n, 1)
     producer = km.Producer(config)  # default settings: idempotent, acks=all
-    victim = cluster.leader_of(topic, 0)
 
     thread, out = in_background(lambda: producer.send(topic, rows))
     wait_until(lambda: producer.delivered >= n // 5 or not thread.is_alive(), "a fifth delivered")
-    outage = Outage(cluster, victim)
+    outage = Outage(cluster, topic, 0)
     at_kill = producer.delivered
-    print(f"node {victim} killed with {at_kill} of {n} rows delivered")
+    print(f"node {outage.node} killed with {at_kill} of {n} rows delivered")
     # A tenth or more was still to be delivered when the node died (and, sent keyless, some of it
     # went to its partitions: the partitioner spreads batches over all three).
     assert at_kill <= n - n // 10, f"{at_kill} of {n} rows were delivered before the kill"
@@ -208,7 +218,6 @@ def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: Kafk
         num_workers=2,
         queue_bytes=256 << 10,
     )
-    victim = cluster.leader_of(topic, 0)
     seen: list[np.ndarray] = []
     received = 0
     outage: Outage | None = None
@@ -218,12 +227,13 @@ def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: Kafk
         received += len(seen[-1])
         if outage is None and received >= n // 5:
             at_kill = received
-            outage = Outage(cluster, victim)
+            outage = Outage(cluster, topic, 0)
     assert outage is not None, f"the epoch had {received} rows; the kill never happened"
     after_kill = time.monotonic() - outage.killed_at
     outage.join()
     print(
-        f"node {victim} killed with {at_kill} of {n} rows received; the epoch ended {after_kill:.1f} s later"
+        f"node {outage.node} killed with {at_kill} of {n} rows received; "
+        f"the epoch ended {after_kill:.1f} s later"
     )
     # Unhindered, the last 80 % of the epoch takes well under a second here (0.15 s). The killed
     # node's partition gets a new leader only once the node is fenced, 4 s after its last
@@ -270,12 +280,11 @@ def test_exactly_once_inference_gives_one_result_per_input(cluster: KafkaCluster
         batch_size=100,
         max_batch_rows=100,  # one transaction per 100 inputs: many transactions around the kill
     )
-    victim = cluster.leader_of(out, 0)
     thread, result = in_background(lambda: loop.run(max_messages=n, handle_signals=False))
     wait_until(lambda: loop.metrics["messages"] >= n // 5 or not thread.is_alive(), "a fifth served")
-    outage = Outage(cluster, victim)
+    outage = Outage(cluster, out, 0)
     at_kill = loop.metrics["messages"]
-    print(f"node {victim} killed with {at_kill} of {n} inputs served")
+    print(f"node {outage.node} killed with {at_kill} of {n} inputs served")
     assert at_kill <= n // 2, f"{at_kill} of {n} inputs were served before the kill"
 
     metrics = finished(thread, result, 150)
@@ -337,11 +346,10 @@ def test_model_subscriber_serves_the_new_version_never_a_partial_one(
             return produce(*args, **kwargs)
 
         monkeypatch.setattr(publisher._producer, "produce", slow_produce)
-        victim = cluster.leader_of(model_topic, 0)
         thread, out = in_background(lambda: publisher.publish(artifact, "v2"))
         wait_until(lambda: spooled_chunks(sub) >= 40 or not thread.is_alive(), "40 chunks received")
-        outage = Outage(cluster, victim)
-        print(f"node {victim} killed with {spooled_chunks(sub)} of 256 chunks received")
+        outage = Outage(cluster, model_topic, 0)
+        print(f"node {outage.node} killed with {spooled_chunks(sub)} of 256 chunks received")
         assert thread.is_alive(), "the publication was finished before the kill"
         assert sub.latest is not None and sub.latest.version == "v1"
 
@@ -411,9 +419,9 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     time.sleep(2)
     # Then an unplanned one: the new leader SIGKILLed (the partition moves to the third node).
     killed_at = time.monotonic()
-    outage = Outage(cluster, second)
+    outage = Outage(cluster, topic, 0)
+    assert outage.node == second
     outage.join()
-    assert cluster.leader_of(topic, 0) not in (second, -1)
     time.sleep(1)
     stop_writing.set()
     total["sent"] = finished(writer, written, 60)
