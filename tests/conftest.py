@@ -7,6 +7,10 @@ loopback ports; its log is printed if it fails to start and kept in its temp dir
 `secure_broker` is a second, secured broker (TLS, mTLS, SASL, ACLs: kafka/secure_launcher.py),
 started only by the first test that asks for it.
 
+`kafka_cluster` is a 3-node KRaft cluster (kafka/launcher.py's `KafkaCluster`: replication factor 3,
+`min.insync.replicas=2`) for the failure tests in tests/test_cluster.py, which SIGKILL and restart
+its nodes; started only by the first test that asks for it, always a local one.
+
 `schema_registry_url` is a Schema Registry's Confluent-compatible API: `SCHEMA_REGISTRY_URL` if
 set, otherwise a local Apicurio Registry (kafka/registry_launcher.py, global compatibility
 BACKWARD like Confluent's default), started only by the first test that asks for it.
@@ -35,7 +39,7 @@ from confluent_kafka import Producer as CkProducer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
-from launcher import KafkaBroker
+from launcher import KafkaBroker, KafkaCluster
 
 if TYPE_CHECKING:
     from registry_launcher import RegistryServer
@@ -92,8 +96,31 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
 # The fixtures that start (or reach) a service; the modules' own (Connect worker, PostgreSQL, the
 # secured registry) are named here too.
 SERVICE_FIXTURES = frozenset(
-    {"bootstrap_servers", "secure_broker", "local_registry", "postgres", "connect", "secured_registry"}
+    {
+        "bootstrap_servers",
+        "secure_broker",
+        "kafka_cluster",
+        "local_registry",
+        "postgres",
+        "connect",
+        "secured_registry",
+    }
 )
+
+
+# Each phase's report, on the test item: a fixture's teardown can then tell whether its test failed
+# (`cluster` prints the nodes' logs then).
+REPORTS = pytest.StashKey[dict[str, pytest.TestReport]]()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, object, object]:
+    report = yield
+    assert isinstance(report, pytest.TestReport)
+    item.stash.setdefault(REPORTS, {})[report.when] = report
+    return report
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -139,6 +166,34 @@ def secure_broker() -> Iterator[SecureKafkaBroker]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster() -> Iterator[KafkaCluster]:
+    """Three combined broker/controller nodes on loopback, for tests that kill nodes; killed at the
+    end of the session (their logs stay in `kafka_cluster.workdir`)."""
+    _no_services("a 3-node Kafka cluster")
+    cluster = KafkaCluster(size=3)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster(kafka_cluster: KafkaCluster, request: pytest.FixtureRequest) -> Iterator[KafkaCluster]:
+    """`kafka_cluster`, healthy when the test starts: a node an earlier test left down is
+    restarted, and every partition has its full ISR. If the test fails, the tail of every node's
+    log is printed (the whole logs stay in the cluster's workdir)."""
+    for node in kafka_cluster.nodes:
+        if not kafka_cluster.running(node):
+            kafka_cluster.restart(node)
+    kafka_cluster.wait_healthy(timeout=60)
+    yield kafka_cluster
+    reports = request.node.stash.get(REPORTS, {})
+    if any(r.failed for r in reports.values()):
+        print(f"cluster workdir: {kafka_cluster.workdir}\n{kafka_cluster.log_tails()}")
 
 
 @pytest.fixture(scope="session")

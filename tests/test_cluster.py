@@ -1,0 +1,456 @@
+"""Every component on a 3-node cluster (replication factor 3, min.insync.replicas=2) with one node
+SIGKILLed in the middle of the work and restarted: nothing lost, nothing twice.
+
+Each test kills a node that leads a partition the work uses, while the work is under way (each
+asserts that it was not finished at the kill), lets the work go on through the failover and the
+restart, and checks the result against what was written. `cluster` (tests/conftest.py) gives each
+test a healthy cluster and prints the nodes' logs when one fails.
+
+Another component's test takes the same shape: start the work with `in_background`, once it is
+under way `Outage(cluster, topic, partition)` (kills that partition's leader, restarts it once
+fenced), assert the work was not done yet, then `finished(...)`, `outage.join()` and the checks.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kafka_ml as km
+import numpy as np
+import pytest
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import NewTopic
+from kafka_ml import _native
+from launcher import KafkaCluster
+
+
+def config_of(cluster: KafkaCluster) -> dict[str, str]:
+    return {"bootstrap.servers": cluster.bootstrap_servers}
+
+
+def create_topic(cluster: KafkaCluster, partitions: int, prefix: str = "t") -> str:
+    """A new topic on every node (replication factor 3), each partition with a leader."""
+    name = f"{prefix}-{uuid.uuid4().hex[:10]}"
+    futures = cluster.admin().create_topics([NewTopic(name, num_partitions=partitions, replication_factor=3)])
+    futures[name].result(timeout=30)
+    for p in range(partitions):
+        cluster.leader_of(name, p)
+    return name
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout}s"
+        time.sleep(0.02)
+
+
+OUTAGES: list[Outage] = []
+
+
+@pytest.fixture(autouse=True)
+def outages_end_with_their_test() -> Iterator[None]:
+    """A test that fails before joining its outage leaves the restart thread running: it is
+    waited for here, so that the next test's `cluster` never restarts the same node a second time."""
+    yield
+    while OUTAGES:
+        OUTAGES.pop()._thread.join(120)
+
+
+class Outage:
+    """The leader of `topic`'s `partition` down and back. The node leading it is SIGKILLed on
+    construction; then a background thread waits until the controller has fenced it (after
+    `broker.session.timeout.ms`), notes the partition's new leader, and restarts the node on its
+    data and ports, while the test's work goes on. `join()` re-raises what went wrong there and
+    checks that the partition did change leader (the clients really failed over)."""
+
+    def __init__(self, cluster: KafkaCluster, topic: str, partition: int) -> None:
+        self.cluster, self.topic, self.partition = cluster, topic, partition
+        self.node = cluster.leader_of(topic, partition)
+        self.error: BaseException | None = None
+        self.fenced_after: float | None = None
+        self.new_leader: int | None = None
+        self.restarted_after: float | None = None
+        cluster.kill(self.node)
+        self.killed_at = time.monotonic()
+        self._thread = threading.Thread(target=self._down_and_back, name=f"outage-{self.node}", daemon=True)
+        self._thread.start()
+        OUTAGES.append(self)
+
+    def _down_and_back(self) -> None:
+        try:
+            deadline = self.killed_at + 30
+            while True:
+                try:
+                    if self.node not in self.cluster.admin().list_topics(timeout=5).brokers:
+                        break
+                except KafkaException:
+                    pass  # no answer in time: ask again
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"node {self.node} was not fenced within 30 s of its kill")
+                time.sleep(0.1)
+            self.fenced_after = time.monotonic() - self.killed_at
+            # Before the restart: once back in the ISR, the node could become leader again.
+            self.new_leader = self.cluster.leader_of(self.topic, self.partition)
+            self.cluster.restart(self.node)
+            self.restarted_after = time.monotonic() - self.killed_at
+        except BaseException as e:
+            self.error = e
+
+    def join(self, timeout: float = 120.0) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"node {self.node} not back within {timeout}s"
+        if self.error is not None:
+            raise self.error
+        print(
+            f"node {self.node} (leader of {self.topic}[{self.partition}]): fenced "
+            f"{self.fenced_after:.1f} s after its SIGKILL, node {self.new_leader} leading then, "
+            f"node {self.node} answering again {self.restarted_after:.1f} s after the kill"
+        )
+        assert self.new_leader != self.node, f"{self.topic}[{self.partition}] kept its fenced leader"
+
+
+def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Runs `work` in a thread; its return value lands in `out["result"]`, its error in
+    `out["error"]`."""
+    out: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            out["result"] = work()
+        except BaseException as e:
+            out["error"] = e
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out
+
+
+def finished(thread: threading.Thread, out: dict[str, Any], timeout: float) -> Any:
+    thread.join(timeout)
+    assert not thread.is_alive(), f"the work did not finish within {timeout}s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("result")
+
+
+# -- 1. Producer ----------------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_a_million_row_send_keeps_every_row_once_and_in_order(cluster: KafkaCluster) -> None:
+    config = config_of(cluster)
+    topic = create_topic(cluster, 3)
+    n = 1_000_000
+    rows = np.arange(n, dtype=np.int64).reshape(n, 1)
+    producer = km.Producer(config)  # default settings: idempotent, acks=all
+
+    thread, out = in_background(lambda: producer.send(topic, rows))
+    wait_until(lambda: producer.delivered >= n // 5 or not thread.is_alive(), "a fifth delivered")
+    outage = Outage(cluster, topic, 0)
+    at_kill = producer.delivered
+    print(f"node {outage.node} killed with {at_kill} of {n} rows delivered")
+    # A tenth or more was still to be delivered when the node died (and, sent keyless, some of it
+    # went to its partitions: the partitioner spreads batches over all three).
+    assert at_kill <= n - n // 10, f"{at_kill} of {n} rows were delivered before the kill"
+
+    report = finished(thread, out, 120)
+    report.wait(120)
+    outage.join()
+    assert (report.delivered, report.failed) == (n, 0)
+
+    ds = km.KafkaDataset(
+        topic, config, format="tensor", dtype="int64", shape=1, end="latest", metadata=["partition"]
+    )
+    with ds:
+        batches = [(b["value"][:, 0].copy(), b["partition"].copy()) for b in ds]
+    ids = np.concatenate([i for i, _ in batches])
+    partitions = np.concatenate([p for _, p in batches])
+    assert len(ids) == n, f"{len(ids)} records for {n} rows"
+    for p in range(3):
+        mine = ids[partitions == p]
+        assert len(mine) > 0, f"partition {p} got no rows"
+        # Rows were queued in id order: in each partition ids only go up (no reordering by the
+        # retries of the failover, no duplicate, which would repeat an id).
+        assert np.all(np.diff(mine) > 0), f"partition {p}: ids out of order or repeated"
+    np.testing.assert_array_equal(np.sort(ids), np.arange(n))  # every row, once
+
+
+# -- 2. PyTorch DataLoader ------------------------------------------------------------------------
+
+TORCH_SCHEMA: dict[str, Any] = {"id": "int64", "x": ("float32", 4)}
+
+
+@pytest.mark.timeout(180)
+def test_dataloader_epoch_with_two_workers_reads_every_record_once(cluster: KafkaCluster) -> None:
+    from kafka_ml.torch import KafkaIterableDataset
+    from torch.utils.data import DataLoader
+
+    config = config_of(cluster)
+    topic = create_topic(cluster, 3)
+    n = 300_000
+    ids = np.arange(n, dtype=np.int64)
+    x = (ids[:, None] * np.array([1, 2, 3, 4])).astype(np.float32)
+    with km.Producer(config) as producer:
+        for p in range(3):
+            rows = slice(p, None, 3)
+            producer.send(
+                topic, {"id": ids[rows], "x": x[rows]}, format="json", schema=TORCH_SCHEMA, partition=p
+            )
+
+    # Small read-ahead, so that most of the epoch is fetched after the kill: each worker's decoded
+    # queue holds 256 KiB (~11 k rows of 24 bytes) and librdkafka prefetches about 256 KiB per
+    # partition (~4 k rows of ~60 bytes of JSON). The test checks below that it was so.
+    reader_config = {**config, "queued.max.messages.kbytes": "256", "fetch.message.max.bytes": "65536"}
+    ds = KafkaIterableDataset(
+        topic,
+        reader_config,
+        format="json",
+        schema=TORCH_SCHEMA,
+        end="latest",
+        batch_size=1000,
+        num_workers=2,
+        queue_bytes=256 << 10,
+    )
+    seen: list[np.ndarray] = []
+    received = 0
+    outage: Outage | None = None
+    at_kill = 0
+    for batch in DataLoader(ds, batch_size=None, num_workers=2):
+        seen.append(batch["id"].numpy().copy())
+        received += len(seen[-1])
+        if outage is None and received >= n // 5:
+            at_kill = received
+            outage = Outage(cluster, topic, 0)
+    assert outage is not None, f"the epoch had {received} rows; the kill never happened"
+    after_kill = time.monotonic() - outage.killed_at
+    outage.join()
+    print(
+        f"node {outage.node} killed with {at_kill} of {n} rows received; "
+        f"the epoch ended {after_kill:.1f} s later"
+    )
+    # Unhindered, the last 80 % of the epoch takes well under a second here (0.15 s). The killed
+    # node's partition gets a new leader only once the node is fenced, 4 s after its last
+    # heartbeat: an epoch ending 2 s or more after the kill had records of it still to fetch, so
+    # the workers' consumers did go through the failover (the premise of this test).
+    assert after_kill >= 2.0, f"the epoch ended {after_kill:.1f} s after the kill: nothing waited for it"
+    got = np.concatenate(seen)
+    assert len(got) == n, f"{len(got)} rows in the epoch for {n} records"
+    np.testing.assert_array_equal(np.sort(got), ids)  # every record exactly once
+
+
+# -- 3. Exactly-once inference --------------------------------------------------------------------
+
+INPUT_SCHEMA: dict[str, Any] = {"id": "int64", "x": ("float32", 4)}
+OUTPUT_SCHEMA: dict[str, Any] = {"id": "int64", "y": "float64"}
+
+
+@pytest.mark.timeout(180)
+def test_exactly_once_inference_gives_one_result_per_input(cluster: KafkaCluster) -> None:
+    from kafka_ml.inference import InferenceLoop
+
+    config = config_of(cluster)
+    inp, out = create_topic(cluster, 3, "in"), create_topic(cluster, 1, "out")
+    n = 6000
+    ids = np.arange(n, dtype=np.int64)
+    x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
+    with km.Producer(config) as producer:
+        producer.send(inp, {"id": ids, "x": x}, format="json", schema=INPUT_SCHEMA, key="id")
+
+    def predict(batch: Any) -> dict[str, Any]:
+        time.sleep(0.02)  # a model's time: the loop runs for seconds, so the kill lands mid-stream
+        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
+
+    group = f"serve-{uuid.uuid4().hex[:8]}"
+    loop = InferenceLoop(
+        predict,
+        inp,
+        out,
+        {**config, "group.id": group},
+        delivery="exactly_once",
+        format="json",
+        schema=INPUT_SCHEMA,
+        output_schema=OUTPUT_SCHEMA,
+        batch_size=100,
+        max_batch_rows=100,  # one transaction per 100 inputs: many transactions around the kill
+    )
+    thread, result = in_background(lambda: loop.run(max_messages=n, handle_signals=False))
+    wait_until(lambda: loop.metrics["messages"] >= n // 5 or not thread.is_alive(), "a fifth served")
+    outage = Outage(cluster, out, 0)
+    at_kill = loop.metrics["messages"]
+    print(f"node {outage.node} killed with {at_kill} of {n} inputs served")
+    assert at_kill <= n // 2, f"{at_kill} of {n} inputs were served before the kill"
+
+    metrics = finished(thread, result, 150)
+    outage.join()
+    assert metrics["messages"] == n and metrics["predict_errors"] == 0
+
+    results = km.KafkaDataset(
+        out,
+        {**config, "isolation.level": "read_committed"},
+        format="json",
+        schema=OUTPUT_SCHEMA,
+        end="latest",
+    )
+    with results:
+        got = [(int(i), float(y)) for b in results for i, y in zip(b["id"], b["y"], strict=True)]
+    counts = Counter(i for i, _ in got)
+    missing = sorted(set(range(n)) - set(counts))
+    repeated = sorted(i for i, c in counts.items() if c > 1)
+    assert not missing and not repeated and len(counts) == n, (
+        f"{len(missing)} inputs without a result (first {missing[:10]}), "
+        f"{len(repeated)} with more than one (first {repeated[:10]})"
+    )
+    assert all(y == 4 * i for i, y in got)
+    committed = _native.committed_offsets(
+        {**config, "group.id": group}, [(inp, p) for p in range(3)], timeout=10
+    )
+    assert sum(o or 0 for o in committed.values()) == n
+
+
+# -- 4. Model updates -----------------------------------------------------------------------------
+
+
+def spooled_chunks(sub: km.ModelSubscriber) -> int:
+    """Chunks the subscriber holds for publications without a manifest yet."""
+    with sub._lock:
+        return sum(len(s.extents) for s in sub._spools.values())
+
+
+@pytest.mark.timeout(180)
+def test_model_subscriber_serves_the_new_version_never_a_partial_one(
+    cluster: KafkaCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = config_of(cluster)
+    model_topic = f"models-{uuid.uuid4().hex[:10]}"
+    publisher = km.ModelPublisher(model_topic, config, chunk_size=16 << 10)  # replicated 3 by default
+    publisher.publish(b"version one", "v1")
+    updates: list[km.ModelVersion] = []
+    sub = km.ModelSubscriber(model_topic, config, on_update=updates.append)
+    try:
+        sub.wait_for("v1", timeout=30)
+        artifact = os.urandom(4 << 20)  # 256 chunks
+
+        # Each chunk handed to the producer 10 ms apart: the publication takes seconds, so the
+        # kill lands in the middle of its chunks.
+        produce = publisher._producer.produce
+
+        def slow_produce(*args: Any, **kwargs: Any) -> Any:
+            time.sleep(0.01)
+            return produce(*args, **kwargs)
+
+        monkeypatch.setattr(publisher._producer, "produce", slow_produce)
+        thread, out = in_background(lambda: publisher.publish(artifact, "v2"))
+        wait_until(lambda: spooled_chunks(sub) >= 40 or not thread.is_alive(), "40 chunks received")
+        outage = Outage(cluster, model_topic, 0)
+        print(f"node {outage.node} killed with {spooled_chunks(sub)} of 256 chunks received")
+        assert thread.is_alive(), "the publication was finished before the kill"
+        assert sub.latest is not None and sub.latest.version == "v1"
+
+        published = finished(thread, out, 120)
+        outage.join()
+        got = sub.wait_for("v2", timeout=60)
+        assert got.sha256 == published.sha256 and got.size == len(artifact)
+        assert sub.latest is not None and sub.latest.model == artifact  # whole, byte for byte
+        # Served: v1, then v2, each complete; nothing in between, nothing rejected.
+        assert [(u.version, u.model) for u in updates] == [("v1", b"version one"), ("v2", artifact)]
+        assert sub.stats["rejected"] == 0
+    finally:
+        sub.close()
+        publisher.close()
+
+
+# -- 5. A streaming read through leader changes ---------------------------------------------------
+
+
+@pytest.mark.timeout(180)
+def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
+    cluster: KafkaCluster,
+) -> None:
+    config = config_of(cluster)
+    topic = create_topic(cluster, 1)
+    stop_writing = threading.Event()
+
+    def write() -> int:
+        """25 rows every 20 ms (1250 rows/s) until told to stop; returns how many."""
+        sent = 0
+        with km.Producer(config) as producer:
+            while not stop_writing.is_set():
+                ids = np.arange(sent, sent + 25, dtype=np.int64)
+                producer.send(topic, {"id": ids}, format="json", schema={"id": "int64"})
+                sent += 25
+                time.sleep(0.02)
+            producer.flush(60)
+        return sent
+
+    arrivals: list[float] = []
+    seen: list[np.ndarray] = []
+    total: dict[str, int] = {}
+
+    def read() -> None:
+        ds = km.KafkaDataset(
+            topic, config, format="json", schema={"id": "int64"}, start="earliest", max_wait=0.1
+        )
+        deadline = time.monotonic() + 150
+        with ds:
+            while time.monotonic() < deadline:
+                batch = ds.poll(0.5)
+                if batch is not None and batch.num_rows:
+                    arrivals.append(time.monotonic())
+                    seen.append(batch["id"].copy())
+                if "sent" in total and sum(len(s) for s in seen) >= total["sent"]:
+                    return
+
+    writer, written = in_background(write)
+    reader, read_out = in_background(read)
+    wait_until(lambda: len(arrivals) >= 10, "the read started")
+
+    # A planned leader change: the reassignment tool and a preferred election.
+    first = cluster.leader_of(topic, 0)
+    second = next(node for node in cluster.nodes if node != first)
+    moved_at = time.monotonic()
+    cluster.move_leader(topic, 0, second)
+    time.sleep(2)
+    # Then an unplanned one: the new leader SIGKILLed (the partition moves to the third node).
+    killed_at = time.monotonic()
+    outage = Outage(cluster, topic, 0)
+    assert outage.node == second
+    outage.join()
+    time.sleep(1)
+    stop_writing.set()
+    total["sent"] = finished(writer, written, 60)
+    finished(reader, read_out, 120)
+
+    got = np.concatenate(seen)
+    assert len(got) == total["sent"] and np.array_equal(got, np.arange(total["sent"])), (
+        f"{len(got)} records read of {total['sent']} written (in order, each once: "
+        f"{np.array_equal(np.sort(got), np.arange(total['sent']))})"
+    )
+    times = np.array(arrivals)
+    assert times[0] < moved_at and times[-1] > killed_at  # the read spans both changes
+    gaps = np.diff(times)
+    worst = float(gaps.max())
+    planned = float(gaps[(times[1:] > moved_at) & (times[:-1] < killed_at)].max())
+    print(
+        f"largest gap between batches: {worst:.2f} s; around the planned move: {planned:.2f} s "
+        f"({len(arrivals)} batches)"
+    )
+    # The planned move hands leadership over with the replicas in sync: no timeout in the way,
+    # only the clients' metadata refresh after NOT_LEADER answers.
+    assert planned < 5.0, f"the read stalled {planned:.1f} s at the planned leader change"
+    # A SIGKILLed leader is fenced after broker.session.timeout.ms (4 s on this cluster; 1-2 s
+    # more when it was the active controller, whose successor is elected first), then its
+    # partition gets a new leader and librdkafka finds it on its next metadata refresh (within
+    # ~1 s of backoff): 5-8 s without data, the writer's retries included (5.6-7.6 s measured).
+    # A stall past 10 s means a client waited for something else (a session or request timeout)
+    # instead of following the new leader.
+    assert worst < 10.0, (
+        f"the read stalled {worst:.1f} s; the cluster fenced the killed node "
+        f"{outage.fenced_after:.1f} s after the kill"
+    )
