@@ -82,13 +82,10 @@ def scrape(url: str) -> dict[str, list[Any]]:
 
 def value(families: dict[str, list[Any]], sample: str, **labels: str) -> float:
     """The one sample named ``sample`` whose labels include ``labels``."""
-    family = re.sub(r"_(total|count|sum|bucket|info)$", "", sample)
-    found = [
-        s.value
-        for s in families.get(family, [])
-        if s.name == sample and all(s.labels.get(k) == v for k, v in labels.items())
-    ]
-    assert len(found) == 1, f"{sample}{labels}: {found} in {families.get(family)}"
+    # Looked for in every family: an Info's family is `x` from the registry, `x_info` from the text.
+    samples = [s for family in families.values() for s in family if s.name == sample]
+    found = [s.value for s in samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(found) == 1, f"{sample}{labels}: {found} in {samples}"
     return float(found[0])
 
 
@@ -382,7 +379,7 @@ def test_a_scrape_matches_the_loop_through_a_model_swap_and_dead_letters(
         assert metrics["model_version"] == "v2" and metrics["model_updates"] == 1
         assert before["model_version"] == "v1"
         assert value(families, "kafka_ml_inference_model_info", version="v2") == 1
-        assert "v1" not in {s.labels["version"] for s in families["kafka_ml_inference_model"]}
+        assert "v1" not in {s.labels["version"] for s in families["kafka_ml_inference_model_info"]}
         for key in ("messages", "batches", "predict_errors", "model_updates", "transaction_aborts"):
             assert value(families, f"kafka_ml_inference_{key}_total") == metrics[key], key
         assert value(families, "kafka_ml_inference_dead_letters_total") == metrics["dead_lettered"] == 2
