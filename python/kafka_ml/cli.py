@@ -13,6 +13,7 @@ from typing import Any
 from . import __version__, librdkafka_version
 from ._secrets import redact
 from .cli_files import add_files_parsers, files_command
+from .cli_serve import add_serve_parser, serve_command
 from .exceptions import ConfigError, KafkaMLError
 
 
@@ -215,6 +216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--repeat", type=int, default=4, help="times the held-out set is streamed")
     add_connect_parser(sub)
     add_files_parsers(sub, add_kafka_options)
+    add_serve_parser(sub, add_kafka_options)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -234,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return connect_command(args)
     if args.command in ("export", "ingest", "peek"):
         return files_command(args, kafka_config)
+    if args.command == "serve":
+        return serve_command(args, kafka_config, _secret_from_env)
     return 2
 
 

@@ -160,22 +160,23 @@ def _text(value: str) -> str:
     return value
 
 
-def parse_columns(value: str) -> dict[str, str]:
-    """``id:int64,x:float32[16]`` or a JSON object (inline or in a file) as column declarations."""
+def parse_columns(value: str, flag: str = "--schema") -> dict[str, str]:
+    """``id:int64,x:float32[16]`` or a JSON object (inline or in a file) as column declarations;
+    ``flag`` names the option in errors."""
     text = _text(value).strip()
     if text.startswith("{"):
         try:
             columns = json.loads(text)
         except ValueError as e:
-            raise ConfigError(f"--schema: not valid JSON ({e})") from None
+            raise ConfigError(f"{flag}: not valid JSON ({e})") from None
         if not isinstance(columns, dict):
-            raise ConfigError("--schema: expected a JSON object of column: type")
+            raise ConfigError(f"{flag}: expected a JSON object of column: type")
         return {str(k): v if isinstance(v, str) else f"{v[0]}[{v[1]}]" for k, v in columns.items()}
     out: dict[str, str] = {}
     for item in text.split(","):
         name, sep, decl = item.partition(":")
         if not sep or not name.strip() or not decl.strip():
-            raise ConfigError(f"--schema: expected name:type, got {item.strip()!r}")
+            raise ConfigError(f"{flag}: expected name:type, got {item.strip()!r}")
         out[name.strip()] = decl.strip()
     return out
 

@@ -16,7 +16,10 @@ from .exceptions import ClosedError, ConfigError
 from .registry import json_schema_columns, latest_schema_text, registry_client
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
     from .files import ExportResult
+    from .metrics import DatasetMetrics
     from .torch import KafkaIterableDataset
 
 __all__ = ["Batch", "KafkaDataset"]
@@ -151,6 +154,10 @@ class KafkaDataset:
         commit: with a ``group.id``, commit what was handed out (set ``False`` when the offsets
             go to the group inside a producer transaction, see
             :meth:`Producer.send_offsets_to_transaction`).
+        metrics: ``True`` (prometheus-client's default registry) or a ``CollectorRegistry``:
+            messages, batches and decoded bytes handed out, decode errors and consumer lag per
+            partition, labelled ``dataset=metrics_name`` (default: the topics); see
+            :mod:`kafka_ml.metrics`. Needs ``pip install 'kafka-ml[metrics]'``.
     """
 
     def __init__(
@@ -181,7 +188,15 @@ class KafkaDataset:
         queue_bytes: int = 64 << 20,
         timeout: float = 10.0,
         commit: bool = True,
+        metrics: bool | CollectorRegistry = False,
+        metrics_name: str | None = None,
     ) -> None:
+        registry = None
+        if metrics is not False:
+            from .metrics import metrics_registry
+
+            # Resolved before anything connects: a missing prometheus-client fails at once.
+            registry = metrics_registry(metrics)
         # Kept to build the same read elsewhere (`torch()`).
         self._arguments: dict[str, Any] = {
             "topics": topics, "config": dict(config or {}), "partitions": partitions, "format": format,
@@ -240,6 +255,12 @@ class KafkaDataset:
         self._reader: BatchReader | None = None
         self._resume: dict[tuple[str, int], int] | None = None
         self._closed = False
+        self._metrics: DatasetMetrics | None = None
+        if registry is not None:
+            from .metrics import DatasetMetrics
+
+            names = topics if topics is not None else sorted({t for t, _ in partitions or []})
+            self._metrics = DatasetMetrics(self, registry, metrics_name or ",".join(names))
 
     @staticmethod
     def _json_schema_columns(
@@ -265,6 +286,8 @@ class KafkaDataset:
         if self._closed:
             raise ClosedError("KafkaDataset is closed")
         if self._reader is not None:
+            if self._metrics is not None:
+                self._metrics.end_pass(self._reader)
             self._reader.close()
         self._reader = self._native.reader(self._resume)
         self._resume = None
@@ -272,11 +295,13 @@ class KafkaDataset:
 
     def __iter__(self) -> Iterator[Batch]:
         """Starts a pass (an epoch of a bounded read) and yields its batches."""
-        return self._start_pass()
+        reader = self._start_pass()
+        return reader if self._metrics is None else self._metrics.iterate(reader)
 
     def __aiter__(self) -> AsyncIterator[Batch]:
         """``async for batch in dataset``: waits for batches without blocking the event loop."""
-        return self._start_pass()
+        reader = self._start_pass()
+        return reader if self._metrics is None else self._metrics.aiterate(reader)
 
     def poll(self, timeout: float) -> Batch | None:
         """The next batch of the current pass (starting one if none is running), or ``None`` if
@@ -284,7 +309,10 @@ class KafkaDataset:
 
         For loops that must notice other events (a stop request, a deadline) while waiting."""
         reader = self._reader if self._reader is not None else self._start_pass()
-        return reader.poll(timeout)
+        batch = reader.poll(timeout)
+        if self._metrics is not None and batch is not None:
+            self._metrics.count(batch)
+        return batch
 
     def __len__(self) -> int:
         """Number of messages (offsets) in a bounded read."""
@@ -413,7 +441,12 @@ class KafkaDataset:
     def close(self) -> None:
         """Stops the background consumer and commits what was handed out. Idempotent."""
         if self._reader is not None:
+            if self._metrics is not None:
+                self._metrics.end_pass(self._reader)
             self._reader.close()
+        if self._metrics is not None:
+            self._metrics.close()  # a closed dataset is no longer reported
+            self._metrics = None
         self._closed = True
 
     def __enter__(self) -> KafkaDataset:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from .config import shared_client_config
 from .dataset import Batch, KafkaDataset, _config
 from .exceptions import ConfigError, KafkaMLError
 from .producer import Producer, SendReport
+
+if TYPE_CHECKING:
+    from .metrics import LoopMetrics
 
 __all__ = ["InferenceError", "InferenceLoop", "ModelSource", "serve"]
 
@@ -181,6 +184,13 @@ class InferenceLoop:
             input order and offsets committed only up to the oldest unfinished group.
         metrics_interval: seconds between metrics log lines (and consumer-lag refreshes).
         progress: show a tqdm bar with throughput and latency.
+        metrics_port: serve Prometheus metrics on this port while the loop runs (0: any free
+            port, see ``loop.prometheus.server.port``); a port in use is a ``ConfigError`` here.
+            Needs ``pip install 'kafka-ml[metrics]'``; see :mod:`kafka_ml.metrics`.
+        metrics_addr: the address the metrics endpoint listens on (default all interfaces:
+            Prometheus scrapes from another host or container).
+        metrics_registry: a ``prometheus_client.CollectorRegistry`` to report on (shared with
+            other loops or datasets, or served by the application itself); default: the loop's own.
         dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
             ``avro_schema``, ``on_error``, ...; see :class:`~kafka_ml.KafkaDataset`).
     """
@@ -209,6 +219,9 @@ class InferenceLoop:
         metrics_interval: float = 10.0,
         progress: bool = False,
         producer_config: Mapping[str, object] | None = None,
+        metrics_port: int | None = None,
+        metrics_addr: str = "0.0.0.0",
+        metrics_registry: Any = None,
         **dataset_options: Any,
     ) -> None:
         if delivery not in ("at_least_once", "exactly_once"):
@@ -281,6 +294,19 @@ class InferenceLoop:
         self._model_version: str | None = None
         self._started: float | None = None
         self._dataset: KafkaDataset | None = None
+        #: The loop's Prometheus metrics (``registry``, ``server``), or None without them.
+        self.prometheus: LoopMetrics | None = None
+        if metrics_port is not None or metrics_registry is not None:
+            from .metrics import LoopMetrics
+
+            self.prometheus = LoopMetrics(
+                self,
+                group=str(group),
+                instance=instance,
+                registry=metrics_registry,
+                port=metrics_port,
+                addr=metrics_addr,
+            )
 
     # -- control ---------------------------------------------------------------------------
 
@@ -305,6 +331,8 @@ class InferenceLoop:
         """Starts the counters, throughput and latency window afresh (e.g. after a warm-up)."""
         self._latencies = _Latencies()
         self._counts = dict.fromkeys(self._counts, 0)
+        if self.prometheus is not None:
+            self.prometheus.histogram.reset()
         self._started = time.monotonic()
 
     @property
@@ -343,6 +371,7 @@ class InferenceLoop:
             self._consumer_config,
             metadata=_METADATA,
             commit=False,  # offsets are committed here, once results are safe
+            **(self.prometheus.dataset_options() if self.prometheus is not None else {}),
             **self._dataset_options,
         )
         self._dataset = dataset
@@ -352,6 +381,8 @@ class InferenceLoop:
         last_input: float | None = None  # idle time counts from the first input
         taken = 0
         clean = False
+        if self.prometheus is not None:
+            self.prometheus.start()  # again, if a previous run stopped it
         try:
             if self.delivery == "exactly_once":
                 producer.init_transactions()
@@ -410,6 +441,8 @@ class InferenceLoop:
                 self._event_loop = None
             for sig, handler in restore.items():
                 signal.signal(sig, handler)
+            if self.prometheus is not None:
+                self.prometheus.stop()
         log.info("inference stopped: %s", self._summary())
         return self.metrics
 
@@ -572,7 +605,10 @@ class InferenceLoop:
 
     def _account(self, group: _InFlight) -> None:
         if group.timestamps:
-            self._latencies.add(time.time() * 1000.0 - np.concatenate(group.timestamps).astype(np.float64))
+            ms = time.time() * 1000.0 - np.concatenate(group.timestamps).astype(np.float64)
+            self._latencies.add(ms)
+            if self.prometheus is not None:
+                self.prometheus.histogram.observe_ms(ms)
         rows = sum(b.num_rows for b in group.batches)
         self._counts["messages"] += rows - group.dead
         self._counts["dead_lettered"] += group.dead
