@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test setup build wheel wheel-test broker lint rust-test unit py-test bench clean connect postgres registry
+.PHONY: demo test setup build wheel wheel-test broker lint rust-test proptest-long unit py-test bench clean connect postgres registry
 
 demo: build
 	$(VENV)/bin/kafka-ml demo
@@ -67,6 +67,13 @@ lint: setup
 
 rust-test:
 	cargo test --release
+
+# The decoders' property tests (tests/decoders_prop.rs) at length: PROPTEST_CASES cases per
+# property (5 properties; 2 000 000 each is the 10 M-case campaign the README reports). Outside
+# `make test`, whose `cargo test` runs 256 cases per property.
+PROPTEST_CASES ?= 2000000
+proptest-long:
+	PROPTEST_CASES=$(PROPTEST_CASES) cargo test --release --test decoders_prop -- --test-threads=2
 
 # The broker-free tier (tests marked `unit` by tests/conftest.py): with KAFKA_ML_NO_SERVICES=1 a
 # test that would start a broker, registry or database fails, so the tier is known to need none.
