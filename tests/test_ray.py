@@ -41,9 +41,9 @@ SCHEMA = {"id": "int64", "x": ("float32", 4), "y": "int64", "s": "string"}
 def ray_cluster() -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
-    # Workers unpickle this module's helpers by reference, and import kafka_ml: both directories
-    # go on the path the raylets (and so their workers) inherit.
-    paths = [str(REPO / "tests"), str(REPO / "python"), os.environ.get("PYTHONPATH", "")]
+    # Workers unpickle this module's helpers and the example's training loop by reference, and
+    # import kafka_ml: those directories go on the path the raylets (and their workers) inherit.
+    paths = [str(REPO / d) for d in ("tests", "examples", "python")] + [os.environ.get("PYTHONPATH", "")]
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
     node_args = {
         "num_cpus": 1,
@@ -429,3 +429,21 @@ def test_kafka_ml_imports_without_ray() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_ray_train_example_trains_on_every_record_each_epoch(
+    ray_cluster: str, config: dict[str, str], tmp_path: Path
+) -> None:
+    sys.path.insert(0, str(REPO / "examples"))
+    try:
+        import ray_train
+    finally:
+        sys.path.remove(str(REPO / "examples"))
+    topic = f"train-{tmp_path.name[-12:]}"
+    ray_train.write_features(config, topic, 4000)
+    dataset = read_kafka(topic, config, format="json", schema=ray_train.SCHEMA, override_num_blocks=4)
+    result = ray_train.train(dataset, workers=2, epochs=3, storage_path=str(tmp_path / "runs"))
+    history = result.metrics["history"]
+    assert [h["rows"] for h in history] == [4000, 4000, 4000]
+    losses = [h["loss"] for h in history]
+    assert losses[-1] < 0.6 * losses[0], losses

@@ -41,7 +41,7 @@ except ImportError as _e:  # pragma: no cover - exercised by a subprocess test w
 import numpy as np
 
 from .dataset import ColumnType, KafkaDataset, PositionSpec, _position
-from .exceptions import ConfigError, DeliveryError, IncompleteReadError, KafkaMLError
+from .exceptions import ConfigError, DecodeError, DeliveryError, IncompleteReadError, KafkaMLError
 from .producer import Producer
 
 __all__ = ["KafkaMLDatasink", "KafkaMLDatasource", "KafkaReadRange", "read_kafka", "write_kafka"]
@@ -157,10 +157,8 @@ def _read_range(
     )
     try:
         dataset = KafkaDataset(None, config, partitions=[(rng.topic, rng.partition)], **options)
-    except KafkaMLError as e:
-        raise IncompleteReadError(
-            f"cannot read {rng}: {e} (records deleted or expired since the snapshot was taken?)"
-        ) from e
+    except KafkaMLError as e:  # e.g. the start offset was deleted since the snapshot
+        raise IncompleteReadError(f"cannot read {rng} of the snapshot: {e}") from e
     with dataset:
         plan = dataset.plan or []
         # The native plan clamps an end to the partition's high watermark: a partition that now
@@ -182,13 +180,17 @@ def _read_range(
                 # The reader stops a bounded read only when the partition's fetch position has
                 # reached the end offset (transaction markers and compacted offsets included).
                 break
+            except DecodeError:
+                raise  # a bad record (on_error="error"): it names its own offset
+            except KafkaMLError as e:  # e.g. offsets deleted mid-read (auto.offset.reset=error)
+                raise IncompleteReadError(f"cannot read {rng}: {e}") from e
             if batch is None:
                 if time.monotonic() - last_progress > read_timeout:
                     reached = dataset.state_dict()["offsets"].get(rng.topic, {}).get(str(rng.partition))
                     raise IncompleteReadError(
                         f"cannot read {rng}: no record arrived for {read_timeout:g} s after offset "
-                        f"{reached if reached is not None else rng.start} (broker unreachable, or "
-                        "records not yet committed?); the task hands out nothing of a partial range"
+                        f"{reached if reached is not None else rng.start} (broker or partition "
+                        "leader unreachable?); the read fails rather than return part of the range"
                     )
                 continue
             last_progress = time.monotonic()
