@@ -117,7 +117,7 @@ def test_typed_columns_exactly_once_with_split_partitions(
 
 
 def test_partition_split_into_task_ranges(
-    config: dict[str, str], new_topic: Callable[..., str], produce: Callable[..., None], ray_cluster: str
+    config: dict[str, str], new_topic: Callable[..., str], produce: Callable[..., None]
 ) -> None:
     from kafka_ml.ray import _resolve
 
@@ -135,6 +135,11 @@ def test_partition_split_into_task_ranges(
     # Without an override, tasks hold at least min_offsets_per_task offsets.
     few = KafkaMLDatasource(plan, min_offsets_per_task=500).task_ranges(200)
     assert len(few) == 3
+    # By default a task holds 16 MiB of rows at least: this small topic is one task per partition.
+    assert [(r.partition, r.start, r.end) for r in KafkaMLDatasource(plan).task_ranges(200)] == [
+        (0, 0, 1000),
+        (1, 0, 100),
+    ]
 
 
 def test_tensor_format_as_ndarrays_and_lists(
