@@ -9,7 +9,8 @@ into a 4-partition topic, and measures, alternating the two sides ``--repeat`` t
 1. ``read``: a Dataset of typed columns (``id`` int64, ``x`` float32 x 16, ``y`` int64),
    materialized in the object store. ``kafka_ml.ray.read_kafka(format="json", schema=...)``
    against ``ray.data.read_kafka`` (confluent-kafka, raw bytes) + ``map_batches`` parsing each
-   value with ``json.loads`` into the same typed columns. Target: >= 20x rows/s.
+   value with ``json.loads`` into the same typed columns. Target: >= 20x rows/s. For reference,
+   one ``KafkaDataset`` in the driver reads the same columns without Ray.
 2. ``write``: that typed Dataset (``x`` as fixed-size lists, which both writers take) written as
    JSON to a fresh 4-partition topic: ``kafka_ml.ray.write_kafka(format="json")`` against Ray's
    ``Dataset.write_kafka(value_serializer="json")`` (confluent-kafka, ``json.dumps`` per row).
@@ -103,6 +104,19 @@ def warm_up(bs: str, topic: str) -> None:
     ).materialize()
 
 
+def read_dataset(bs: str, topic: str) -> float:
+    """The reference without Ray: one KafkaDataset in this process, the same typed columns."""
+    import kafka_ml as km
+
+    t0 = time.perf_counter()
+    with km.KafkaDataset(topic, {"bootstrap.servers": bs}, format="json", schema=SCHEMA, end="latest") as ds:
+        rows = sum(batch.num_rows for batch in ds)
+    elapsed = time.perf_counter() - t0
+    if rows != len(ds):
+        raise SystemExit(f"KafkaDataset read {rows} of {len(ds)} records")
+    return elapsed
+
+
 def read_kafka_ml(bs: str, topic: str) -> tuple[Any, float]:
     from kafka_ml.ray import read_kafka
 
@@ -150,6 +164,7 @@ def main() -> int:
     import kafka_ml
     import ray
 
+    machine = {**machine_info(None), "ray": ray.__version__}
     bs, broker = start_broker()
     try:
         ray.init(
@@ -167,7 +182,7 @@ def main() -> int:
             raise SystemExit(f"the topic holds {n} messages, not {args.records}")
 
         warm_up(bs, topic)
-        reads: dict[str, list[float]] = {"kafka_ml": [], "ray": []}
+        reads: dict[str, list[float]] = {"kafka_ml": [], "ray": [], "kafka_dataset": []}
         writes: dict[str, list[float]] = {"kafka_ml": [], "ray": []}
         typed = None
         for i in range(args.repeat):
@@ -181,6 +196,9 @@ def main() -> int:
             reads["ray"].append(s)
             log(f"read {i + 1}: ray.data.read_kafka + json.loads {args.records / s:,.0f} rows/s ({s:.2f} s)")
             del ds
+            s = read_dataset(bs, topic)
+            reads["kafka_dataset"].append(s)
+            log(f"read {i + 1}: KafkaDataset alone, no Ray {args.records / s:,.0f} rows/s ({s:.2f} s)")
         # The write input: typed columns (x as fixed-size lists, which Ray's row-wise JSON
         # serializer also takes), materialized once, outside the timings.
         from kafka_ml.ray import read_kafka
@@ -215,6 +233,7 @@ def main() -> int:
     print(f"\n{header} {'target':>7}")
     for name, ours, theirs, ratio, target in rows:
         print(f"{name:<8} {ours:>20,.0f} {theirs:>20,.0f} {ratio:>7.1f}x {target:>6.0f}x")
+    print(f"(reference: one KafkaDataset, no Ray, {rate(reads['kafka_dataset']):,.0f} rows/s)")
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -222,7 +241,7 @@ def main() -> int:
         "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
         "records": args.records,
         "partitions": PARTITIONS,
-        "machine": {**machine_info(None), "ray": ray.__version__, "loadavg_at_end": list(os.getloadavg())},
+        "machine": {**machine, "loadavg_at_end": list(os.getloadavg())},
         "kafka_ml_version": kafka_ml.__version__,
         "read_seconds": reads,
         "write_seconds": writes,

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,10 @@ def test_start_and_end_bounds(
     )  # fmt: skip
     got = sorted(_table(ds).column("id").to_pylist())
     assert got == list(range(10, 50)) + list(range(350, 400))
+    # An empty snapshot is an empty Dataset with the columns.
+    empty = read_kafka(topic, config, format="json", schema=SCHEMA, start="latest")
+    assert empty.count() == 0
+    assert empty.schema().names == list(SCHEMA)
     with pytest.raises(km.ConfigError, match=rf"end offset 500 of topic '{topic}' partition 0 .* 200"):
         read_kafka(topic, config, format="json", schema=SCHEMA, end={(topic, 0): 500})
 
@@ -215,6 +220,13 @@ def test_transactional_topic_split_on_markers_and_aborted_records(
             else:
                 producer.abort_transaction()
     committed = {**config, "isolation.level": "read_committed"}
+    # The coordinator writes the commit markers after commit_transaction returns; until the last
+    # one is written, a read_committed snapshot ends before the last transaction (at the LSO).
+    # 3 x (100 records + 1 marker) offsets.
+    deadline = time.monotonic() + 30
+    while _native.watermarks(committed, [(topic, 0)])[(topic, 0)][1] < 303:
+        assert time.monotonic() < deadline, "the last commit marker was not written within 30 s"
+        time.sleep(0.05)
     ds = read_kafka(
         topic, committed, format="json", schema={"id": "int64"}, override_num_blocks=8, read_timeout=10
     )

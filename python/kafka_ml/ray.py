@@ -210,6 +210,10 @@ def _read_range(
             yield _block(pa.Table.from_batches(pending, schema=pa.schema(dataset)), tensors)
 
 
+def _empty_blocks(schema: pa.Schema) -> list[Block]:
+    return [schema.empty_table()]
+
+
 def _block(table: pa.Table, tensors: bool) -> Block:
     return _as_tensor_columns(table) if tensors else table
 
@@ -327,6 +331,9 @@ class KafkaMLDatasource(Datasource):
     ) -> list[ReadTask]:
         row_bytes = self._plan.row_bytes
         rows_per_block = self._rows_per_block or max(1024, TARGET_BLOCK_BYTES // row_bytes)
+        if not self._plan.ranges:  # nothing in the snapshot: one empty block with the columns
+            empty = BlockMetadata(num_rows=0, size_bytes=0, input_files=None, exec_stats=None)
+            return [ReadTask(functools.partial(_empty_blocks, self._schema), empty, schema=self._schema)]
         tasks = []
         for rng in self.task_ranges(parallelism):
             offsets = rng.end - rng.start
@@ -410,6 +417,12 @@ def read_kafka(
         tensors=tensors,
         rows_per_block=rows_per_block,
     )
+    if override_num_blocks is None:
+        # The tasks this read wants, given to Ray as its block count: Ray otherwise asks for about
+        # 1 MiB blocks and splits each task's output to match (0.3-0.5 s of 1.5 s for 1 M rows
+        # on two cores, 78 blocks instead of 4), while a block of a few tens of MiB is well
+        # within its 128 MiB target.
+        override_num_blocks = max(1, len(source.task_ranges(1 << 30)))
     dataset: ray.data.Dataset = ray.data.read_datasource(
         source,
         num_cpus=num_cpus,
