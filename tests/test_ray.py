@@ -38,7 +38,9 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA = {"id": "int64", "x": ("float32", 4), "y": "int64", "s": "string"}
 
 
-@pytest.fixture(scope="session")
+# Module scope: the raylets, object stores and workers (about 1 GiB) go away before later test
+# files run.
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     from ray.cluster_utils import Cluster
 
