@@ -60,8 +60,8 @@ postgres:
 lint: setup
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests kafka bench
-	$(VENV)/bin/ruff format --check python tests kafka bench
+	$(VENV)/bin/ruff check python tests kafka bench examples
+	$(VENV)/bin/ruff format --check python tests kafka bench examples
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest kafka_ml._native
 

@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryError",
     "EncodeError",
     "ForkedProcessError",
+    "IncompleteReadError",
     "IngestError",
     "KafkaError",
     "KafkaMLError",
@@ -118,6 +119,12 @@ class UnknownTopicError(KafkaMLError):
 
 class KafkaTimeoutError(KafkaMLError, TimeoutError):
     """An operation did not finish in time (e.g. the broker is unreachable)."""
+
+
+class IncompleteReadError(KafkaMLError):
+    """A read of an exact offset range could not reach its end: the records were deleted or
+    lost, or they were out of reach for longer than the read's timeout. Raised instead of
+    handing out part of the range (``kafka_ml.ray``'s read tasks)."""
 
 
 class DeliveryError(KafkaMLError):
