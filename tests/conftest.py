@@ -11,6 +11,9 @@ started only by the first test that asks for it.
 `min.insync.replicas=2`) for the failure tests in tests/test_cluster.py, which SIGKILL and restart
 its nodes; started only by the first test that asks for it, always a local one.
 
+`ray_cluster` is a local two-node Ray cluster on loopback (`ray.cluster_utils.Cluster`, one CPU per
+node), one per test module that asks for it, with the driver connected; skipped without Ray.
+
 `schema_registry_url` is a Schema Registry's Confluent-compatible API: `SCHEMA_REGISTRY_URL` if
 set, otherwise a local Apicurio Registry (kafka/registry_launcher.py, global compatibility
 BACKWARD like Confluent's default), started only by the first test that asks for it.
@@ -40,6 +43,13 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "kafka"))
 from launcher import KafkaBroker, KafkaCluster
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Ray's nodes, GCS and workers on loopback only: Ray otherwise swaps 127.0.0.1 for the machine's
+# routable address (it builds multi-machine clusters). Read when ray is imported, which test
+# modules do at collection: set before any of them is.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 if TYPE_CHECKING:
     from registry_launcher import RegistryServer
@@ -194,6 +204,45 @@ def cluster(kafka_cluster: KafkaCluster, request: pytest.FixtureRequest) -> Iter
     reports = request.node.stash.get(REPORTS, {})
     if any(r.failed for r in reports.values()):
         print(f"cluster workdir: {kafka_cluster.workdir}\n{kafka_cluster.log_tails()}")
+
+
+# Module scope: the raylets, object stores and workers (about 1 GiB) go away when the module that
+# started them ends, instead of running beside every later test file; each module that uses Ray
+# pays its start (a few seconds). Not a service fixture: it starts no broker, registry, Connect
+# worker or database, and every test using it asks for a broker as well.
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    # Workers unpickle the test modules' helpers and the example's training loop by reference, and
+    # import kafka_ml (and, through tests/test_cluster.py, kafka/launcher.py): those directories
+    # go on the path the raylets (and their workers) inherit.
+    dirs = ("tests", "examples", "python", "kafka")
+    paths = [str(REPO / d) for d in dirs] + [os.environ.get("PYTHONPATH", "")]
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    node_args = {
+        "num_cpus": 1,
+        "object_store_memory": 200 << 20,
+        "node_ip_address": "127.0.0.1",
+    }
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={**node_args, "include_dashboard": False},
+    )
+    try:
+        cluster.add_node(**node_args)
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, log_to_driver=False)
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        try:
+            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+            yield cluster.address
+        finally:
+            ray.shutdown()
+    finally:
+        cluster.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -13,12 +13,15 @@ fenced), assert the work was not done yet, then `finished(...)`, `outage.join()`
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import kafka_ml as km
@@ -454,3 +457,193 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
         f"the read stalled {worst:.1f} s; the cluster fenced the killed node "
         f"{outage.fenced_after:.1f} s after the kill"
     )
+
+
+# -- 6. Ray Data ----------------------------------------------------------------------------------
+
+
+def _read_with_progress(marker_dir: str, *args: Any) -> Iterator[Any]:
+    """A read task of `kafka_ml.ray.read_kafka`, unchanged, that notes in its own file under
+    `marker_dir` when it starts, the rows it has yielded after each block, and how it ended: the
+    driver sees from these how far the tasks are, and afterwards how every attempt went."""
+    from kafka_ml import ray as kafka_ml_ray  # in the Ray worker: the real `_read_range`
+
+    rng = args[1]
+    path = Path(marker_dir) / f"{rng.partition}-{rng.start}-{rng.end}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    def note(line: str) -> None:
+        with path.open("a") as f:
+            f.write(f"{line}\n")
+
+    note(f"start {time.time()}")
+    rows = 0
+    try:
+        for block in kafka_ml_ray._read_range(*args):
+            rows += block.num_rows
+            note(f"rows {rows} {time.time()}")
+            yield block
+    except BaseException as e:
+        note(f"error {time.time()} {e!r}".replace("\n", " "))
+        raise
+    note(f"end {rows} {time.time()}")
+
+
+@dataclass
+class _Attempt:
+    """One attempt of a read task, as its marker file tells it."""
+
+    partition: int
+    start: int
+    end: int
+    started: float
+    rows: int  # yielded so far
+    ended: str | None  # "end" or "error", None while running (or if its worker died)
+    blocks: list[tuple[int, float]]  # (rows yielded so far, time) after each block
+    error: str = ""
+
+
+def _attempts(marker_dir: Path) -> list[_Attempt]:
+    out = []
+    for path in marker_dir.iterdir():
+        partition, start, end = (int(v) for v in path.name.split("-")[:3])
+        lines = path.read_text().splitlines()
+        if not lines or not lines[-1]:
+            continue
+        attempt = _Attempt(partition, start, end, float(lines[0].split()[1]), 0, None, [])
+        for line in lines[1:]:
+            kind, rest = line.split(" ", 1)
+            if kind == "rows":
+                rows, at = rest.split()
+                attempt.rows = int(rows)
+                attempt.blocks.append((int(rows), float(at)))
+            elif kind == "end":
+                attempt.ended = "end"
+            elif kind == "error":
+                attempt.ended, attempt.error = "error", rest
+        out.append(attempt)
+    return out
+
+
+RAY_SCHEMA: dict[str, Any] = {"id": "int64", "x": ("float32", 4)}
+
+
+@pytest.mark.timeout(180)
+def test_ray_read_kafka_reads_every_record_once(
+    cluster: KafkaCluster, ray_cluster: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kafka_ml.ray as kafka_ml_ray
+    import pyarrow as pa
+    import ray
+
+    config = config_of(cluster)
+    topic = create_topic(cluster, 3)
+    n = 300_000
+    ids = np.arange(n, dtype=np.int64)
+    x = (ids[:, None] * np.array([1, 2, 3, 4])).astype(np.float32)
+    # Record batches of at most 64 KiB (~1200 records), so that the reads below, which fetch one
+    # batch per request, take many round trips.
+    t0 = time.monotonic()
+    with km.Producer({**config, "batch.size": "65536"}) as producer:
+        for p in range(3):
+            rows = slice(p, None, 3)
+            data = {"id": ids[rows], "x": x[rows]}
+            producer.send(topic, data, format="json", schema=RAY_SCHEMA, partition=p)
+    print(f"written in {time.monotonic() - t0:.1f} s")
+
+    # Each task fetches 64 KiB per request and holds little read ahead (librdkafka's prefetch
+    # queue 256 KiB, the decoded queue 64 KiB): a task is read from the broker as it goes, so
+    # tasks under way at the kill still have their records on the broker.
+    reader_config = {
+        **config,
+        "fetch.max.bytes": "65536",
+        "max.partition.fetch.bytes": "65536",
+        "message.max.bytes": "65536",
+        "queued.max.messages.kbytes": "256",
+    }
+    markers = tmp_path / "tasks"
+    markers.mkdir()
+    monkeypatch.setattr(kafka_ml_ray, "_read_range", functools.partial(_read_with_progress, str(markers)))
+    # 12 tasks (4 per partition, 25 k records each) in blocks of 2000 rows; the snapshot is taken
+    # here, with every node up. Two read tasks run at a time (two Ray nodes of one CPU each).
+    ds = kafka_ml_ray.read_kafka(
+        topic,
+        reader_config,
+        format="json",
+        schema=RAY_SCHEMA,
+        override_num_blocks=12,
+        rows_per_block=2000,
+        queue_bytes=64 << 10,
+    )
+
+    def read() -> np.ndarray:
+        table = pa.concat_tables(ray.get(ds.to_arrow_refs()))
+        return np.asarray(table.column("id").to_numpy())
+
+    thread, out = in_background(read)
+
+    # The tasks' ranges: 4 of 25 k offsets per partition, as read_kafka cuts the snapshot.
+    task_ranges = {
+        (r.partition, r.start, r.end)
+        for r in kafka_ml_ray._split([kafka_ml_ray.KafkaReadRange(topic, p, 0, n // 3) for p in range(3)], 12)
+    }
+    assert len(task_ranges) == 12
+
+    def under_way() -> _Attempt | None:
+        """Once a tenth of the records is read: a task that has yielded two blocks and has not
+        ended, of a partition with tasks still to start (they will read from the new leader)."""
+        attempts = _attempts(markers)
+        if sum(a.rows for a in attempts) < n // 10:
+            return None
+        started = {(a.partition, a.start, a.end) for a in attempts}
+        to_start = {r[0] for r in task_ranges - started}
+        return next(
+            (a for a in attempts if a.ended is None and a.rows >= 4000 and a.partition in to_start), None
+        )
+
+    wait_until(lambda: under_way() is not None or not thread.is_alive(), "a read task under way")
+    reading = under_way()
+    assert reading is not None, "the read ended before any task was seen under way"
+    partition = reading.partition
+    outage = Outage(cluster, topic, partition)
+    killed_at = time.time()
+    at_kill = _attempts(markers)
+    done = sum(a.rows for a in at_kill if a.partition == partition)
+    print(
+        f"node {outage.node} (leader of partition {partition}) killed with {done} of {n // 3} of "
+        f"its records and {sum(a.rows for a in at_kill)} of {n} in all yielded by the read tasks"
+    )
+    assert done < n // 3, f"partition {partition} was read entirely before the kill"
+
+    got = finished(thread, out, 120)
+    outage.join()
+
+    attempts = _attempts(markers)
+    ranges = {(a.partition, a.start, a.end) for a in attempts}
+    assert ranges == task_ranges, f"the tasks read {sorted(ranges)}"
+    # A read task that raises fails the whole read (Ray Data retries a task only when its worker
+    # dies), so the read finishing means no task raised. That every task's first attempt also
+    # completed, with all its range, says how exactly-once came about here: the tasks' consumers
+    # followed the new leader within read_timeout and nothing was read twice or retried. (A task
+    # opened while the partition had no leader asks for its watermarks again until one answers;
+    # before read_kafka did so, this test failed there: the whole read, on the first such task.)
+    failed = [a for a in attempts if a.ended != "end"]
+    assert not failed, f"attempts that did not complete: {failed}"
+    assert len(attempts) == len(ranges), "a read task ran more than once"
+    short = [a for a in attempts if a.rows != a.end - a.start]
+    assert not short, f"tasks that yielded other than their range's records: {short}"
+    # The read went through the failover: partition `partition`'s tasks yielded records after
+    # the kill, some of them from tasks that started after it (their whole range came from a
+    # node other than the killed one, which was down, then a follower).
+    after = [a for a in attempts if a.partition == partition and a.started > killed_at]
+    assert after, f"every task of partition {partition} had started before the kill"
+    last = max(t for a in attempts if a.partition == partition for _, t in a.blocks)
+    print(
+        f"{len(after)} of partition {partition}'s tasks started after the kill; its last block "
+        f"came {last - killed_at:.1f} s after it"
+    )
+
+    assert len(got) == n, f"{len(got)} rows in the Dataset for {n} records"
+    counts = Counter(got.tolist())
+    repeated = sorted(i for i, c in counts.items() if c > 1)
+    assert not repeated, f"{len(repeated)} ids read more than once (first {repeated[:10]})"
+    np.testing.assert_array_equal(np.sort(got), ids)  # every record exactly once

@@ -1,8 +1,8 @@
 """kafka_ml.ray against a real local Ray cluster (two raylet processes on loopback) and the real broker.
 
-The cluster is `ray.cluster_utils.Cluster`: a head node and a second node, each its own raylet,
-object store and worker processes, as `ray start` would run them. Each node has one CPU, so read
-tasks really spread over two nodes' worker processes.
+The cluster is `ray_cluster` (tests/conftest.py), `ray.cluster_utils.Cluster`: a head node and a
+second node, each its own raylet, object store and worker processes, as `ray start` would run them.
+Each node has one CPU, so read tasks really spread over two nodes' worker processes.
 """
 
 from __future__ import annotations
@@ -23,9 +23,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-# Ray's nodes, GCS and workers on loopback only: Ray otherwise swaps 127.0.0.1 for the machine's
-# routable address (it builds multi-machine clusters). Read when ray is imported.
-os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray")
 pa = pytest.importorskip("pyarrow")
 
@@ -36,40 +33,6 @@ from kafka_ml.ray import KafkaMLDatasource, read_kafka, write_kafka  # noqa: E40
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = {"id": "int64", "x": ("float32", 4), "y": "int64", "s": "string"}
-
-
-# Module scope: the raylets, object stores and workers (about 1 GiB) go away before later test
-# files run.
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[str]:
-    from ray.cluster_utils import Cluster
-
-    # Workers unpickle this module's helpers and the example's training loop by reference, and
-    # import kafka_ml: those directories go on the path the raylets (and their workers) inherit.
-    paths = [str(REPO / d) for d in ("tests", "examples", "python")] + [os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    node_args = {
-        "num_cpus": 1,
-        "object_store_memory": 200 << 20,
-        "node_ip_address": "127.0.0.1",
-    }
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={**node_args, "include_dashboard": False},
-    )
-    try:
-        cluster.add_node(**node_args)
-        cluster.wait_for_nodes()
-        ray.init(address=cluster.address, log_to_driver=False)
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False
-        try:
-            assert len([n for n in ray.nodes() if n["Alive"]]) == 2
-            yield cluster.address
-        finally:
-            ray.shutdown()
-    finally:
-        cluster.shutdown()
 
 
 def _table(ds: Any) -> Any:

@@ -41,7 +41,15 @@ except ImportError as _e:  # pragma: no cover - exercised by a subprocess test w
 import numpy as np
 
 from .dataset import ColumnType, KafkaDataset, PositionSpec, _position
-from .exceptions import ConfigError, DecodeError, DeliveryError, IncompleteReadError, KafkaMLError
+from .exceptions import (
+    ConfigError,
+    DecodeError,
+    DeliveryError,
+    IncompleteReadError,
+    KafkaError,
+    KafkaMLError,
+    KafkaTimeoutError,
+)
 from .producer import Producer
 
 __all__ = ["KafkaMLDatasink", "KafkaMLDatasource", "KafkaReadRange", "read_kafka", "write_kafka"]
@@ -156,10 +164,23 @@ def _read_range(
         max_wait=0.5,
         commit=False,
     )
-    try:
-        dataset = KafkaDataset(None, config, partitions=[(rng.topic, rng.partition)], **options)
-    except KafkaMLError as e:  # e.g. the start offset was deleted since the snapshot
-        raise IncompleteReadError(f"cannot read {rng} of the snapshot: {e}") from e
+    # Opening the reader asks the partition's leader for its watermarks. While a leader is down
+    # (killed, not yet fenced, no successor elected: several seconds) that fails at once; the task
+    # asks again until read_timeout has passed, as it waits for records mid-read, instead of
+    # failing the whole Dataset (Ray Data does not retry a task that raises).
+    deadline = time.monotonic() + read_timeout
+    while True:
+        try:
+            dataset = KafkaDataset(None, config, partitions=[(rng.topic, rng.partition)], **options)
+            break
+        except (KafkaError, KafkaTimeoutError) as e:
+            if time.monotonic() >= deadline:
+                raise IncompleteReadError(
+                    f"cannot read {rng} of the snapshot: no answer for {read_timeout:g} s: {e}"
+                ) from e
+            time.sleep(0.5)
+        except KafkaMLError as e:  # e.g. the start offset was deleted since the snapshot
+            raise IncompleteReadError(f"cannot read {rng} of the snapshot: {e}") from e
     with dataset:
         plan = dataset.plan or []
         # The native plan clamps an end to the partition's high watermark: a partition that now
@@ -382,7 +403,8 @@ def read_kafka(
     sets the number of read tasks (about: a partition is never shared by two tasks); otherwise
     Ray's parallelism decides, with tasks of at least ``min_offsets_per_task`` offsets (default:
     16 MiB of rows, by the schema). Each task reads one partition's range; a task with no
-    record for ``read_timeout`` seconds before its end fails with
+    record for ``read_timeout`` seconds before its end (or no answer from the partition's leader
+    for as long when it starts: a leader change is waited for) fails with
     :class:`~kafka_ml.IncompleteReadError`. ``tensors=True`` gives fixed-size numeric lists
     (``format="tensor"``, ``"float32[16]"`` columns) as Arrow fixed-shape tensor columns, which
     Ray hands out as N-D NumPy arrays; ``False`` keeps them fixed-size lists. ``rows_per_block``
