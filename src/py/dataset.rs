@@ -514,12 +514,17 @@ impl BatchReader {
     ) -> PyResult<()> {
         let reader = self.reader()?;
         let offsets: OffsetMap = offsets.into_iter().collect();
-        let mode = if asynchronous {
-            CommitMode::Async
-        } else {
-            CommitMode::Sync
-        };
-        blocking_call(py, move || lock(&reader).commit_offsets(&offsets, mode))?.py_err()
+        if asynchronous {
+            // Returns once librdkafka has queued the commit: no helper thread (blocking_call
+            // starts one per call, a cost a loop committing after every batch would pay each time).
+            return py
+                .detach(|| lock(&reader).commit_offsets(&offsets, CommitMode::Async))
+                .py_err();
+        }
+        blocking_call(py, move || {
+            lock(&reader).commit_offsets(&offsets, CommitMode::Sync)
+        })?
+        .py_err()
     }
 
     /// `{(topic, partition): messages}` after what was handed out, by the high watermark of the
