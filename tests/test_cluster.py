@@ -13,8 +13,10 @@ fenced), assert the work was not done yet, then `finished(...)`, `outage.join()`
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import os
+import sys
 import threading
 import time
 import uuid
@@ -137,6 +139,10 @@ def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, 
 
 def finished(thread: threading.Thread, out: dict[str, Any], timeout: float) -> Any:
     thread.join(timeout)
+    if thread.is_alive():
+        # Where the work is stuck: every thread's Python stack (the test's own timeout comes
+        # before pytest-timeout's, so conftest's stack dump would not run).
+        faulthandler.dump_traceback(sys.stderr, all_threads=True)
     assert not thread.is_alive(), f"the work did not finish within {timeout}s"
     if "error" in out:
         raise out["error"]
