@@ -296,7 +296,13 @@ def test_exactly_once_inference_gives_one_result_per_input(cluster: KafkaCluster
     print(f"node {outage.node} killed with {at_kill} of {n} inputs served")
     assert at_kill <= n // 2, f"{at_kill} of {n} inputs were served before the kill"
 
-    metrics = finished(thread, result, 150)
+    try:
+        metrics = finished(thread, result, 150)
+    except AssertionError:
+        # Slow (how far it got) or stuck (the stacks dumped above show where)?
+        progress = loop.metrics
+        print(f"after 150 s: {progress['messages']} of {n} served, {progress['transaction_aborts']} aborts")
+        raise
     outage.join()
     assert metrics["messages"] == n and metrics["predict_errors"] == 0
 
