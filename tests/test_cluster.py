@@ -329,6 +329,80 @@ def test_exactly_once_inference_gives_one_result_per_input(cluster: KafkaCluster
     assert sum(o or 0 for o in committed.values()) == n
 
 
+@pytest.mark.timeout(120)
+def test_transaction_offsets_reach_a_new_group_coordinator_after_the_old_ones_death(
+    cluster: KafkaCluster,
+) -> None:
+    """The exactly-once loop's `send_offsets_to_transaction` once blocked forever (past its
+    timeout) when the broker coordinating the consumer group died: librdkafka kept the dead,
+    decommissioned broker cached as the coordinator and waited for a state change of it that never
+    came (librdkafka issues #5511, #5456; kafka-ml builds librdkafka with the fix, vendor/README.md).
+    Here, deterministically: the group's coordinator is killed after a first transaction cached
+    it, and the next transaction's offsets must reach the new coordinator well within the
+    timeout."""
+    config = config_of(cluster)
+    inp, out = create_topic(cluster, 1, "in"), create_topic(cluster, 1, "out")
+    schema = {"id": "int64"}
+    with km.Producer(config) as producer:
+        producer.send(inp, {"id": np.arange(1000, dtype=np.int64)}, format="json", schema=schema)
+    group = f"txn-{uuid.uuid4().hex[:8]}"
+    dataset = km.KafkaDataset(
+        inp,
+        {**config, "group.id": group, "isolation.level": "read_committed"},
+        format="json",
+        schema=schema,
+        batch_size=100,
+        commit=False,
+    )
+    producer = km.Producer({**config, "transactional.id": group})
+    producer.init_transactions()
+    batches = iter(dataset)
+    sent: list[int] = []
+
+    def transaction() -> float:
+        """One batch through a transaction; returns how long its offsets took."""
+        batch = next(batches)
+        sent.extend(int(i) for i in batch["id"])
+        producer.begin_transaction()
+        producer.send(out, {"id": batch["id"]}, format="json", schema=schema)
+        # Deliveries first, so the producer has seen (and dropped) a dead node before the offsets.
+        producer.flush()
+        started = time.monotonic()
+        producer.send_offsets_to_transaction(dataset, timeout=20)
+        took = time.monotonic() - started
+        producer.commit_transaction()
+        return took
+
+    transaction()  # caches the group's coordinator
+    coordinator = int(cluster.admin().describe_consumer_groups([group])[group].result(30).coordinator.id)
+    # The output's leader on the same node: its death makes the producer refresh its metadata,
+    # find the node gone and decommission it, the condition of the old hang.
+    if cluster.leader_of(out, 0) != coordinator:
+        cluster.move_leader(out, 0, coordinator)
+    transaction()
+    cluster.kill(coordinator)
+    try:
+        wait_until(lambda: coordinator not in cluster.admin().list_topics(timeout=5).brokers, "fenced", 30)
+        thread, result = in_background(transaction)
+        took = finished(thread, result, 40)
+        print(f"node {coordinator} (the group's coordinator) killed; the next offsets took {took:.1f} s")
+        assert took < 20, f"send_offsets_to_transaction took {took:.1f} s"
+        transaction()
+    finally:
+        producer.close()
+        dataset.close()
+        cluster.restart(coordinator)
+
+    results = km.KafkaDataset(
+        out, {**config, "isolation.level": "read_committed"}, format="json", schema=schema, end="latest"
+    )
+    with results:
+        got = [int(i) for b in results for i in b["id"]]
+    assert len(sent) >= 4 and got == sent == list(range(len(sent)))
+    committed = _native.committed_offsets({**config, "group.id": group}, [(inp, 0)], timeout=10)
+    assert committed == {(inp, 0): len(sent)}
+
+
 # -- 4. Model updates -----------------------------------------------------------------------------
 
 
