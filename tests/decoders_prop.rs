@@ -14,8 +14,8 @@ use apache_avro::types::Value as AvroValue;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Float32Type, Float64Type, Int64Type};
 use arrow_array::{Array, ArrayRef};
-use kafka_ml::decode::{Decoder, FormatSpec};
-use kafka_ml::schema::ColumnSpec;
+use kafka_ml::format::columns::ColumnSpec;
+use kafka_ml::format::{Decoder, FormatSpec};
 use proptest::prelude::*;
 use prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value as ProtoValue};
 use std::sync::OnceLock;
@@ -333,7 +333,7 @@ proptest! {
 
     #[test]
     fn tensor_decodes_rows_of_the_right_size_exactly(inputs in inputs()) {
-        let mut decoder = FormatSpec::Tensor { dtype: kafka_ml::schema::ScalarType::Float32, shape: vec![4] }
+        let mut decoder = FormatSpec::Tensor { dtype: kafka_ml::format::columns::ScalarType::Float32, shape: vec![4] }
             .decoder()
             .expect("decoder");
         let payloads = payloads(&inputs, &tensor_encode);

@@ -4,13 +4,13 @@
 
 use arrow_array::cast::AsArray;
 use arrow_array::types::{Int64Type, UInt32Type};
-use kafka_ml::batch::MetaColumn;
-use kafka_ml::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Source};
-use kafka_ml::decode::FormatSpec;
-use kafka_ml::embedded::EmbeddedCluster;
+use kafka_ml::admin::EmbeddedCluster;
+use kafka_ml::consumer::batch::MetaColumn;
+use kafka_ml::consumer::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Source};
 use kafka_ml::error::Error;
+use kafka_ml::format::columns::{ColumnSpec, ScalarType};
+use kafka_ml::format::FormatSpec;
 use kafka_ml::producer::{OutgoingMessage, Producer};
-use kafka_ml::schema::{ColumnSpec, ScalarType};
 use std::time::Duration;
 
 fn options(bootstrap: &str, topic: &str, format: FormatSpec) -> DatasetOptions {

@@ -4,7 +4,7 @@
 //! (consumer lag).
 
 use crate::client::{await_cluster, config_value, until_answered, ClientSettings};
-use crate::dataset::{new_consumer, PlainContext};
+use crate::consumer::{new_consumer, PlainContext};
 use crate::error::{Error, Result};
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::{Offset, TopicPartitionList};

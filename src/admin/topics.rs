@@ -2,7 +2,7 @@
 //! (the model topic is created compacted), treating "already exists" as success.
 
 use crate::client::{await_cluster, client_config, ClientHooks, ClientSettings, TokenRefresher};
-use crate::dataset::{new_consumer, PlainContext};
+use crate::consumer::{new_consumer, PlainContext};
 use crate::error::{resource_kind, Error, KafkaCode, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::consumer::Consumer;
@@ -99,7 +99,7 @@ pub fn create_topic(
 /// Whether the cluster's metadata lists `name`. librdkafka's metadata call blocks, so it runs on
 /// its own thread and the answer comes back through a channel, keeping the caller's wait a future.
 async fn topic_exists(
-    consumer: crate::dataset::ClosingConsumer<PlainContext>,
+    consumer: crate::consumer::ClosingConsumer<PlainContext>,
     config: ClientSettings,
     name: String,
     timeout: Duration,
@@ -184,7 +184,7 @@ fn topic_error(name: &str, code: RDKafkaErrorCode) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::embedded::EmbeddedCluster;
+    use crate::admin::EmbeddedCluster;
 
     fn block_on<F: Future>(f: F) -> F::Output {
         tokio::runtime::Builder::new_current_thread()

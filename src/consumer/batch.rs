@@ -1,8 +1,8 @@
 //! Builds Arrow `RecordBatch`es from Kafka messages: decoded payload columns plus the metadata
 //! columns the user asked for, and the offsets each batch covers.
 
-use crate::decode::Decoder;
 use crate::error::{Error, Result};
+use crate::format::Decoder;
 use arrow_array::builder::{
     BinaryBuilder, Int32Builder, Int64Builder, MapBuilder, StringBuilder, TimestampMillisecondBuilder,
 };
@@ -335,7 +335,7 @@ impl BatchBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::FormatSpec;
+    use crate::format::FormatSpec;
     use arrow_array::cast::AsArray;
     use arrow_array::Array;
 
@@ -377,7 +377,7 @@ mod tests {
 
     #[test]
     fn tombstones_are_counted_by_formats_that_skip_them() {
-        let columns = vec![crate::schema::ColumnSpec::parse("id", "int64").unwrap()];
+        let columns = vec![crate::format::columns::ColumnSpec::parse("id", "int64").unwrap()];
         let spec = FormatSpec::Debezium { columns };
         let mut b = BatchBuilder::new(spec.decoder().unwrap(), &[MetaColumn::Offset]).unwrap();
         let mut ids = PartitionIds::default();
@@ -402,7 +402,7 @@ mod tests {
         // Other formats still refuse a null value (it would be a row with no data).
         let mut json = BatchBuilder::new(
             FormatSpec::Json {
-                columns: vec![crate::schema::ColumnSpec::parse("id", "int64").unwrap()],
+                columns: vec![crate::format::columns::ColumnSpec::parse("id", "int64").unwrap()],
             }
             .decoder()
             .unwrap(),

@@ -11,16 +11,20 @@
 //! never commits data the user did not get (at-least-once). On a rebalance, what was delivered for
 //! the revoked partitions is committed before they go.
 
-use crate::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
-use crate::batch_consume::{BatchQueue, RawMessage};
+pub mod batch;
+mod batch_consume;
+mod queue;
+
+use self::batch::{BatchBuilder, KafkaBatch, MessageView, MetaColumn, OffsetMap, PartitionIds};
+use self::batch_consume::{BatchQueue, RawMessage};
+use self::queue::{ByteBoundedQueue, Popped, PushError};
 use crate::client::{
     await_cluster, client_config, config_value, until_answered, ClientHooks, ClientSettings, HasHooks,
     TokenRefresher,
 };
-use crate::decode::FormatSpec;
 use crate::error::{Error, MessagePosition, Result};
+use crate::format::FormatSpec;
 use crate::producer::{OutgoingMessage, Producer};
-use crate::queue::{ByteBoundedQueue, Popped, PushError};
 use arrow_schema::SchemaRef;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult};

@@ -29,7 +29,7 @@
 use super::json;
 use super::Decoder;
 use crate::error::{Error, Result};
-use crate::schema::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
+use crate::format::columns::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 use base64::Engine;

@@ -4,29 +4,16 @@
 //! message never corrupts the batch it would have joined. The same formats are written by the
 //! producer's encoders.
 
-mod avro;
-mod avro_plan;
-mod debezium;
-mod framed;
-mod json;
-mod json_fast;
-pub(crate) mod protobuf;
-mod raw;
-mod tensor;
-
 use crate::error::{Error, Result};
+use crate::format::columns::{ColumnSpec, ScalarType};
 use crate::registry::SchemaRegistry;
-use crate::schema::{ColumnSpec, ScalarType};
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 use std::sync::Arc;
 
-pub use avro::{referenced_schemas as avro_referenced_schemas, AvroDecoder};
-pub use debezium::DebeziumDecoder;
-pub use json::JsonDecoder;
-pub use protobuf::{ProtoSource, ProtobufDecoder};
-pub use raw::RawDecoder;
-pub use tensor::TensorDecoder;
+use super::{
+    framed, tensor, AvroDecoder, DebeziumDecoder, JsonDecoder, ProtobufDecoder, RawDecoder, TensorDecoder,
+};
 
 /// Field metadata key that holds a tensor column's per-row shape.
 pub fn tensor_shape_key() -> &'static str {
@@ -132,6 +119,6 @@ impl FormatSpec {
 }
 
 /// The value of a message, or the reason it has none.
-fn require_value(value: Option<&[u8]>) -> std::result::Result<&[u8], String> {
+pub(crate) fn require_value(value: Option<&[u8]>) -> std::result::Result<&[u8], String> {
     value.ok_or_else(|| "message has no value (a tombstone)".to_string())
 }

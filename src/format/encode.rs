@@ -2,13 +2,7 @@
 //! Python object per row. The mirror of `decode`: a topic written in a format with declared
 //! columns reads back through `decode` with the same declarations.
 
-mod protobuf;
-pub use protobuf::registration as protobuf_registration;
-
-use crate::schema::{ColumnSpec, Shape};
-
-mod avro;
-use apache_avro::types::Value as AvroValue;
+use super::columns::{ColumnSpec, Shape};
 use apache_avro::Schema as AvroSchema;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -48,9 +42,9 @@ pub enum EncodeFormat {
 /// writer's output are sent from where they are, without another copy.
 #[derive(Debug, Default)]
 pub struct EncodedRows {
-    data: Buffer,
-    ranges: Vec<(usize, usize)>,
-    present: Option<Vec<bool>>,
+    pub(in crate::format) data: Buffer,
+    pub(in crate::format) ranges: Vec<(usize, usize)>,
+    pub(in crate::format) present: Option<Vec<bool>>,
 }
 
 impl EncodedRows {
@@ -106,20 +100,23 @@ impl EncodedRows {
 
 /// Appends rows one by one (Avro, raw, keys).
 #[derive(Default)]
-struct RowsBuilder {
+pub(in crate::format) struct RowsBuilder {
     data: Vec<u8>,
     ranges: Vec<(usize, usize)>,
 }
 
 impl RowsBuilder {
-    fn push(&mut self, bytes: &[u8]) {
+    pub(in crate::format) fn push(&mut self, bytes: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(bytes);
         self.ranges.push((start, self.data.len()));
     }
 
     /// Appends one row, written in place by `write` (nothing is kept if it fails).
-    fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub(in crate::format) fn push_with<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         let start = self.data.len();
         if let Err(e) = write(&mut self.data) {
             self.data.truncate(start);
@@ -131,14 +128,14 @@ impl RowsBuilder {
 
     /// Room for `rows` rows as long on average as those written so far (a send's rows are
     /// mostly alike): the buffer then grows once rather than doubling its way up.
-    fn reserve_like_so_far(&mut self, rows: usize) {
+    pub(in crate::format) fn reserve_like_so_far(&mut self, rows: usize) {
         if let Some(mean) = self.data.len().checked_div(self.ranges.len()) {
             self.data.reserve(rows * (mean + mean / 8 + 1));
             self.ranges.reserve(rows);
         }
     }
 
-    fn finish(self, present: Option<Vec<bool>>) -> EncodedRows {
+    pub(in crate::format) fn finish(self, present: Option<Vec<bool>>) -> EncodedRows {
         EncodedRows {
             data: Buffer::from_vec(self.data),
             ranges: self.ranges,
@@ -148,9 +145,9 @@ impl RowsBuilder {
 }
 
 /// Rows written before a planned encoder sizes its buffer for the rest.
-const SAMPLE_ROWS: usize = 64;
+pub(in crate::format) const SAMPLE_ROWS: usize = 64;
 
-fn column_error(name: &str, row: usize, what: impl std::fmt::Display) -> String {
+pub(in crate::format) fn column_error(name: &str, row: usize, what: impl std::fmt::Display) -> String {
     format!("column '{name}' row {row}: {what}")
 }
 
@@ -286,303 +283,15 @@ fn check_integral(name: &str, values: &ArrayRef, shape: Shape) -> Result<(), Str
 /// Encodes every row of `batch`.
 pub fn encode(batch: &RecordBatch, format: &EncodeFormat) -> Result<EncodedRows, String> {
     match format {
-        EncodeFormat::Tensor => encode_tensor(batch),
-        EncodeFormat::Json => encode_json(batch, false),
-        EncodeFormat::JsonSchema { schema_id } => Ok(encode_json(batch, true)?.framed(*schema_id)),
-        EncodeFormat::Avro { schema, schema_id } => encode_avro(batch, schema, *schema_id),
+        EncodeFormat::Tensor => super::tensor::encode(batch),
+        EncodeFormat::Json => super::json::encode(batch, false),
+        EncodeFormat::JsonSchema { schema_id } => Ok(super::json::encode(batch, true)?.framed(*schema_id)),
+        EncodeFormat::Avro { schema, schema_id } => super::avro::encode(batch, schema, *schema_id),
         EncodeFormat::Protobuf { message, schema_id } => {
-            protobuf::encode_protobuf(batch, message, *schema_id)
+            super::protobuf::encode_protobuf(batch, message, *schema_id)
         }
-        EncodeFormat::Raw => encode_raw(batch),
+        EncodeFormat::Raw => super::raw::encode(batch),
     }
-}
-
-fn encode_tensor(batch: &RecordBatch) -> Result<EncodedRows, String> {
-    if batch.num_columns() != 1 {
-        return Err(format!(
-            "the tensor format writes one column, got {}",
-            batch.num_columns()
-        ));
-    }
-    let column = batch.column(0);
-    let DataType::FixedSizeList(item, width) = column.data_type() else {
-        return Err(format!(
-            "the tensor format needs fixed-size rows, got {}",
-            column.data_type()
-        ));
-    };
-    let byte_width = item
-        .data_type()
-        .primitive_width()
-        .ok_or_else(|| format!("tensor elements must be numbers, got {}", item.data_type()))?;
-    let list = column.as_fixed_size_list();
-    if list.null_count() > 0 || list.values().null_count() > 0 {
-        return Err("tensor rows cannot hold nulls".into());
-    }
-    let row_bytes = *width as usize * byte_width;
-    let values = list.values().to_data();
-    let start = values.offset() * byte_width;
-    // The rows are the values buffer as it is: little-endian already (the tensor format's byte
-    // order on every supported target), and contiguous.
-    let data = values.buffers()[0].slice_with_length(start, row_bytes * list.len());
-    Ok(EncodedRows::fixed_width(data, row_bytes))
-}
-
-/// Checks every row of a JSON send: afterwards encoding any slice of the batch cannot fail.
-pub fn validate_json(batch: &RecordBatch) -> Result<(), String> {
-    for (field, column) in batch.schema_ref().fields().iter().zip(batch.columns()) {
-        reject_non_finite(field, column)?;
-    }
-    Ok(())
-}
-
-/// An upper bound on the bytes of any row's JSON, when the columns are all fixed-width
-/// (numbers, booleans, fixed-size lists of numbers); `None` when a row's size depends on its
-/// values (strings, binary, variable-length lists). Lets a send check `message.max.bytes`
-/// before it has encoded every row.
-pub fn json_row_bound(schema: &Schema) -> Option<usize> {
-    // Longest text of one value: "-9223372036854775808" for integers, shortest round-trip
-    // floats such as "-2.2250738585072014e-308" (24 characters), "false"; with room to spare.
-    const VALUE: usize = 32;
-    let mut bound = 2; // {}
-    for field in schema.fields() {
-        let number = |t: &DataType| t.is_integer() || t.is_floating() || *t == DataType::Boolean;
-        let values = match field.data_type() {
-            DataType::FixedSizeList(item, n) if number(item.data_type()) => 2 + *n as usize * (VALUE + 1),
-            t if number(t) => VALUE,
-            _ => return None,
-        };
-        // "name": value,  (names are escaped at most 6 bytes per byte)
-        bound += 6 * field.name().len() + 4 + values;
-    }
-    Some(bound)
-}
-
-/// `explicit_nulls`: a null is written as `"name": null` rather than left out (JSON Schema
-/// readers then see every property, as confluent's serializer writes them).
-fn encode_json(batch: &RecordBatch, explicit_nulls: bool) -> Result<EncodedRows, String> {
-    validate_json(batch)?;
-    let mut writer = arrow_json::WriterBuilder::new()
-        .with_explicit_nulls(explicit_nulls)
-        .build::<_, arrow_json::writer::LineDelimited>(Vec::with_capacity(batch.num_rows() * 64));
-    writer
-        .write(batch)
-        .map_err(|e| format!("cannot write JSON: {e}"))?;
-    writer.finish().map_err(|e| format!("cannot write JSON: {e}"))?;
-    let data = writer.into_inner();
-    // One object per line; JSON strings escape newlines, so every '\n' ends a row. The rows are
-    // sent from the writer's buffer itself.
-    let mut ranges = Vec::with_capacity(batch.num_rows());
-    let mut start = 0;
-    for i in memchr::memchr_iter(b'\n', &data) {
-        ranges.push((start, i));
-        start = i + 1;
-    }
-    Ok(EncodedRows {
-        data: Buffer::from_vec(data),
-        ranges,
-        present: None,
-    })
-}
-
-/// JSON has no NaN or infinity (arrow-json would silently write null).
-fn reject_non_finite(field: &Field, column: &ArrayRef) -> Result<(), String> {
-    let values = match column.data_type() {
-        DataType::FixedSizeList(_, _) => column.as_fixed_size_list().values().clone(),
-        DataType::List(_) => column.as_list::<i32>().values().clone(),
-        _ => column.clone(),
-    };
-    let width = match column.data_type() {
-        DataType::FixedSizeList(_, w) => *w as usize,
-        _ => 1,
-    };
-    let bad = match values.data_type() {
-        DataType::Float32 => values
-            .as_primitive::<Float32Type>()
-            .iter()
-            .position(|v| v.is_some_and(|v| !v.is_finite())),
-        DataType::Float64 => values
-            .as_primitive::<Float64Type>()
-            .iter()
-            .position(|v| v.is_some_and(|v| !v.is_finite())),
-        _ => None,
-    };
-    match bad {
-        Some(i) => Err(column_error(
-            field.name(),
-            i / width,
-            "NaN or infinity has no JSON representation",
-        )),
-        None => Ok(()),
-    }
-}
-
-fn encode_raw(batch: &RecordBatch) -> Result<EncodedRows, String> {
-    let column = batch
-        .column_by_name("value")
-        .ok_or("the raw format writes the 'value' column, which is missing")?;
-    let mut out = RowsBuilder::default();
-    let mut present = Vec::with_capacity(column.len());
-    let mut put = |v: Option<&[u8]>| {
-        present.push(v.is_some());
-        out.push(v.unwrap_or_default());
-    };
-    match column.data_type() {
-        DataType::Binary => column.as_binary::<i32>().iter().for_each(&mut put),
-        DataType::LargeBinary => column.as_binary::<i64>().iter().for_each(&mut put),
-        DataType::Utf8 => column
-            .as_string::<i32>()
-            .iter()
-            .for_each(|v| put(v.map(str::as_bytes))),
-        DataType::LargeUtf8 => column
-            .as_string::<i64>()
-            .iter()
-            .for_each(|v| put(v.map(str::as_bytes))),
-        other => {
-            return Err(format!(
-                "the raw format needs a binary or string 'value' column, got {other}"
-            ))
-        }
-    }
-    let present = present.iter().any(|p| !p).then_some(present);
-    Ok(out.finish(present))
-}
-
-fn encode_avro(
-    batch: &RecordBatch,
-    schema: &AvroSchema,
-    schema_id: Option<u32>,
-) -> Result<EncodedRows, String> {
-    let AvroSchema::Record(record) = schema else {
-        return Err("the Avro schema must be a record".into());
-    };
-    let columns: Vec<(&str, &ArrayRef)> = record
-        .fields
-        .iter()
-        .map(|f| {
-            batch
-                .column_by_name(&f.name)
-                .map(|c| (f.name.as_str(), c))
-                .ok_or_else(|| format!("Avro field '{}' has no column", f.name))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut out = RowsBuilder::default();
-    let mut framed = Vec::new();
-    let header = |framed: &mut Vec<u8>| {
-        framed.clear();
-        if let Some(id) = schema_id {
-            framed.push(crate::registry::WIRE_MAGIC);
-            framed.extend_from_slice(&id.to_be_bytes());
-        }
-    };
-    if let Some(plan) = avro::WritePlan::compile(batch, schema) {
-        header(&mut framed);
-        for row in 0..batch.num_rows() {
-            if row == SAMPLE_ROWS {
-                out.reserve_like_so_far(batch.num_rows() - row);
-            }
-            let written: Result<(), std::convert::Infallible> = out.push_with(|data| {
-                data.extend_from_slice(&framed);
-                plan.write_row(row, data);
-                Ok(())
-            });
-            let Ok(()) = written;
-        }
-        return Ok(out.finish(None));
-    }
-    for row in 0..batch.num_rows() {
-        let fields = columns
-            .iter()
-            .zip(&record.fields)
-            .map(|((name, column), field)| {
-                avro_value(column, row, &field.schema)
-                    .map(|v| (name.to_string(), v))
-                    .map_err(|e| column_error(name, row, e))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let datum = apache_avro::to_avro_datum(schema, AvroValue::Record(fields))
-            .map_err(|e| format!("row {row} does not match the Avro schema: {e}"))?;
-        match schema_id {
-            Some(id) => {
-                framed.clear();
-                framed.push(0);
-                framed.extend_from_slice(&id.to_be_bytes());
-                framed.extend_from_slice(&datum);
-                out.push(&framed);
-            }
-            None => out.push(&datum),
-        }
-    }
-    Ok(out.finish(None))
-}
-
-/// One Arrow cell as an Avro value for a field of `schema` (a `["null", T]` union wraps it).
-fn avro_value(column: &ArrayRef, row: usize, schema: &AvroSchema) -> Result<AvroValue, String> {
-    if let AvroSchema::Union(u) = schema {
-        let null_at = u.variants().iter().position(|s| matches!(s, AvroSchema::Null));
-        let (idx, inner) = u
-            .variants()
-            .iter()
-            .enumerate()
-            .find(|(_, s)| !matches!(s, AvroSchema::Null))
-            .ok_or("a union of only null")?;
-        return Ok(if column.is_null(row) {
-            AvroValue::Union(
-                null_at.ok_or("null in a field whose union has no null")? as u32,
-                Box::new(AvroValue::Null),
-            )
-        } else {
-            AvroValue::Union(idx as u32, Box::new(avro_value(column, row, inner)?))
-        });
-    }
-    if column.is_null(row) {
-        return Err("null in a field that is not nullable".into());
-    }
-    let items = |values: ArrayRef, item_schema: &AvroSchema| -> Result<AvroValue, String> {
-        (0..values.len())
-            .map(|i| avro_value(&values, i, item_schema))
-            .collect::<Result<Vec<_>, _>>()
-            .map(AvroValue::Array)
-    };
-    Ok(match (column.data_type(), schema) {
-        (DataType::FixedSizeList(_, _), AvroSchema::Array(a)) => {
-            items(column.as_fixed_size_list().value(row), &a.items)?
-        }
-        (DataType::List(_), AvroSchema::Array(a)) => items(column.as_list::<i32>().value(row), &a.items)?,
-        (DataType::Boolean, _) => AvroValue::Boolean(column.as_boolean().value(row)),
-        (DataType::Utf8, _) => AvroValue::String(column.as_string::<i32>().value(row).to_string()),
-        (DataType::LargeUtf8, _) => AvroValue::String(column.as_string::<i64>().value(row).to_string()),
-        (DataType::Binary, _) => AvroValue::Bytes(column.as_binary::<i32>().value(row).to_vec()),
-        (DataType::Float32, AvroSchema::Double) => {
-            AvroValue::Double(f64::from(column.as_primitive::<Float32Type>().value(row)))
-        }
-        (DataType::Float32, _) => AvroValue::Float(column.as_primitive::<Float32Type>().value(row)),
-        (DataType::Float64, AvroSchema::Float) => {
-            AvroValue::Float(column.as_primitive::<Float64Type>().value(row) as f32)
-        }
-        (DataType::Float64, _) => AvroValue::Double(column.as_primitive::<Float64Type>().value(row)),
-        (dt, AvroSchema::Double) if dt.is_integer() => AvroValue::Double(integer(column, row)? as f64),
-        (dt, AvroSchema::Float) if dt.is_integer() => AvroValue::Float(integer(column, row)? as f32),
-        (dt, AvroSchema::Int) if dt.is_integer() => AvroValue::Int(
-            i32::try_from(integer(column, row)?)
-                .map_err(|_| "value out of range for Avro int".to_string())?,
-        ),
-        (dt, _) if dt.is_integer() => AvroValue::Long(integer(column, row)?),
-        (dt, s) => return Err(format!("{dt} cannot be written as Avro {s:?}")),
-    })
-}
-
-fn integer(column: &ArrayRef, row: usize) -> Result<i64, String> {
-    let as_i64 = cast_with_options(
-        &column.slice(row, 1),
-        &DataType::Int64,
-        &CastOptions {
-            safe: false,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| e.to_string())?;
-    Ok(as_i64.as_primitive::<Int64Type>().value(0))
 }
 
 /// A key per row from a column: bytes and strings as they are, integers as decimal text.
@@ -610,14 +319,13 @@ pub fn keys_from_column(batch: &RecordBatch, name: &str) -> Result<EncodedRows, 
         vec![as_text],
     )
     .map_err(|e| e.to_string())?;
-    encode_raw(&key_batch)
+    super::raw::encode(&key_batch)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Decoder, JsonDecoder};
-    use arrow_array::{Float64Array, Int64Array};
+    use arrow_array::Float64Array;
 
     fn batch(id: Vec<f64>) -> RecordBatch {
         RecordBatch::try_from_iter([("id", Arc::new(Float64Array::from(id)) as ArrayRef)]).unwrap()
@@ -639,138 +347,5 @@ mod tests {
         assert!(conform(&batch(vec![1.0]), &missing)
             .unwrap_err()
             .contains("'x' is declared but missing"));
-    }
-
-    #[test]
-    fn json_rows_decode_back() {
-        let b =
-            RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(vec![7, 8])) as ArrayRef)]).unwrap();
-        let rows = encode(&b, &EncodeFormat::Json).unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows.row(0).unwrap(), br#"{"id":7}"#);
-        let mut d = JsonDecoder::new(vec![ColumnSpec::parse("id", "int64").unwrap()]).unwrap();
-        d.decode(None, rows.row(1)).unwrap();
-        assert_eq!(d.finish()[0].as_primitive::<Int64Type>().values(), &[8]);
-        assert!(encode(&batch(vec![f64::INFINITY]), &EncodeFormat::Json)
-            .unwrap_err()
-            .contains("no JSON representation"));
-    }
-
-    /// The compiled Avro writer gives byte for byte what apache-avro writes from values.
-    #[test]
-    fn avro_plans_write_like_apache_avro() {
-        use arrow_array::builder::{FixedSizeListBuilder, Float32Builder, Int64Builder, ListBuilder};
-        use arrow_array::{BinaryArray, BooleanArray, Float32Array, Int32Array, StringArray};
-        let schema = AvroSchema::parse_str(
-            r#"{"type": "record", "name": "r", "fields": [
-                {"name": "id", "type": "long"},
-                {"name": "small", "type": "int"},
-                {"name": "f", "type": "float"},
-                {"name": "d", "type": "double"},
-                {"name": "wide", "type": "double"},
-                {"name": "ok", "type": "boolean"},
-                {"name": "tag", "type": ["null", "string"]},
-                {"name": "late", "type": ["long", "null"]},
-                {"name": "blob", "type": "bytes"},
-                {"name": "x", "type": {"type": "array", "items": "float"}},
-                {"name": "ids", "type": {"type": "array", "items": "long"}}]}"#,
-        )
-        .unwrap();
-        let n = 300;
-        let mut x = FixedSizeListBuilder::new(Float32Builder::new(), 3);
-        let mut ids = ListBuilder::new(Int64Builder::new());
-        for i in 0..n {
-            x.values().append_slice(&[i as f32, -0.5, 1e-3 * i as f32]);
-            x.append(true);
-            for k in 0..(i % 4) {
-                ids.values().append_value(k * 1_000_000_007 - i);
-            }
-            ids.append(true);
-        }
-        let batch = RecordBatch::try_from_iter([
-            (
-                "id",
-                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i * 7919 - 1_000_000))) as ArrayRef,
-            ),
-            (
-                "small",
-                Arc::new(Int64Array::from_iter_values((0..n).map(|i| i - 150))) as ArrayRef,
-            ),
-            (
-                "f",
-                Arc::new(Float64Array::from_iter_values((0..n).map(|i| i as f64 / 3.0))) as ArrayRef,
-            ),
-            (
-                "d",
-                Arc::new(Float32Array::from_iter_values((0..n).map(|i| i as f32 * 0.25))) as ArrayRef,
-            ),
-            (
-                "wide",
-                Arc::new(Int32Array::from_iter_values(0..n as i32)) as ArrayRef,
-            ),
-            (
-                "ok",
-                Arc::new(BooleanArray::from_iter((0..n).map(|i| Some(i % 3 == 0)))) as ArrayRef,
-            ),
-            (
-                "tag",
-                Arc::new(StringArray::from_iter(
-                    (0..n).map(|i| (i % 5 != 0).then(|| format!("t{i}é"))),
-                )) as ArrayRef,
-            ),
-            (
-                "late",
-                Arc::new(Int64Array::from_iter(
-                    (0..n).map(|i| (i % 2 == 0).then_some(i << 40)),
-                )) as ArrayRef,
-            ),
-            (
-                "blob",
-                Arc::new(BinaryArray::from_iter_values(
-                    (0..n).map(|i| vec![i as u8; (i % 3) as usize]),
-                )) as ArrayRef,
-            ),
-            ("x", Arc::new(x.finish()) as ArrayRef),
-            ("ids", Arc::new(ids.finish()) as ArrayRef),
-        ])
-        .unwrap();
-        let plan = avro::WritePlan::compile(&batch, &schema).expect("a plan for flat records");
-        let AvroSchema::Record(record) = &schema else {
-            unreachable!()
-        };
-        for row in 0..batch.num_rows() {
-            let mut fast = Vec::new();
-            plan.write_row(row, &mut fast);
-            let fields = record
-                .fields
-                .iter()
-                .map(|f| {
-                    (
-                        f.name.clone(),
-                        avro_value(batch.column_by_name(&f.name).unwrap(), row, &f.schema).unwrap(),
-                    )
-                })
-                .collect();
-            let general = apache_avro::to_avro_datum(&schema, AvroValue::Record(fields)).unwrap();
-            assert_eq!(fast, general, "row {row}");
-        }
-        // A value out of range keeps the general path, which names column and row.
-        let too_big =
-            RecordBatch::try_from_iter([("small", Arc::new(Int64Array::from(vec![1, 1 << 40])) as ArrayRef)])
-                .unwrap();
-        let int_schema = AvroSchema::parse_str(
-            r#"{"type": "record", "name": "r", "fields": [{"name": "small", "type": "int"}]}"#,
-        )
-        .unwrap();
-        assert!(avro::WritePlan::compile(&too_big, &int_schema).is_none());
-        let err = encode(
-            &too_big,
-            &EncodeFormat::Avro {
-                schema: int_schema,
-                schema_id: None,
-            },
-        )
-        .unwrap_err();
-        assert!(err.contains("column 'small' row 1"), "{err}");
     }
 }

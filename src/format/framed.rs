@@ -113,8 +113,8 @@ impl Decoder for FramedDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::JsonDecoder;
-    use crate::schema::ColumnSpec;
+    use crate::format::columns::ColumnSpec;
+    use crate::format::JsonDecoder;
     use arrow_array::cast::AsArray;
     use arrow_array::types::Int64Type;
 

@@ -1,10 +1,13 @@
-//! `tensor`: each message value is one fixed-shape array of little-endian elements.
+//! `tensor`: each message value is one fixed-shape array of little-endian elements, read into a
+//! fixed-size-list column and written from one.
 
 use super::{require_value, Decoder};
 use crate::error::{Error, Result};
-use crate::schema::{ColumnBuilder, ColumnSpec, ScalarType, Shape};
-use arrow_array::ArrayRef;
-use arrow_schema::{Field, FieldRef};
+use crate::format::columns::{ColumnBuilder, ColumnSpec, ScalarType, Shape};
+use crate::format::EncodedRows;
+use arrow_array::cast::AsArray;
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, Field, FieldRef};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -73,6 +76,38 @@ impl Decoder for TensorDecoder {
     fn finish(&mut self) -> Vec<ArrayRef> {
         vec![self.column.finish()]
     }
+}
+
+/// The single fixed-size-list column's elements as they are, one row per message.
+pub(super) fn encode(batch: &RecordBatch) -> Result<EncodedRows, String> {
+    if batch.num_columns() != 1 {
+        return Err(format!(
+            "the tensor format writes one column, got {}",
+            batch.num_columns()
+        ));
+    }
+    let column = batch.column(0);
+    let DataType::FixedSizeList(item, width) = column.data_type() else {
+        return Err(format!(
+            "the tensor format needs fixed-size rows, got {}",
+            column.data_type()
+        ));
+    };
+    let byte_width = item
+        .data_type()
+        .primitive_width()
+        .ok_or_else(|| format!("tensor elements must be numbers, got {}", item.data_type()))?;
+    let list = column.as_fixed_size_list();
+    if list.null_count() > 0 || list.values().null_count() > 0 {
+        return Err("tensor rows cannot hold nulls".into());
+    }
+    let row_bytes = *width as usize * byte_width;
+    let values = list.values().to_data();
+    let start = values.offset() * byte_width;
+    // The rows are the values buffer as it is: little-endian already (the tensor format's byte
+    // order on every supported target), and contiguous.
+    let data = values.buffers()[0].slice_with_length(start, row_bytes * list.len());
+    Ok(EncodedRows::fixed_width(data, row_bytes))
 }
 
 #[cfg(test)]

@@ -239,13 +239,13 @@ impl Drop for TopicHandle {
 /// The rows of one `send`: encoded values, optional keys, and where they go.
 pub struct RowBatch<'a> {
     pub topic: &'a str,
-    pub values: &'a crate::encode::EncodedRows,
-    pub keys: Option<&'a crate::encode::EncodedRows>,
+    pub values: &'a crate::format::EncodedRows,
+    pub keys: Option<&'a crate::format::EncodedRows>,
     pub partition: Option<i32>,
     pub timestamp: Option<i64>,
     pub headers: &'a [(String, Option<Vec<u8>>)],
     /// Headers with one value per row (e.g. the lineage of each result), after `headers`.
-    pub row_headers: &'a [(String, crate::encode::EncodedRows)],
+    pub row_headers: &'a [(String, crate::format::EncodedRows)],
 }
 
 impl Producer {
@@ -371,7 +371,7 @@ impl Producer {
     }
 
     /// Refuses rows above `message.max.bytes` before any is sent, naming the first.
-    pub fn check_sizes(&self, values: &crate::encode::EncodedRows) -> Result<()> {
+    pub fn check_sizes(&self, values: &crate::format::EncodedRows) -> Result<()> {
         match values.first_longer_than(self.max_message_bytes) {
             Some((row, len)) => Err(Error::Encode(format!(
                 "row {row} encodes to {len} bytes, above message.max.bytes ({})",
@@ -442,9 +442,9 @@ impl Producer {
         &self,
         topic: &str,
         rows: usize,
-        keys: Option<&crate::encode::EncodedRows>,
+        keys: Option<&crate::format::EncodedRows>,
         partition: Option<i32>,
-        chunks: impl Iterator<Item = Result<crate::encode::EncodedRows>>,
+        chunks: impl Iterator<Item = Result<crate::format::EncodedRows>>,
         timeout: Duration,
     ) -> Result<Arc<SendTracker>> {
         let tracker = SendTracker::new(rows);
@@ -658,7 +658,7 @@ impl Producer {
     /// Commits consumer offsets (next offset per partition) as part of the open transaction.
     pub fn send_offsets_to_transaction(
         &self,
-        offsets: &crate::batch::OffsetMap,
+        offsets: &crate::consumer::batch::OffsetMap,
         group: &rdkafka::consumer::ConsumerGroupMetadata,
         timeout: Duration,
     ) -> Result<()> {
@@ -796,7 +796,7 @@ impl Producer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::encode::EncodedRows;
+    use crate::format::EncodedRows;
     use arrow_buffer::Buffer;
 
     /// `rows` one-byte rows in chunks of `chunk`.

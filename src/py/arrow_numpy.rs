@@ -5,7 +5,7 @@
 //! the array's `base` is a small owner object that keeps the buffer alive. Only columns that
 //! cannot be viewed (strings, bytes, booleans, nullable numbers with nulls) are copied.
 
-use crate::decode::tensor_shape_key;
+use crate::format::tensor_shape_key;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{Array, ArrayRef, ArrowPrimitiveType, PrimitiveArray};

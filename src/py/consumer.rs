@@ -4,12 +4,12 @@ use super::arrow_numpy::{column_to_numpy, ArrowBufferOwner};
 use super::errors::{to_pyerr, IntoPyResult};
 use super::registry::PySchemaRegistry;
 use super::{blocking, blocking_call, positive_seconds, seconds, Native};
-use crate::batch::{KafkaBatch, MetaColumn, OffsetMap};
-use crate::dataset::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
-use crate::decode::FormatSpec;
+use crate::consumer::batch::{KafkaBatch, MetaColumn, OffsetMap};
+use crate::consumer::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
 use crate::error::Error;
+use crate::format::columns::{ColumnSpec, ScalarType};
+use crate::format::FormatSpec;
 use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType};
-use crate::schema::{ColumnSpec, ScalarType};
 use arrow_array::{RecordBatch, StructArray};
 use arrow_schema::Field;
 use pyo3::exceptions::{PyKeyError, PyStopAsyncIteration};
@@ -212,7 +212,7 @@ impl KafkaDataset {
             super::protobuf::proto_source(proto_schema, proto_file, descriptor_set)?,
         ) {
             ("protobuf", Some(source)) => Some(
-                crate::decode::protobuf::load_message(&source, message.as_deref()).map_err(config_error)?,
+                crate::format::protobuf::load_message(&source, message.as_deref()).map_err(config_error)?,
             ),
             ("protobuf", None) => match &registry {
                 Some(client) => {
@@ -220,7 +220,7 @@ impl KafkaDataset {
                     let client = client.clone();
                     Some(
                         blocking_call(py, move || {
-                            crate::decode::protobuf::subject_message(&client, &subject, message.as_deref())
+                            crate::format::protobuf::subject_message(&client, &subject, message.as_deref())
                         })?
                         .py_err()?,
                     )
@@ -253,7 +253,7 @@ impl KafkaDataset {
                 if !latest.references.is_empty() {
                     let (client, references) = (client.clone(), latest.references.clone());
                     avro_named = blocking_call(py, move || {
-                        crate::decode::avro_referenced_schemas(&client, &references).map_err(|f| match f {
+                        crate::format::avro_referenced_schemas(&client, &references).map_err(|f| match f {
                             SchemaFailure::Bad(reason) => {
                                 Error::Config(format!("the subject's latest Avro schema: {reason}"))
                             }

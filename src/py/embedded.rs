@@ -1,5 +1,5 @@
 use super::errors::IntoPyResult;
-use crate::embedded;
+use crate::admin::embedded;
 use pyo3::prelude::*;
 
 /// librdkafka's in-process mock cluster, on a loopback port, alive as long as this object.

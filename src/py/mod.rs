@@ -3,7 +3,7 @@
 mod admin;
 mod arrow_numpy;
 mod client;
-mod dataset;
+mod consumer;
 mod embedded;
 mod errors;
 mod offsets;
@@ -237,7 +237,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         .call((), Some(&fork_hook))?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("librdkafka_version", rdkafka::util::get_rdkafka_version().1)?;
-    dataset::register(m)?;
+    consumer::register(m)?;
     producer::register(m)?;
     embedded::register(m)?;
     offsets::register(m)?;

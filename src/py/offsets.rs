@@ -2,9 +2,9 @@
 
 use super::errors::{to_pyerr, IntoPyResult};
 use super::{blocking, blocking_call, seconds};
+use crate::admin::offsets;
 use crate::client::ClientSettings;
 use crate::error::Error;
-use crate::offsets;
 use pyo3::prelude::*;
 use std::collections::HashMap;
 

@@ -1,14 +1,14 @@
 //! Bindings of the delivery-tracked producer: sync and async sends, delivery reports,
 //! transactions.
 
-use super::dataset::BatchReader;
+use super::consumer::BatchReader;
 use super::errors::{to_pyerr, IntoPyResult};
 use super::{blocking, blocking_call, seconds, Native};
 use crate::client::ClientSettings;
-use crate::encode::{self, EncodeFormat, EncodedRows};
 use crate::error::Error;
+use crate::format::columns::ColumnSpec;
+use crate::format::{self as encode, EncodeFormat, EncodedRows};
 use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker};
-use crate::schema::ColumnSpec;
 use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
@@ -344,7 +344,7 @@ impl Producer {
                         "format='protobuf' needs proto_schema, proto_file or descriptor_set".into(),
                     ))
                 })?;
-                let message = crate::decode::protobuf::load_message(&source, proto.message.as_deref())
+                let message = crate::format::protobuf::load_message(&source, proto.message.as_deref())
                     .map_err(|e| to_pyerr(Error::Config(e)))?;
                 EncodeFormat::Protobuf { message, schema_id }
             }

@@ -1,9 +1,9 @@
 //! Protobuf arguments shared by `KafkaDataset` and `Producer.send`: where the schema comes from.
 
 use super::errors::IntoPyResult;
-use crate::decode::protobuf::load_message;
-use crate::decode::ProtoSource;
 use crate::error::Error;
+use crate::format::protobuf::load_message;
+use crate::format::ProtoSource;
 use pyo3::prelude::*;
 use std::path::PathBuf;
 

@@ -1,9 +1,9 @@
 //! `kafka_ml.SchemaRegistry`: the shared registry client, handed to datasets and producers.
 
 use super::errors::IntoPyResult;
-use crate::decode::protobuf::load_message;
-use crate::encode::protobuf_registration;
 use crate::error::Error;
+use crate::format::protobuf::load_message;
+use crate::format::protobuf_registration;
 use crate::registry::{
     RegisteredSchema, RegistryAuth, RegistrySettings, SchemaRegistry as Client, SchemaType,
 };

@@ -1,10 +1,10 @@
 //! `avro`: Avro binary records, plain or in the Confluent Schema Registry wire format.
 
-use super::avro_plan::Plan;
-use super::{require_value, Decoder};
+use super::read_plan::Plan;
 use crate::error::Error;
+use crate::format::columns::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
+use crate::format::{require_value, Decoder};
 use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
-use crate::schema::{ColumnBuilder, ColumnSpec, Num, ScalarType, Shape};
 use apache_avro::schema::{NamesRef, ResolvedSchema};
 use apache_avro::types::Value;
 use apache_avro::Schema;

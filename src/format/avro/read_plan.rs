@@ -12,7 +12,7 @@
 //! only skipped may be of any type except a reference to a named type. Anything else
 //! (`compile` returns `None`) keeps the general path, which gives the same rows and errors.
 
-use crate::schema::{ColumnBuilder, Num, ScalarType, Shape, Values};
+use crate::format::columns::{ColumnBuilder, Num, ScalarType, Shape, Values};
 use apache_avro::schema::{RecordField, Schema};
 use std::sync::Arc;
 

@@ -5,7 +5,7 @@
 //!
 //! Plans cover flat records of primitives, logical types over them, `["null", T]` unions and
 //! arrays of numbers. Anything else — and any column a cast cannot convert whole (a value out of
-//! range, a null in a non-nullable field) — keeps the general path in `encode.rs`, which names
+//! range, a null in a non-nullable field) — keeps the general path in `encode.rs` beside this file, which names
 //! the column and row of what is wrong.
 
 use apache_avro::Schema as AvroSchema;

@@ -1,8 +1,9 @@
 //! `json`: one JSON object per message, decoded against declared columns.
 
-use super::{json_fast, require_value, Decoder};
+use super::fast;
 use crate::error::{Error, Result};
-use crate::schema::{ColumnBuilder, ColumnSpec, Num, Shape};
+use crate::format::columns::{ColumnBuilder, ColumnSpec, Num, Shape};
+use crate::format::{require_value, Decoder};
 use arrow_array::ArrayRef;
 use arrow_schema::FieldRef;
 use simd_json::prelude::{TypedValue, ValueAsScalar};
@@ -120,7 +121,7 @@ impl JsonDecoder {
             }
             return Ok(());
         }
-        if json_fast::decode_row(&mut self.columns, value).is_ok() {
+        if fast::decode_row(&mut self.columns, value).is_ok() {
             return Ok(());
         }
         // Declined: undo whatever part of the row the fast path wrote, then take the tape path.
@@ -160,7 +161,7 @@ fn append_object(columns: &mut [ColumnBuilder], parsed: Value<'_, '_>) -> std::r
     Ok(())
 }
 
-pub(super) fn kind(v: &Value<'_, '_>) -> &'static str {
+pub(in crate::format) fn kind(v: &Value<'_, '_>) -> &'static str {
     match v.value_type() {
         ValueType::Null => "null",
         ValueType::Bool => "boolean",
@@ -171,14 +172,17 @@ pub(super) fn kind(v: &Value<'_, '_>) -> &'static str {
     }
 }
 
-pub(super) fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
+pub(in crate::format) fn push_scalar(
+    col: &mut ColumnBuilder,
+    v: &Value<'_, '_>,
+) -> std::result::Result<(), String> {
     let ty = col.spec.ty;
     match v.value_type() {
         ValueType::I64 => col.values.push_num(Num::I(v.as_i64().expect("i64")), ty),
         ValueType::U64 => col.values.push_num(Num::U(v.as_u64().expect("u64")), ty),
         ValueType::F64 => col.values.push_num(Num::F(v.as_f64().expect("f64")), ty),
         ValueType::Bool => col.values.push_bool(v.as_bool().expect("bool"), ty),
-        ValueType::String if ty == crate::schema::ScalarType::Binary => {
+        ValueType::String if ty == crate::format::columns::ScalarType::Binary => {
             col.values.push_bytes(v.as_str().expect("str").as_bytes(), ty)
         }
         ValueType::String => col.values.push_str(v.as_str().expect("str"), ty),
@@ -186,7 +190,10 @@ pub(super) fn push_scalar(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::re
     }
 }
 
-pub(super) fn append(col: &mut ColumnBuilder, v: &Value<'_, '_>) -> std::result::Result<(), String> {
+pub(in crate::format) fn append(
+    col: &mut ColumnBuilder,
+    v: &Value<'_, '_>,
+) -> std::result::Result<(), String> {
     match col.spec.shape {
         Shape::Scalar => push_scalar(col, v)?,
         Shape::Fixed(_) | Shape::Variable => {
@@ -513,7 +520,7 @@ mod tests {
             let want = reference.settle(parsed);
             let text = String::from_utf8_lossy(&payload);
             assert_eq!(got, want, "message {i}: {text}");
-            if json_fast::decode_row(&mut probe.columns, &payload).is_ok() {
+            if fast::decode_row(&mut probe.columns, &payload).is_ok() {
                 assert!(
                     want.is_ok(),
                     "fast path accepted what the reference rejects: {text}"

@@ -19,7 +19,7 @@
 //! simd-json's value is. Integer columns given a non-integer token, integers beyond `i64` and
 //! `-0` are left to the reference.
 
-use crate::schema::{ColumnBuilder, Shape, Values};
+use crate::format::columns::{ColumnBuilder, Shape, Values};
 use num_traits::NumCast;
 
 /// The message is not decoded here; the reference decoder takes over.

@@ -11,8 +11,8 @@
 //! to the reader's columns by name (a plan per writer); values are read by the writer's compiled
 //! reader (`wire`), or decoded into a `DynamicMessage` where it gives a value up.
 
-use super::{require_value, Decoder};
 use crate::error::Error;
+use crate::format::{require_value, Decoder};
 use crate::registry::{RegisteredSchema, SchemaFailure, SchemaRegistry, SchemaType, WIRE_HEADER, WIRE_MAGIC};
 use arrow_array::{
     ArrayRef, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray, StringArray, StructArray,
@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+#[path = "wire.rs"]
 mod wire;
 
 // ---------------------------------------------------------------------------------------------

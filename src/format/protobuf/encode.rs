@@ -4,12 +4,11 @@
 //! `google.protobuf.*Value` wrappers. A column is matched to the field of its name; fields
 //! without a column stay unset, columns without a field are not sent.
 
+#[path = "write_plan.rs"]
 mod plan;
-pub mod registration;
 
-use super::{column_error, RowsBuilder};
-use crate::decode::protobuf::{message_indexes, wrapped, write_message_indexes};
-use crate::encode::EncodedRows;
+use super::{message_indexes, wrapped, write_message_indexes};
+use crate::format::encode::{column_error, EncodedRows, RowsBuilder};
 use crate::registry::WIRE_MAGIC;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
@@ -73,7 +72,7 @@ fn encode_planned(
 ) -> Result<EncodedRows, plan::Unplanned> {
     let mut out = RowsBuilder::default();
     for row in 0..rows {
-        if row == super::SAMPLE_ROWS {
+        if row == crate::format::encode::SAMPLE_ROWS {
             out.reserve_like_so_far(rows - row);
         }
         out.push_with(|data| {
@@ -341,7 +340,7 @@ fn describe(kind: &Kind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::{Decoder, ProtoSource, ProtobufDecoder};
+    use crate::format::{Decoder, ProtoSource, ProtobufDecoder};
     use arrow_array::{Float32Array, Int64Array, ListArray, StringArray, TimestampMicrosecondArray};
     use std::sync::Arc;
 
@@ -752,7 +751,7 @@ mod tests {
     #[test]
     fn planned_rows_are_the_bytes_prost_reflect_writes() {
         let message =
-            crate::decode::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
+            crate::format::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
                 .unwrap();
         let batch = every_shape(300);
         let schema = batch.schema();
@@ -800,7 +799,7 @@ mod tests {
     fn planned_maps_decode_alike() {
         use arrow_array::builder::{Float64Builder, MapBuilder, StringBuilder};
         let message =
-            crate::decode::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
+            crate::format::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
                 .unwrap();
         let mut weights = MapBuilder::new(None, StringBuilder::new(), Float64Builder::new());
         for i in 0..50 {
@@ -828,7 +827,7 @@ mod tests {
     #[test]
     fn unplanned_input_keeps_the_general_path() {
         let message =
-            crate::decode::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
+            crate::format::protobuf::load_message(&ProtoSource::Text(EVERY_SHAPE.into()), Some("t.All"))
                 .unwrap();
         let bad = [
             (
@@ -901,7 +900,7 @@ mod tests {
     fn planned_proto2_rows_are_the_bytes_prost_reflect_writes() {
         let proto = r#"syntax = "proto2";
             message M { repeated int32 xs = 1; optional int64 n = 2; repeated float fs = 3 [packed = true]; }"#;
-        let message = crate::decode::protobuf::load_message(&ProtoSource::Text(proto.into()), None).unwrap();
+        let message = crate::format::protobuf::load_message(&ProtoSource::Text(proto.into()), None).unwrap();
         let batch = RecordBatch::try_from_iter([
             (
                 "xs",
@@ -944,7 +943,7 @@ mod tests {
     fn wrappers_are_nullable_scalars() {
         let proto = r#"syntax = "proto3"; import "google/protobuf/wrappers.proto";
             message M { google.protobuf.Int64Value n = 1; map<string, double> w = 2; }"#;
-        let message = crate::decode::protobuf::load_message(&ProtoSource::Text(proto.into()), None).unwrap();
+        let message = crate::format::protobuf::load_message(&ProtoSource::Text(proto.into()), None).unwrap();
         let n: ArrayRef = Arc::new(Int64Array::from(vec![Some(5), None]));
         let batch = RecordBatch::try_from_iter([("n", n)]).unwrap();
         let rows = encode_protobuf(&batch, &message, None).unwrap();
@@ -961,7 +960,7 @@ mod tests {
 
     #[test]
     fn rows_encode_and_decode_back() {
-        let message = crate::decode::protobuf::load_message(&ProtoSource::Text(PROTO.into()), None).unwrap();
+        let message = crate::format::protobuf::load_message(&ProtoSource::Text(PROTO.into()), None).unwrap();
         let x = ListArray::from_iter_primitive::<Float32Type, _, _>([
             Some(vec![Some(1.0), Some(2.5)]),
             Some(vec![]),

@@ -5,7 +5,7 @@
 //! references `{name: import path, subject, version}`, which is how a consumer fetching the
 //! schema by id finds its imports (`decode::protobuf` resolves them depth-first).
 
-use crate::decode::ProtoSource;
+use super::ProtoSource;
 use crate::error::Result;
 use crate::registry::{SchemaReference, SchemaRegistry, SchemaType};
 use prost::Message as _;
@@ -156,7 +156,7 @@ pub fn register(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::protobuf::load_message;
+    use crate::format::protobuf::load_message;
 
     fn write(dir: &Path, name: &str, text: &str) {
         std::fs::create_dir_all(dir.join(name).parent().unwrap()).unwrap();

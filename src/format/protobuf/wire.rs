@@ -530,7 +530,7 @@ mod tests {
         append_fields, load_message, message_nodes, plan, Col, Node, ProtoSource, ProtobufDecoder,
     };
     use super::*;
-    use crate::decode::Decoder;
+    use crate::format::Decoder;
     use arrow_array::{Array, ArrayRef};
     use prost::Message as _;
     use prost_reflect::{DynamicMessage, MessageDescriptor};

@@ -14,7 +14,7 @@
 //! Map entries are written in the column's order (one per entry), where prost-reflect writes
 //! them in its hash map's order with duplicate keys merged; readers see the same map.
 
-use crate::decode::protobuf::wrapped;
+use crate::format::protobuf::wrapped;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
