@@ -7,17 +7,12 @@ use super::{blocking, blocking_call, seconds, Native};
 use crate::client::ClientSettings;
 use crate::error::Error;
 use crate::format::columns::ColumnSpec;
-use crate::format::{self as encode, EncodeFormat, EncodedRows};
-use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker};
-use arrow_array::{Array, ArrayRef, RecordBatch, RecordBatchReader};
+use crate::format::{EncodeFormat, EncodedRows};
+use crate::producer::{self, OutgoingMessage, RowBatch, SendTracker, TableSend, ENQUEUE_TIMEOUT};
 use numpy::{PyArray1, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3_arrow::{PyArray, PyRecordBatchReader};
 use std::sync::Arc;
-use std::time::Duration;
-
-/// How long `send`/`produce` wait for room in librdkafka's queue before failing.
-const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The delivery outcome of one send: counts as reports arrive, failed rows, completion.
 #[pyclass(module = "kafka_ml._native", frozen)]
@@ -117,145 +112,6 @@ impl SendReport {
             self.done()
         )
     }
-}
-
-/// Everything one table send needs, owned, so it can run on the runtime's blocking pool.
-struct TableSend {
-    topic: String,
-    reader: Box<dyn RecordBatchReader + Send>,
-    format: EncodeFormat,
-    columns: Option<Vec<ColumnSpec>>,
-    key_column: Option<String>,
-    keys: Option<ArrayRef>,
-    partition: Option<i32>,
-    headers: Vec<(String, Option<Vec<u8>>)>,
-    row_headers: Vec<(String, ArrayRef)>,
-    timestamp: Option<i64>,
-    timeout: Duration,
-}
-
-impl TableSend {
-    /// Validates and encodes every row (a bad row anywhere sends nothing), checks sizes and the
-    /// topic, then queues one message per row. Row numbers in errors count from the input's
-    /// first row.
-    fn run(mut self, producer: &producer::Producer) -> Result<Arc<SendTracker>, Error> {
-        let schema = self.reader.schema();
-        let reader = std::mem::replace(
-            &mut self.reader,
-            Box::new(arrow_array::RecordBatchIterator::new([], schema.clone())),
-        );
-        let batches = reader
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| Error::Encode(format!("cannot read the input: {e}")))?;
-        let batch = match batches.len() {
-            1 => batches.into_iter().next().expect("one batch"),
-            _ => arrow_select::concat::concat_batches(&schema, &batches)
-                .map_err(|e| Error::Encode(e.to_string()))?,
-        };
-        let batch = match &self.columns {
-            Some(cs) => encode::conform(&batch, cs).map_err(Error::Encode)?,
-            None => batch,
-        };
-        if self.can_encode_while_sending(&batch, producer) {
-            return self.send_encoding_while_sending(&batch, producer);
-        }
-        let values = encode::encode(&batch, &self.format).map_err(Error::Encode)?;
-        producer.check_sizes(&values)?;
-        let keys = self.encode_keys(&batch)?;
-        let row_headers = self
-            .row_headers
-            .iter()
-            .map(|(name, array)| {
-                keys_from_array(array, values.len())
-                    .map(|v| (name.clone(), v))
-                    .map_err(|e| Error::Encode(format!("header '{name}': {e}")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        producer.check_topic(&self.topic, self.timeout)?;
-        let rows = RowBatch {
-            topic: &self.topic,
-            values: &values,
-            keys: keys.as_ref(),
-            partition: self.partition,
-            timestamp: self.timestamp,
-            headers: &self.headers,
-            row_headers: &row_headers,
-        };
-        producer.send_rows(&rows, ENQUEUE_TIMEOUT)
-    }
-}
-
-/// Rows per chunk when a send encodes while it queues.
-const ENCODE_CHUNK: usize = 65_536;
-
-impl TableSend {
-    /// The message keys: a column of the batch, or an array with one key per row.
-    fn encode_keys(&self, batch: &RecordBatch) -> Result<Option<EncodedRows>, Error> {
-        Ok(match (&self.key_column, &self.keys) {
-            (Some(name), _) => Some(encode::keys_from_column(batch, name).map_err(Error::Encode)?),
-            (None, Some(array)) => Some(keys_from_array(array, batch.num_rows())?),
-            (None, None) => None,
-        })
-    }
-
-    /// A large JSON send of fixed-width columns without headers or timestamps can queue its
-    /// first rows while later ones are encoded: every row is checked up front, and no row's
-    /// JSON can exceed `message.max.bytes` (bounded by the schema), so nothing is found wrong
-    /// once sending has begun.
-    fn can_encode_while_sending(&self, batch: &RecordBatch, producer: &producer::Producer) -> bool {
-        matches!(self.format, EncodeFormat::Json)
-            && batch.num_rows() > ENCODE_CHUNK
-            && self.headers.is_empty()
-            && self.row_headers.is_empty()
-            && self.timestamp.is_none()
-            && encode::json_row_bound(batch.schema_ref()).is_some_and(|b| b <= producer.max_message_bytes())
-    }
-
-    /// Encodes chunk after chunk on a second thread while this one queues the finished ones.
-    fn send_encoding_while_sending(
-        &self,
-        batch: &RecordBatch,
-        producer: &producer::Producer,
-    ) -> Result<Arc<SendTracker>, Error> {
-        encode::validate_json(batch).map_err(Error::Encode)?;
-        let rows = batch.num_rows();
-        let keys = self.encode_keys(batch)?;
-        producer.check_topic(&self.topic, self.timeout)?;
-        std::thread::scope(|scope| {
-            // Two chunks ahead at most: memory stays bounded whatever the send's size.
-            let (encoded, chunks) = std::sync::mpsc::sync_channel(2);
-            std::thread::Builder::new()
-                .name("kafka-ml-encode".into())
-                .spawn_scoped(scope, move || {
-                    for start in (0..rows).step_by(ENCODE_CHUNK) {
-                        let len = ENCODE_CHUNK.min(rows - start);
-                        let chunk = encode::encode(&batch.slice(start, len), &EncodeFormat::Json)
-                            .map_err(Error::Encode);
-                        if encoded.send(chunk).is_err() {
-                            return; // the send stopped
-                        }
-                    }
-                })
-                .map_err(|e| Error::Config(format!("cannot start an encoding thread: {e}")))?;
-            producer.send_chunks(
-                &self.topic,
-                rows,
-                keys.as_ref(),
-                self.partition,
-                chunks.into_iter(),
-                ENQUEUE_TIMEOUT,
-            )
-        })
-    }
-}
-
-fn keys_from_array(array: &ArrayRef, rows: usize) -> Result<EncodedRows, Error> {
-    if array.len() != rows {
-        return Err(Error::Encode(format!("{} keys for {rows} rows", array.len())));
-    }
-    let one =
-        RecordBatch::try_from_iter([("key", array.clone())]).map_err(|e| Error::Encode(e.to_string()))?;
-    encode::keys_from_column(&one, "key").map_err(Error::Encode)
 }
 
 /// A checked table send, run once by `send_prepared` or `send_prepared_async`.
