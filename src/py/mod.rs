@@ -4,9 +4,7 @@ mod admin;
 mod arrow_numpy;
 mod client;
 mod consumer;
-mod embedded;
 mod errors;
-mod offsets;
 mod producer;
 mod protobuf;
 mod registry;
@@ -239,8 +237,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("librdkafka_version", rdkafka::util::get_rdkafka_version().1)?;
     consumer::register(m)?;
     producer::register(m)?;
-    embedded::register(m)?;
-    offsets::register(m)?;
     admin::register(m)?;
     client::register(m)?;
     registry::register(m)?;

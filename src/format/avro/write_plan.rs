@@ -5,8 +5,8 @@
 //!
 //! Plans cover flat records of primitives, logical types over them, `["null", T]` unions and
 //! arrays of numbers. Anything else — and any column a cast cannot convert whole (a value out of
-//! range, a null in a non-nullable field) — keeps the general path in `encode.rs` beside this file, which names
-//! the column and row of what is wrong.
+//! range, a null in a non-nullable field) — keeps the general path (`encode.rs` beside this file), which
+//! names the column and row of what is wrong.
 
 use apache_avro::Schema as AvroSchema;
 use arrow_array::cast::AsArray;
@@ -106,7 +106,7 @@ impl WritePlan {
                 Column::Bool(a) => out.push(u8::from(a.value(row))),
                 Column::Str(a) => sized(out, a.value(row).as_bytes()),
                 Column::Bytes(a) => sized(out, a.value(row)),
-                // Native byte order is little-endian on every supported target (see decode::tensor).
+                // Native byte order is little-endian on every supported target (see format::tensor).
                 Column::FloatList(a) => items(out, a, row, 4, |v, out| {
                     out.extend_from_slice(v.as_primitive::<Float32Type>().values().to_byte_slice())
                 }),

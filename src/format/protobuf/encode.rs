@@ -1,7 +1,7 @@
-//! `protobuf`: Arrow rows → Protobuf messages, the inverse of the reader columns' mapping (`columns`):
-//! lists → `repeated`, structs → nested messages, maps → map fields, strings → enums by value
-//! name (integers by number), timestamps → `google.protobuf.Timestamp`, scalars → the
-//! `google.protobuf.*Value` wrappers. A column is matched to the field of its name; fields
+//! `protobuf`: Arrow rows → Protobuf messages, the inverse of the decoder's mapping
+//! (`columns`): lists → `repeated`, structs → nested messages, maps → map fields, strings →
+//! enums by value name (integers by number), timestamps → `google.protobuf.Timestamp`, scalars
+//! → the `google.protobuf.*Value` wrappers. A column is matched to the field of its name; fields
 //! without a column stay unset, columns without a field are not sent.
 
 use super::write_plan as plan;

@@ -3,7 +3,7 @@
 //! subject of its own, named by the file's import path as Confluent's serializers name it
 //! (`reference.subject.name.strategy`'s default). Each schema then names the files it imports as
 //! references `{name: import path, subject, version}`, which is how a consumer fetching the
-//! schema by id finds its imports (`decode::protobuf` resolves them depth-first).
+//! schema by id finds its imports (`schema.rs` resolves them depth-first).
 
 use super::ProtoSource;
 use crate::error::Result;

@@ -452,7 +452,7 @@ impl Elem {
     /// Appends values `range` as they lie (see `fixed_width`).
     fn write_fixed_run(&self, range: std::ops::Range<usize>, out: &mut Vec<u8>) {
         use arrow_buffer::ToByteSlice;
-        // Native byte order is little-endian on every supported target (see decode::tensor),
+        // Native byte order is little-endian on every supported target (see format::tensor),
         // which is Protobuf's byte order for fixed-width values.
         let bytes = match self {
             Elem::F32(a) => a.values()[range].to_byte_slice(),

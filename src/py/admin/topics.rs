@@ -1,10 +1,10 @@
 //! Bindings of cluster administration: topic creation.
 
-use super::errors::IntoPyResult;
-use super::{blocking, seconds};
 use crate::admin::{self, TopicCreation, TopicSpec};
 use crate::client::ClientSettings;
 use crate::error::Error;
+use crate::py::errors::IntoPyResult;
+use crate::py::{blocking, seconds};
 use pyo3::prelude::*;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -30,7 +30,7 @@ fn create_topic(
         config: topic_config.unwrap_or_default().into_iter().collect(),
     };
     let mut pending = Box::pin(admin::create_topic(&config, spec, timeout).py_err()?);
-    let runtime = super::runtime()?;
+    let runtime = crate::py::runtime()?;
     // Polls the admin request in slices so Ctrl-C is honoured; one extra second lets the
     // cluster's own timeout answer first.
     let outcome = blocking(py, Some(timeout + Duration::from_secs(1)), |slice| {

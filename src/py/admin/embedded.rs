@@ -1,5 +1,7 @@
-use super::errors::IntoPyResult;
+//! Bindings of the embedded cluster (`admin::embedded`): librdkafka's mock cluster for demos.
+
 use crate::admin::embedded;
+use crate::py::errors::IntoPyResult;
 use pyo3::prelude::*;
 
 /// librdkafka's in-process mock cluster, on a loopback port, alive as long as this object.
@@ -13,7 +15,7 @@ impl EmbeddedCluster {
     fn get(&self) -> PyResult<&embedded::EmbeddedCluster> {
         self.inner
             .as_ref()
-            .ok_or_else(|| super::errors::to_pyerr(crate::error::Error::Closed("EmbeddedCluster")))
+            .ok_or_else(|| crate::py::errors::to_pyerr(crate::error::Error::Closed("EmbeddedCluster")))
     }
 }
 

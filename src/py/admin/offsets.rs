@@ -1,10 +1,10 @@
-//! Bindings of `offsets`: commit a checkpoint's offsets to a group, read them, partitions' watermarks.
+//! Bindings of `admin::offsets`: commit a checkpoint's offsets to a group, read them, partitions' watermarks.
 
-use super::errors::{to_pyerr, IntoPyResult};
-use super::{blocking, blocking_call, seconds};
 use crate::admin::offsets;
 use crate::client::ClientSettings;
 use crate::error::Error;
+use crate::py::errors::{to_pyerr, IntoPyResult};
+use crate::py::{blocking, blocking_call, seconds};
 use pyo3::prelude::*;
 use std::collections::HashMap;
 
