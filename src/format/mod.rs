@@ -2,16 +2,16 @@
 //! become message values (encoders). Each format keeps its decoder and its encoder side by side,
 //! so a topic written in a format with declared columns reads back with the same declarations.
 //!
-//! - [`decode`]: the `Decoder` trait and `FormatSpec`, what a reader is told to decode;
-//! - [`encode`]: `EncodeFormat`, `EncodedRows` and the checks every send makes (`conform`);
+//! - `decode`: the `Decoder` trait and `FormatSpec`, what a reader is told to decode;
+//! - `encode`: `EncodeFormat`, `EncodedRows` and the checks every send makes (`conform`);
 //! - one module per format: `tensor`, `json`, `avro`, `protobuf`, `raw`, `debezium` (read
 //!   only: Kafka Connect's change events) and `framed` (the Confluent wire-format header in front
 //!   of another format);
 //! - [`columns`]: declared columns (`ColumnSpec`) and the column storage decoders append to.
 
 pub mod columns;
-pub mod decode;
-pub mod encode;
+mod decode;
+mod encode;
 
 mod avro;
 mod debezium;
