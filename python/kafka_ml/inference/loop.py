@@ -1,16 +1,7 @@
-"""Real-time inference: consume a topic, predict, produce one result per input.
+"""`InferenceLoop` and `serve`: consume, predict, produce one result per input, commit.
 
-``InferenceLoop`` (and ``serve``, its one-call form) reads input batches from a streaming
-``KafkaDataset`` of a consumer group, calls ``predict`` on each, and writes one result per input
-with the input's key and lineage headers (source topic, partition, offset, model version):
-
-- ``delivery="at_least_once"``: a batch's input offsets are committed only once its results are
-  acknowledged by the cluster; after a crash the uncommitted tail is processed again.
-- ``delivery="exactly_once"``: results and input offsets go in one Kafka transaction; readers of
-  the output with ``isolation.level=read_committed`` see each result exactly once.
-
-Given a ``ModelSubscriber`` (anything with a ``latest`` version that has ``version`` and
-``model``), each batch is predicted by the newest verified model: ``predict(batch, model)``.
+The loop's parts: ``predict`` (calling predict and checking its output), ``inflight`` (results
+on their way), ``latency`` (the sliding latency window).
 """
 
 from __future__ import annotations
@@ -25,36 +16,26 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from .config import shared_client_config
-from .dataset import Batch, KafkaDataset, _config
-from .exceptions import ConfigError, KafkaMLError
-from .producer import Producer, SendReport
+from ..config import shared_client_config
+from ..dataset import Batch, KafkaDataset, _config
+from ..exceptions import ConfigError, InferenceError
+from ..headers import ERROR, MODEL_VERSION, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from ..producer import Producer
+from .inflight import _METADATA, _describe, _InFlight, _inputs_as_sent
+from .latency import _Latencies
+from .predict import _EventLoopThread, _Failed, _Predicting, _result_data
 
 if TYPE_CHECKING:
-    from .metrics import LoopMetrics
-
-__all__ = ["InferenceError", "InferenceLoop", "ModelSource", "serve"]
+    from ..metrics import LoopMetrics
 
 log = logging.getLogger("kafka_ml.inference")
 
 Delivery = Literal["at_least_once", "exactly_once"]
-
-#: Lineage headers of every result (and of a dead-lettered input).
-SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
-    "kafka_ml.source.topic",
-    "kafka_ml.source.partition",
-    "kafka_ml.source.offset",
-)
-MODEL_VERSION = "kafka_ml.model.version"
-ERROR = "kafka_ml.error"
-
-_METADATA = ["topic", "partition", "offset", "timestamp", "key"]
 
 
 # How long an idle loop waits for input before looking at its stop flag and metrics again.
@@ -65,88 +46,12 @@ _MAX_IN_FLIGHT = 4
 _ACK_WAIT = 0.05
 
 
-class InferenceError(KafkaMLError):
-    """The inference loop stopped: ``predict`` raised (with ``on_predict_error="stop"``), or the
-    results could not be written. Nothing of the failed batch was committed."""
-
-
 class ModelSource(Protocol):
     """Where the loop takes its model from: a ``kafka_ml.ModelSubscriber``, or anything whose
     ``latest`` is ``None`` or has ``version`` and ``model``."""
 
     @property
     def latest(self) -> Any: ...
-
-
-@dataclass
-class _Failed:
-    """``predict`` raised on a batch (dead-lettered or stopping the loop when delivered)."""
-
-    error: Exception
-
-
-@dataclass
-class _Predicting:
-    """A group of batches being predicted: one outcome per batch (results or `_Failed`)."""
-
-    batches: list[Batch]
-    version: Any
-    future: Future[list[Any]]
-
-
-class _EventLoopThread:
-    """An asyncio event loop on a thread of its own, for ``async def predict``: the inference
-    loop itself stays synchronous (it blocks in the consumer and the producer)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="kafka-ml-predict", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-@dataclass
-class _InFlight:
-    """A group of batches whose results were sent: committed once every report is in."""
-
-    reports: list[SendReport]
-    offsets: dict[tuple[str, int], int]
-    timestamps: list[np.ndarray]
-    batches: list[Batch]
-    dead: int
-
-
-class _Latencies:
-    """The most recent end-to-end latencies (ms), for percentiles over a sliding window."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.values = np.zeros(size, dtype=np.float64)
-        self.count = 0
-
-    def add(self, ms: np.ndarray) -> None:
-        size = len(self.values)
-        ms = ms[-size:]
-        start = self.count % size
-        end = start + len(ms)
-        if end <= size:
-            self.values[start:end] = ms
-        else:
-            split = size - start
-            self.values[start:] = ms[:split]
-            self.values[: end - size] = ms[split:]
-        self.count += len(ms)
-
-    def percentiles(self) -> dict[str, float]:
-        window = self.values[: min(self.count, len(self.values))]
-        if window.size == 0:
-            return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-        p50, p99 = np.percentile(window, [50, 99])
-        return {"p50": float(p50), "p99": float(p99), "max": float(window.max())}
 
 
 class InferenceLoop:
@@ -303,7 +208,7 @@ class InferenceLoop:
         #: The loop's Prometheus metrics (``registry``, ``server``), or None without them.
         self.prometheus: LoopMetrics | None = None
         if metrics_port is not None or metrics_registry is not None:
-            from .metrics import LoopMetrics
+            from ..metrics import LoopMetrics
 
             self.prometheus = LoopMetrics(
                 self,
@@ -691,58 +596,3 @@ def serve(
     ``idle_timeout``); returns its final metrics."""
     loop = InferenceLoop(predict, input_topic, output_topic, config, **options)
     return loop.run(max_messages=max_messages, idle_timeout=idle_timeout)
-
-
-def _describe(meta: Mapping[str, Any]) -> str:
-    parts = sorted({(str(t), int(p)) for t, p in zip(meta["topic"], meta["partition"], strict=True)})
-    first, last = int(meta["offset"].min()), int(meta["offset"].max())
-    names = ", ".join(f"'{t}' [{p}]" for t, p in parts)
-    return f"{names} offsets {first}..{last}"
-
-
-def _rows(result: Any) -> int:
-    if isinstance(result, np.ndarray):
-        return int(result.shape[0]) if result.ndim else 1
-    if isinstance(result, Mapping):
-        lengths = {len(v) for v in result.values()}
-        if len(lengths) != 1:
-            raise InferenceError(f"predict returned columns of different lengths {sorted(lengths)}")
-        return lengths.pop()
-    num_rows = getattr(result, "num_rows", None)
-    if num_rows is not None:
-        return int(num_rows)
-    if hasattr(result, "__arrow_c_stream__") or hasattr(result, "__arrow_c_array__"):
-        import pyarrow as pa
-
-        return int(pa.table(result).num_rows)
-    raise InferenceError(
-        f"predict returned {type(result).__name__}: "
-        "expected a dict of arrays, a NumPy array or an Arrow table"
-    )
-
-
-def _result_data(result: Any, n: int) -> Any:
-    """``predict``'s output, checked to hold one result per input."""
-    rows = _rows(result)
-    if rows != n:
-        raise InferenceError(f"predict returned {rows} results for a batch of {n} inputs")
-    if isinstance(result, np.ndarray) and result.ndim == 1:
-        return {"prediction": result}
-    return result
-
-
-def _inputs_as_sent(
-    batch: Batch, input_format: str, options: Mapping[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """A batch's inputs re-encoded in their own format (for the dead-letter topic)."""
-    if input_format == "tensor":
-        return batch["value"], {"format": "tensor"}
-    if input_format == "raw":
-        return {"value": batch["value"]}, {"format": "raw"}
-    import pyarrow as pa
-
-    table = pa.table(batch)
-    payload = table.select([c for c in table.column_names if c not in _METADATA])
-    if input_format == "avro":
-        return payload, {"format": "avro", "avro_schema": options.get("avro_schema")}
-    return payload, {"format": "json"}
