@@ -29,6 +29,7 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
+from helpers import finished, in_background
 from kafka_ml.cli import main as cli_main
 from kafka_ml.inference import InferenceLoop
 from prometheus_client import CollectorRegistry
@@ -41,7 +42,6 @@ from test_inference import (
     fill_inputs,
     result_ids,
     score,
-    serve_in_thread,
 )
 
 CLOSED = "127.0.0.1:1"  # nothing listens there: a test that connected would hang, not pass
@@ -349,7 +349,7 @@ def test_a_scrape_matches_the_loop_through_a_model_swap_and_dead_letters(
     )  # fmt: skip
     assert loop.prometheus is not None and loop.prometheus.server is not None
     url = loop.prometheus.server.url
-    thread, result = serve_in_thread(loop)
+    thread, result = in_background(lambda: loop.run(handle_signals=False))
 
     def send(ids: np.ndarray) -> None:
         x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
@@ -391,7 +391,7 @@ def test_a_scrape_matches_the_loop_through_a_model_swap_and_dead_letters(
         thread.join(timeout=60)
         subscriber.close()
         publisher.close()
-    assert "error" not in result, result.get("error")
+    finished(thread, result, 60)
     assert loop.prometheus.server is None  # the endpoint stops with the loop
     assert sorted(result_ids(config, out)) == list(range(200))
 
