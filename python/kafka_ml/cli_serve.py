@@ -24,14 +24,23 @@ from pathlib import Path
 from typing import Any
 
 from ._secrets import redact
+from .cli_args import (
+    READ_FORMATS,
+    add_decoding,
+    add_kafka_options,
+    decoding_options,
+    kafka_config,
+    parse_columns,
+    schema_text,
+    secret_from_env,
+    split_registry,
+)
 from .exceptions import ConfigError, KafkaMLError
 
 OUTPUT_FORMATS = ("json", "connect_json", "avro", "tensor", "raw")
 
 
-def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
-    from .cli_files import READ_FORMATS, _add_decoding
-
+def add_serve_parser(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
         help="serve a predict function: consume inputs, write one result per input, until SIGTERM",
@@ -59,7 +68,7 @@ def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
         "group and instance, so a restarted replica fences its predecessor",
     )
     s.add_argument("--delivery", choices=("at_least_once", "exactly_once"), default="at_least_once")
-    _add_decoding(s, READ_FORMATS, default="json")
+    add_decoding(s, READ_FORMATS, default="json")
     s.add_argument("--on-decode-error", choices=("error", "skip"), default="error", help="undecodable inputs")
     s.add_argument("--output-format", choices=OUTPUT_FORMATS, default="json", help="how results are encoded")
     s.add_argument(
@@ -123,7 +132,7 @@ def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
         "--metrics-interval", type=float, default=10.0, help="seconds between metrics log lines on stderr"
     )
     s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    add_kafka_options(s, bootstrap_help="the Kafka cluster (host:port,...)")
+    add_kafka_options(s)
 
 
 # -- the predict function -----------------------------------------------------------------------
@@ -225,8 +234,6 @@ def _check_avro(text: str, flag: str) -> Any:
 
 
 def output_options(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli_files import _text, parse_columns
-
     fmt = args.output_format
     options: dict[str, Any] = {"output_format": fmt}
     if args.output_schema is not None:
@@ -235,7 +242,7 @@ def output_options(args: argparse.Namespace) -> dict[str, Any]:
             check_columns(columns, "--output-schema")
             options["output_schema"] = columns
         elif fmt == "avro":
-            options["output_avro_schema"] = _check_avro(_text(args.output_schema), "--output-schema")
+            options["output_avro_schema"] = _check_avro(schema_text(args.output_schema), "--output-schema")
         else:
             raise ConfigError(f"--output-schema is not used by --output-format {fmt}")
     elif fmt in ("connect_json", "avro"):
@@ -250,9 +257,9 @@ def output_options(args: argparse.Namespace) -> dict[str, Any]:
 # -- the command --------------------------------------------------------------------------------
 
 
-def serve_command(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     try:
-        return _serve(args, kafka_config, secret_from_env)
+        return _serve(args)
     except (ConfigError, ImportError) as e:
         print(f"kafka-ml serve: {e}", file=sys.stderr)
         return 2
@@ -262,8 +269,7 @@ def serve_command(args: argparse.Namespace, kafka_config: Any, secret_from_env: 
         return 1
 
 
-def _serve(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) -> int:
-    from .cli_files import decoding_options, split_registry
+def _serve(args: argparse.Namespace) -> int:
     from .inference import InferenceLoop
 
     config, registry = split_registry(kafka_config(args), args.schema_registry)
