@@ -31,6 +31,9 @@ from .latency import _Latencies
 from .predict import _EventLoopThread, _Failed, _Predicting, _result_data
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..dataset import DecodeOptions
     from ..metrics import LoopMetrics
 
 log = logging.getLogger("kafka_ml.inference")
@@ -97,7 +100,8 @@ class InferenceLoop:
         metrics_registry: a ``prometheus_client.CollectorRegistry`` to report on (shared with
             other loops or datasets, or served by the application itself); default: the loop's own.
         dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
-            ``avro_schema``, ``on_error``, ...; see :class:`~kafka_ml.KafkaDataset`).
+            ``avro_schema``, ``on_error``, ...: :class:`~kafka_ml.dataset.DecodeOptions`; see
+            :class:`~kafka_ml.KafkaDataset`).
     """
 
     def __init__(
@@ -127,7 +131,7 @@ class InferenceLoop:
         metrics_port: int | None = None,
         metrics_addr: str = "0.0.0.0",
         metrics_registry: Any = None,
-        **dataset_options: Any,
+        **dataset_options: Unpack[DecodeOptions],
     ) -> None:
         if delivery not in ("at_least_once", "exactly_once"):
             raise ConfigError(f"delivery={delivery!r}: expected 'at_least_once' or 'exactly_once'")
@@ -186,7 +190,11 @@ class InferenceLoop:
         self._producer_config.setdefault("socket.nagle.disable", "true")
         self._consumer_config.setdefault("socket.nagle.disable", "true")
         self._producer_config.update(producer_config or {})
-        self._dataset_options = {"batch_size": batch_size, "max_wait": max_wait, **dataset_options}
+        self._dataset_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_wait": max_wait,
+            **dataset_options,
+        }
         self._input_format = str(dataset_options.get("format", "raw"))
         self._stop = threading.Event()
         self._latencies = _Latencies()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,11 @@ from ..sharding import (
     work_size,
 )
 from .transport import _to_tensor, _worker_batch
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from ..dataset import DatasetOptions
 
 TopicPartition = tuple[str, int]
 
@@ -208,7 +213,7 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         end: PositionSpec | None = None,
         max_wait: float = 0.1,
         metadata: Sequence[str] = (),
-        **dataset_options: Any,
+        **dataset_options: Unpack[DatasetOptions],
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -230,7 +235,7 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             )
         self._config = dict(config or {})
         self._metadata = list(metadata)
-        self._options = {"max_wait": max_wait, **dataset_options}
+        self._options: dict[str, Any] = {"max_wait": max_wait, **dataset_options}
         # Resolve the plan once, here: every worker and rank then splits the same snapshot.
         probe = KafkaDataset(
             topics,
