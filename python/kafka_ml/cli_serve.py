@@ -5,7 +5,8 @@ Everything that can be checked without the cluster is checked first, and a mista
 one line naming it: the predict function (module, attribute, callable, arity), the config file,
 the schemas (parsed by the core's own column parser, offline), the metrics port (bound before
 anything connects). SIGTERM / SIGINT finish the batch in flight, commit it, print the final
-metrics as one JSON line on stdout and exit 0.
+metrics as one JSON line on stdout and exit 0. A predict error with ``--on-predict-error stop``
+prints the metrics line too (what was served before it is committed) and exits 1.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .cli_args import (
     secret_from_env,
     split_registry,
 )
-from .exceptions import ConfigError, KafkaMLError
+from .exceptions import ConfigError, InferenceError, KafkaMLError
 
 OUTPUT_FORMATS = ("json", "connect_json", "avro", "tensor", "raw")
 
@@ -77,7 +78,12 @@ def add_serve_parser(sub: Any) -> None:
         help="json/connect_json: the result columns as 'id:int64,y:float32' or a JSON object (or a file "
         "holding one); avro: the record schema (.avsc file or JSON)",
     )
-    s.add_argument("--output-schema-id", type=int, help="avro: frame results with this registry schema id")
+    s.add_argument(
+        "--output-schema-id",
+        type=int,
+        help="avro: frame results with this registry schema id (default with --schema-registry: register "
+        "--output-schema under <output>-value at start)",
+    )
     s.add_argument("--model-topic", metavar="TOPIC", help="serve the newest verified model from this topic")
     s.add_argument(
         "--model-loader",
@@ -233,7 +239,9 @@ def _check_avro(text: str, flag: str) -> Any:
     return schema
 
 
-def output_options(args: argparse.Namespace) -> dict[str, Any]:
+def output_options(args: argparse.Namespace, registry: Any = None) -> dict[str, Any]:
+    """The loop's output arguments. Avro results with a Schema Registry and no
+    --output-schema-id: the schema is registered under <output>-value when serving starts."""
     fmt = args.output_format
     options: dict[str, Any] = {"output_format": fmt}
     if args.output_schema is not None:
@@ -251,6 +259,8 @@ def output_options(args: argparse.Namespace) -> dict[str, Any]:
         if fmt != "avro":
             raise ConfigError("--output-schema-id is for --output-format avro")
         options["output_schema_id"] = args.output_schema_id
+    elif fmt == "avro" and registry is not None:
+        options["output_schema_registry"] = registry
     return options
 
 
@@ -281,14 +291,21 @@ def _serve(args: argparse.Namespace) -> int:
         raise ConfigError("name the cluster: --bootstrap-servers, or bootstrap.servers in --config")
     predict = load_target(args.target)
     _check_arity(predict, args.target, with_model=args.model_topic is not None)
-    dataset_options = decoding_options(args, registry)
+    # The registry serves the inputs (registry-framed formats), the results (Avro), or both.
+    input_registry = registry if args.format in ("avro", "json_schema", "protobuf") else None
+    if registry is not None and input_registry is None and args.output_format != "avro":
+        raise ConfigError(
+            "--schema-registry is for --format avro, json_schema or protobuf, or --output-format avro; "
+            f"not --format {args.format} with --output-format {args.output_format}"
+        )
+    dataset_options = decoding_options(args, input_registry)
     if args.format in ("json", "debezium") and "schema" not in dataset_options:
         raise ConfigError(f"--format {args.format} needs --schema (the input columns)")
     if "schema" in dataset_options:
         check_columns(dataset_options["schema"], "--schema")
     if args.format == "avro" and "avro_schema" in dataset_options:
         _check_avro(dataset_options["avro_schema"], "--schema")
-    outputs = output_options(args)
+    outputs = output_options(args, registry)
     on_predict_error: Any = args.on_predict_error or ("dead_letter" if args.dead_letter_topic else "stop")
     signing_key = secret_from_env(args.model_signing_key_env, "--model-signing-key-env")
     for key in args.model_verify_key or []:
@@ -338,7 +355,13 @@ def _serve(args: argparse.Namespace) -> int:
             )
             loop.model = subscriber
         _banner(args, config, loop)
-        metrics = loop.run(idle_timeout=args.idle_timeout)
+        try:
+            metrics = loop.run(idle_timeout=args.idle_timeout)
+        except InferenceError:
+            # A predict error with --on-predict-error stop: what was served before it is
+            # committed; say how far it got, then exit 1 with the error.
+            print(json.dumps(summary(loop.metrics)), flush=True)
+            raise
     finally:
         if subscriber is not None:
             subscriber.close()

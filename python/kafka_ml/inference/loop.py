@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import json
 import logging
 import signal
 import threading
@@ -26,6 +27,7 @@ from ..dataset import Batch, KafkaDataset, _config
 from ..exceptions import ConfigError, InferenceError
 from ..headers import ERROR, MODEL_VERSION, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from ..producer import Producer
+from ..registry import SchemaRegistry, registry_client, subject_name
 from .inflight import _METADATA, _describe, _InFlight, _inputs_as_sent
 from .latency import _Latencies
 from .predict import _EventLoopThread, _Failed, _Predicting, _result_data
@@ -75,6 +77,12 @@ class InferenceLoop:
             encoded (``Producer.send``'s ``format``, ``schema``, ``avro_schema``, ``schema_id``);
             ``output_format="connect_json"`` with an ``output_schema`` writes Kafka Connect's
             JSON envelope, for a sink connector (e.g. a JDBC sink into a database table).
+        output_schema_registry: with ``output_format="avro"`` and an ``output_avro_schema``, a
+            Schema Registry (URL or :class:`~kafka_ml.SchemaRegistry`): the schema is registered
+            under ``<output_topic>-value`` when :meth:`run` starts (a schema the subject's
+            compatibility rule refuses is a :class:`~kafka_ml.SchemaRegistryError` before any
+            input is taken) and results are framed with its id, so registry-aware readers
+            (confluent's ``AvroDeserializer``, kafka-ml with only the URL) decode them.
         on_predict_error: ``"dead_letter"`` (the batch's inputs go to ``dead_letter_topic`` with
             the error and lineage headers, and the loop goes on) or ``"stop"``
             (:class:`InferenceError`; nothing of the batch is committed).
@@ -118,6 +126,7 @@ class InferenceLoop:
         output_schema: Mapping[str, Any] | None = None,
         output_avro_schema: Mapping[str, Any] | str | None = None,
         output_schema_id: int | None = None,
+        output_schema_registry: str | SchemaRegistry | None = None,
         on_predict_error: Literal["dead_letter", "stop"] = "stop",
         dead_letter_topic: str | None = None,
         instance: str = "0",
@@ -147,6 +156,11 @@ class InferenceLoop:
             )
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight={max_in_flight}: expected 1 or more")
+        if output_schema_registry is not None:
+            if output_format != "avro" or output_avro_schema is None:
+                raise ConfigError("output_schema_registry needs output_format='avro' and output_avro_schema")
+            if output_schema_id is not None:
+                raise ConfigError("give output_schema_registry or output_schema_id, not both")
         self.predict = predict
         # A function, or an object whose __call__ is, declared `async def`.
         self._async_predict = inspect.iscoroutinefunction(predict) or inspect.iscoroutinefunction(
@@ -169,6 +183,7 @@ class InferenceLoop:
             "avro_schema": output_avro_schema,
             "schema_id": output_schema_id,
         }
+        self.output_schema_registry = output_schema_registry
         self._consumer_config: dict[str, object] = dict(cfg)
         if delivery == "exactly_once":
             # Inputs written transactionally upstream count only once committed.
@@ -270,6 +285,16 @@ class InferenceLoop:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def _register_output_schema(self) -> int:
+        """Registers the results' Avro schema under ``<output_topic>-value``; returns its id."""
+        client = registry_client(self.output_schema_registry)
+        assert client is not None
+        schema = self._send_options["avro_schema"]
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        schema_id = client.register(subject_name(self.output_topic, "topic"), text, "AVRO")
+        log.info("inference: results framed with schema id %d of %s-value", schema_id, self.output_topic)
+        return schema_id
+
     def run(
         self,
         *,
@@ -281,6 +306,8 @@ class InferenceLoop:
         committed first), ``max_messages`` inputs, or ``idle_timeout`` seconds without input
         (counted from the first input, so joining the group is not idleness).
         Returns the final :attr:`metrics`."""
+        if self.output_schema_registry is not None and self._send_options["schema_id"] is None:
+            self._send_options["schema_id"] = self._register_output_schema()
         restore = self._install_signal_handlers() if handle_signals else {}
         if self._async_predict:
             self._event_loop = _EventLoopThread()
