@@ -58,8 +58,7 @@ from typing import Any
 
 import numpy as np
 
-# The shared helpers; torch_bench, model_bench and inference_bench still import some of them from
-# this module, so they stay importable from here.
+# The helpers every benchmark shares (bench/common.py).
 from common import (
     RESULTS_DIR,
     build_rdkafka_performance,

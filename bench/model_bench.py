@@ -37,7 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from consume_bench import (
+from common import (
     RESULTS_DIR,
     build_rdkafka_performance,
     create_topic,

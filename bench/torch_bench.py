@@ -45,17 +45,10 @@ from kafka_ml.torch import _PIPE_MAX_BYTES, _worker_batch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from consume_bench import (
-    JSON_SCHEMA,
-    PARITY_PROPS,
-    RESULTS_DIR,
-    create_topic,
-    load_json_topic,
-    log,
-    machine_info,
-    start_broker,
-    total_messages,
-)
+from common import RESULTS_DIR, create_topic, log, machine_info, start_broker, total_messages
+
+# The consumer benchmark's JSON workload, read here through the DataLoader.
+from consume_bench import JSON_SCHEMA, PARITY_PROPS, load_json_topic
 
 BATCH = 1024
 PARTITIONS = 2

@@ -73,7 +73,17 @@ def _child_pids(pid: int) -> list[int]:
 
 
 def _print_child_stacks(test: str) -> None:
-    for pid in _child_pids(os.getpid()):
+    # The test's own children (DataLoader workers, loop subprocesses) first: services (brokers,
+    # the registry, Connect) run in sessions of their own and take long to dump (a JVM's threads).
+    own = os.getsid(0)
+
+    def session(pid: int) -> int:
+        try:
+            return os.getsid(pid)
+        except OSError:
+            return -1
+
+    for pid in sorted(_child_pids(os.getpid()), key=lambda pid: session(pid) != own):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200]
             out = subprocess.run(

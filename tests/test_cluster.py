@@ -13,10 +13,8 @@ fenced), assert the work was not done yet, then `finished(...)`, `outage.join()`
 
 from __future__ import annotations
 
-import faulthandler
 import functools
 import os
-import sys
 import threading
 import time
 import uuid
@@ -31,6 +29,7 @@ import numpy as np
 import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic
+from helpers import finished, in_background
 from kafka_ml import _native
 from launcher import KafkaCluster
 
@@ -119,34 +118,6 @@ class Outage:
             f"node {self.node} answering again {self.restarted_after:.1f} s after the kill"
         )
         assert self.new_leader != self.node, f"{self.topic}[{self.partition}] kept its fenced leader"
-
-
-def in_background(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    """Runs `work` in a thread; its return value lands in `out["result"]`, its error in
-    `out["error"]`."""
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["result"] = work()
-        except BaseException as e:
-            out["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
-
-
-def finished(thread: threading.Thread, out: dict[str, Any], timeout: float) -> Any:
-    thread.join(timeout)
-    if thread.is_alive():
-        # Where the work is stuck: every thread's Python stack (the test's own timeout comes
-        # before pytest-timeout's, so conftest's stack dump would not run).
-        faulthandler.dump_traceback(sys.stderr, all_threads=True)
-    assert not thread.is_alive(), f"the work did not finish within {timeout}s"
-    if "error" in out:
-        raise out["error"]
-    return out.get("result")
 
 
 # -- 1. Producer ----------------------------------------------------------------------------------

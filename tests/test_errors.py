@@ -11,6 +11,7 @@ import kafka_ml as km
 import numpy as np
 import pytest
 from confluent_kafka import Consumer, TopicPartition
+from kafka_ml.headers import ERROR, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 
 SCHEMA = {"id": "int64", "x": ("float32", 2)}
 GOOD = [json.dumps({"id": i, "x": [i, i]}).encode() for i in range(3)]
@@ -101,8 +102,10 @@ def test_dead_letter_keeps_the_raw_message_and_reason(config, new_topic, produce
     assert msg is not None and msg.value() == b"broken" and msg.key() == b"k"
     headers = dict(msg.headers())
     assert headers["trace"] == b"abc"
-    assert b"malformed JSON" in headers["kafka_ml.error"]
-    assert headers["kafka_ml.source.offset"] == b"1"
+    # The native reader's dead-letter headers carry the names kafka_ml.headers defines.
+    assert b"malformed JSON" in headers[ERROR] and ERROR == "kafka_ml.error"
+    assert headers[SOURCE_OFFSET] == b"1" and SOURCE_OFFSET == "kafka_ml.source.offset"
+    assert headers[SOURCE_TOPIC] == topic.encode() and headers[SOURCE_PARTITION] == b"0"
 
 
 def test_unknown_topic(config):

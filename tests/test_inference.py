@@ -10,7 +10,6 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
+from helpers import finished, in_background
 from kafka_ml import _native
 from kafka_ml.inference import InferenceError, InferenceLoop
 
@@ -158,20 +158,6 @@ def test_sigterm_finishes_the_batch_in_flight_and_commits(
     assert metrics["latency_ms"]["p50"] > 0
 
 
-def serve_in_thread(loop: InferenceLoop, **run: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["metrics"] = loop.run(handle_signals=False, **run)
-        except BaseException as e:
-            out["error"] = e
-
-    thread = threading.Thread(target=target)
-    thread.start()
-    return thread, out
-
-
 def test_results_carry_key_and_lineage_headers(config: dict[str, str], new_topic: Callable[..., str]) -> None:
     inp, out = new_topic(partitions=PARTITIONS), new_topic(partitions=1)
     fill_inputs(config, inp, 90)
@@ -299,7 +285,7 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
         batch_size=25,
     )
     total = 1000
-    thread, result = serve_in_thread(loop, max_messages=total)
+    thread, result = in_background(lambda: loop.run(max_messages=total, handle_signals=False))
     loop.wait_until_assigned()
     ids = np.arange(total, dtype=np.int64)
     x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
@@ -320,11 +306,9 @@ def test_a_model_published_while_serving_is_used_from_the_next_batch(
                 inp, {"id": ids[lo : lo + 25], "x": x[lo : lo + 25]}, format="json", schema=INPUT_SCHEMA
             )
             time.sleep(0.02)
-    thread.join(timeout=60)
+    metrics = finished(thread, result, 60)
     subscriber.close()
     publisher.close()
-    assert "error" not in result, result.get("error")
-    metrics = result["metrics"]
     assert metrics["messages"] == total and metrics["predict_errors"] == 0  # no failed request
     assert metrics["model_updates"] == 1 and metrics["model_version"] == "2"
     versions = []

@@ -4,7 +4,6 @@ an InferenceLoop hot-swaps to each, and a restarted trainer resumes from the new
 from __future__ import annotations
 
 import itertools
-import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -13,6 +12,7 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
+from helpers import finished, in_background
 from kafka_ml import OnlineTrainer, _native
 from kafka_ml.inference import InferenceLoop
 
@@ -35,20 +35,6 @@ def fresh_model() -> Model:
 def send_training(config: dict[str, str], topic: str, x: np.ndarray, partition: int = 0) -> None:
     with km.Producer(config) as producer:
         producer.send(topic, {"x": x}, format="json", schema=TRAIN_SCHEMA, partition=partition).wait(30)
-
-
-def in_thread(run: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
-    out: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            out["result"] = run()
-        except BaseException as e:
-            out["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out
 
 
 def offsets_of(version: km.ModelVersion, topic: str) -> dict[int, int]:
@@ -98,8 +84,8 @@ def test_served_version_advances_as_the_trainer_publishes(
         batch_size=5,
         max_wait=0.01,
     )
-    training, trained = in_thread(lambda: trainer.run(handle_signals=False))
-    serving, served = in_thread(lambda: loop.run(handle_signals=False))
+    training, training_out = in_background(lambda: trainer.run(handle_signals=False))
+    serving, served = in_background(lambda: loop.run(handle_signals=False))
     sent = 0
     rng = np.random.default_rng(0)
     with km.Producer(config) as producer:
@@ -120,8 +106,7 @@ def test_served_version_advances_as_the_trainer_publishes(
             send_requests(5)
             time.sleep(0.05)
         trainer.stop()
-        training.join(timeout=30)
-        assert "error" not in trained, trained.get("error")
+        trained = finished(training, training_out, 30)
         last = trainer.published[-1]  # with publish_on_stop, everything trained is in it
         subscriber.wait_for(last.version, timeout=30)
         send_requests(5)  # answered by the last version
@@ -129,11 +114,9 @@ def test_served_version_advances_as_the_trainer_publishes(
         while loop.metrics["messages"] < sent and time.monotonic() < deadline:
             time.sleep(0.05)
     loop.stop()
-    serving.join(timeout=30)
+    metrics = finished(serving, served, 30)
     subscriber.close()
     trainer.close()
-    assert "error" not in served, served.get("error")
-    metrics = served["result"]
     assert metrics["predict_errors"] == 0 and metrics["model_updates"] >= 3
 
     # Lineage: offsets strictly increase, each version continues its parent, and the model of each
@@ -146,7 +129,7 @@ def test_served_version_advances_as_the_trainer_publishes(
         assert child.lineage is not None and parent.lineage is not None
         assert child.lineage["previous_offsets"] == parent.lineage["offsets"]
         assert child.lineage["previous_version"] == parent.version
-    assert trained["result"]["messages"] == trained_up_to[-1]  # every training message, once
+    assert trained["messages"] == trained_up_to[-1]  # every training message, once
     assert committed(config, group, train, 1) == {0: trained_up_to[-1]}
     lineage = {v.version: offsets_of(v, train)[0] for v in published}
 
@@ -238,13 +221,12 @@ def test_publishes_every_t_seconds_and_only_new_training(
     trainer = OnlineTrainer(
         train, cfg, count_rows, model_topic, initial_model=fresh_model(), publish_on_stop=False, **options
     )
-    thread, out = in_thread(lambda: trainer.run(idle_timeout=2.5, handle_signals=False))
+    thread, out = in_background(lambda: trainer.run(idle_timeout=2.5, handle_signals=False))
     for i in range(3):  # three bursts, a second apart: one version each, none in between
         send_training(config, train, np.full(4, float(i)))
         time.sleep(1.0)
-    thread.join(timeout=30)
+    finished(thread, out, 30)
     trainer.close()
-    assert "error" not in out, out.get("error")
     assert [v.version for v in trainer.published] == ["1", "2", "3"]
     assert [offsets_of(v, train)[0] for v in trainer.published] == [4, 8, 12]
 

@@ -343,9 +343,281 @@ def test_named_types_registered_under_other_subjects_are_resolved(
     schema = pa.schema(ds)
     assert schema.field("kind").type == pa.string() and schema.field("next").nullable
 
-    # A latest schema with a record-typed field: columns cannot hold it, and the error says so.
-    with pytest.raises(km.ConfigError, match=f"field 'at': an Avro record '{ns}.Point' is not supported"):
-        km.KafkaDataset(with_record, config, format="avro", schema_registry=schema_registry_url)
+    # A latest schema whose record-typed field is a referenced type: a struct column.
+    ds = km.KafkaDataset(
+        with_record, config, format="avro", schema_registry=schema_registry_url, end="latest"
+    )
+    assert pa.schema(ds).field("at").type == pa.struct(
+        [pa.field("lat", pa.float64(), nullable=False), pa.field("lon", pa.float64(), nullable=False)]
+    )
+    assert read_all(ds)["at"] == [r["at"] for r in rows]
+
+
+# -- nested records ---------------------------------------------------------------------------
+
+NESTED_V1 = {
+    "type": "record",
+    "name": "Sample",
+    "namespace": "ml.nested",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {
+            "name": "features",
+            "type": {
+                "type": "record",
+                "name": "Features",
+                "fields": [
+                    {"name": "x", "type": {"type": "array", "items": "float"}},
+                    {"name": "y", "type": "int"},
+                    {"name": "debug", "type": ["null", "string"], "default": None},
+                ],
+            },
+        },
+        {
+            "name": "meta",
+            "type": [
+                "null",
+                {
+                    "type": "record",
+                    "name": "Meta",
+                    "fields": [
+                        {"name": "source", "type": "string"},
+                        {"name": "ts", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+                        {
+                            "name": "origin",
+                            "type": {
+                                "type": "record",
+                                "name": "Origin",
+                                "fields": [
+                                    {"name": "lat", "type": "double"},
+                                    {"name": "site", "type": ["null", "string"]},
+                                ],
+                            },
+                        },
+                    ],
+                },
+            ],
+            "default": None,
+        },
+        {
+            "name": "boxes",
+            "type": {
+                "type": "array",
+                "items": {
+                    "type": "record",
+                    "name": "Box",
+                    "fields": [{"name": "w", "type": "int"}, {"name": "label", "type": "string"}],
+                },
+            },
+        },
+    ],
+}
+
+
+def nested_v2() -> dict[str, Any]:
+    """v2: `features.debug` removed, `features.scale` added with a default (BACKWARD-compatible)."""
+    v2 = json.loads(json.dumps(NESTED_V1))
+    v2["fields"][1]["type"]["fields"] = [
+        {"name": "x", "type": {"type": "array", "items": "float"}},
+        {"name": "y", "type": "int"},
+        {"name": "scale", "type": "double", "default": 0.5},
+    ]
+    return v2
+
+
+def nested_rows(n: int, start: int = 0) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i,
+            "features": {"x": [float(i), i / 4.0][: i % 3], "y": -i, "debug": None if i % 2 else f"d{i}"},
+            "meta": None
+            if i % 4 == 1
+            else {
+                "source": f"cam{i % 3}",
+                "ts": 1_700_000_000_000 + i,
+                "origin": {"lat": i / 8.0, "site": None if i % 3 == 0 else f"s{i}"},
+            },
+            "boxes": [{"w": i * 10 + j, "label": f"b{j}"} for j in range(i % 3)],
+        }
+        for i in range(start, start + n)
+    ]
+
+
+def test_nested_records_are_struct_columns_read_with_only_the_url(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    values = nested_rows(60)
+    confluent_send(config["bootstrap.servers"], schema_registry_url, topic, NESTED_V1, values)
+    ds = km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    # Nested records are Arrow structs (nullable where the field is a ["null", record] union), arrays
+    # of records lists of structs; nested fields keep the top level's types (timestamp-millis: int64).
+    schema = pa.schema(ds)
+    features = pa.struct(
+        [
+            pa.field("x", pa.list_(pa.field("item", pa.float32(), nullable=False)), nullable=False),
+            pa.field("y", pa.int32(), nullable=False),
+            pa.field("debug", pa.string()),
+        ]
+    )
+    origin = pa.struct([pa.field("lat", pa.float64(), nullable=False), pa.field("site", pa.string())])
+    meta = pa.struct(
+        [
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("ts", pa.int64(), nullable=False),
+            pa.field("origin", origin, nullable=False),
+        ]
+    )
+    box = pa.struct(
+        [pa.field("w", pa.int32(), nullable=False), pa.field("label", pa.string(), nullable=False)]
+    )
+    assert schema.field("features") == pa.field("features", features, nullable=False)
+    assert schema.field("meta") == pa.field("meta", meta, nullable=True)
+    assert schema.field("boxes") == pa.field(
+        "boxes", pa.list_(pa.field("item", box, nullable=False)), nullable=False
+    )
+
+    batches = list(ds)
+    got: dict[str, list[Any]] = {}
+    for batch in batches:
+        rb = pa.record_batch(batch)
+        assert isinstance(rb.column(rb.schema.get_field_index("meta")), pa.StructArray)
+        for name, column in rb.to_pydict().items():
+            got.setdefault(name, []).extend(column)
+    assert got == {k: [v[k] for v in values] for k in ("id", "features", "meta", "boxes")}
+    # As for Protobuf's nested messages: NumPy takes the flat columns, a struct column is read
+    # through Arrow.
+    assert batches[0]["id"].tolist() == list(range(len(batches[0])))
+    with pytest.raises(TypeError, match=r"column 'features' .* cannot become a NumPy array"):
+        batches[0]["features"]
+
+
+def test_nested_records_resolve_across_schema_versions(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    bootstrap = config["bootstrap.servers"]
+    v1_values = nested_rows(4)
+    confluent_send(bootstrap, schema_registry_url, topic, NESTED_V1, v1_values)
+    v2 = nested_v2()
+    v2_values = nested_rows(3, start=10)
+    for v in v2_values:
+        del v["features"]["debug"]
+        v["features"]["scale"] = 2.0 + v["id"]
+    confluent_send(bootstrap, schema_registry_url, topic, v2, v2_values)
+
+    # The latest version (v2) is the reader: v1 values take `scale`'s default; `debug` is gone.
+    got = read_all(
+        km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    )
+    expected_v1 = [{"x": v["features"]["x"], "y": v["features"]["y"], "scale": 0.5} for v in v1_values]
+    assert got["features"] == expected_v1 + [v["features"] for v in v2_values]
+    assert got["id"] == [0, 1, 2, 3, 10, 11, 12]
+    assert got["meta"] == [v["meta"] for v in v1_values + v2_values]
+    assert got["boxes"] == [v["boxes"] for v in v1_values + v2_values]
+
+    # v1 as the reader: v2 values lack `debug`, which takes its default (null).
+    got = read_all(
+        km.KafkaDataset(
+            topic,
+            config,
+            format="avro",
+            avro_schema=NESTED_V1,
+            schema_registry=schema_registry_url,
+            end="latest",
+        )
+    )
+    assert [f["debug"] for f in got["features"]] == [v["features"]["debug"] for v in v1_values] + [None] * 3
+
+
+def test_a_corrupt_nested_value_is_named_and_follows_on_error(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    serializer = AvroSerializer(SchemaRegistryClient({"url": schema_registry_url}), json.dumps(NESTED_V1))
+    ctx = SerializationContext(topic, MessageField.VALUE)
+    good = [serializer(r, ctx) for r in nested_rows(4)]
+    schema_id = int.from_bytes(good[0][1:5], "big")
+    # Offset 2: value 2 cut short; offset 3: id 1, `features` {x: [], y: 0, debug: null}, then a
+    # `meta` union branch (zigzag 7 = -4) out of range.
+    body = good[2][5:]
+    cut = frame(schema_id, body[: len(body) - 12])
+    bad_branch = frame(schema_id, b"\x02\x00\x00\x00\x07")
+    produce_raw(config["bootstrap.servers"], topic, [good[0], good[1], cut, bad_branch, good[3]])
+    kw: dict[str, Any] = dict(format="avro", schema_registry=schema_registry_url, end="latest")
+
+    with pytest.raises(km.DecodeError) as first:
+        read_all(km.KafkaDataset(topic, config, **kw))
+    assert (first.value.topic, first.value.partition, first.value.offset) == (topic, 0, 2)
+    assert "invalid Avro" in str(first.value)
+    with pytest.raises(km.DecodeError) as second:
+        read_all(km.KafkaDataset(topic, config, start={(topic, 0): 3}, **kw))
+    assert second.value.offset == 3
+    assert "field 'meta'" in str(second.value) and "union branch -4" in str(second.value)
+
+    ds = km.KafkaDataset(topic, config, on_error="skip", **kw)
+    got = read_all(ds)
+    assert ds.stats["skipped"] == 2
+    assert got["id"] == [0, 1, 3]
+    assert got["meta"] == [r["meta"] for r in nested_rows(4) if r["id"] != 2]
+
+
+def test_kafka_ml_writes_nested_records_confluent_reads_them(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    topic = new_topic()
+    values = nested_rows(40)
+    # Struct columns from a table, and from plain Python dicts (one column of dicts per field).
+    table = pa.Table.from_pylist(values)
+    assert pa.types.is_struct(table.schema.field("meta").type)
+    as_dicts: dict[str, Any] = {k: [v[k] for v in values] for k in values[0]}
+    as_dicts["boxes"] = pa.array(as_dicts["boxes"])  # ragged: NumPy cannot hold it as a list
+    with km.Producer(config) as producer:
+        producer.send(
+            topic, table, format="avro", avro_schema=NESTED_V1, schema_registry=schema_registry_url
+        ).wait()
+        producer.send(
+            topic, as_dicts, format="avro", avro_schema=NESTED_V1, schema_registry=schema_registry_url
+        ).wait()
+    assert f"{topic}-value" in registered_subjects(schema_registry_url)
+
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": schema_registry_url}))
+    consumer = CkConsumer(
+        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    consumer.subscribe([topic])
+    got: list[dict[str, Any]] = []
+    try:
+        for _ in range(200):
+            if len(got) == 2 * len(values):
+                break
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
+    finally:
+        consumer.close()
+    for g in got:  # fastavro gives timestamp-millis as a datetime
+        if g["meta"] is not None:
+            g["meta"]["ts"] = round(g["meta"]["ts"].timestamp() * 1000)
+    assert got == values + values
+
+    # And kafka-ml reads its own values back equal.
+    got_back = read_all(
+        km.KafkaDataset(topic, config, format="avro", schema_registry=schema_registry_url, end="latest")
+    )
+    assert got_back == {k: [v[k] for v in values + values] for k in values[0]}
+
+    # A struct that lacks a field of the nested record: EncodeError naming the column and row.
+    broken = table.set_column(1, "features", pa.array([{"x": [1.0], "y": 1}] * len(values)))
+    with (
+        km.Producer(config) as producer,
+        pytest.raises(km.EncodeError, match="column 'features' row 0: the struct has no field 'debug'"),
+    ):
+        producer.send(
+            topic, broken, format="avro", avro_schema=NESTED_V1, schema_registry=schema_registry_url
+        )
 
 
 def test_a_registry_lost_while_fetching_a_reference_stops_the_read(

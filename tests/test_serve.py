@@ -29,6 +29,7 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
+from helpers import finished, in_background
 from kafka_ml.cli import main as cli_main
 from kafka_ml.inference import InferenceLoop
 from prometheus_client import CollectorRegistry
@@ -41,7 +42,6 @@ from test_inference import (
     fill_inputs,
     result_ids,
     score,
-    serve_in_thread,
 )
 
 CLOSED = "127.0.0.1:1"  # nothing listens there: a test that connected would hang, not pass
@@ -349,7 +349,7 @@ def test_a_scrape_matches_the_loop_through_a_model_swap_and_dead_letters(
     )  # fmt: skip
     assert loop.prometheus is not None and loop.prometheus.server is not None
     url = loop.prometheus.server.url
-    thread, result = serve_in_thread(loop)
+    thread, result = in_background(lambda: loop.run(handle_signals=False))
 
     def send(ids: np.ndarray) -> None:
         x = np.repeat(ids[:, None], 4, axis=1).astype(np.float32)
@@ -391,7 +391,7 @@ def test_a_scrape_matches_the_loop_through_a_model_swap_and_dead_letters(
         thread.join(timeout=60)
         subscriber.close()
         publisher.close()
-    assert "error" not in result, result.get("error")
+    finished(thread, result, 60)
     assert loop.prometheus.server is None  # the endpoint stops with the loop
     assert sorted(result_ids(config, out)) == list(range(200))
 
@@ -414,3 +414,76 @@ def test_a_dataset_reports_what_it_handed_out(config: dict[str, str], new_topic:
     assert lags == {str(p): 0 for p in range(PARTITIONS)}
     ds.close()
     assert not list(registry.collect())  # a closed dataset is no longer reported
+
+
+POISONED = """
+    def score(batch):
+        if (batch["id"] == 150).any():
+            raise ValueError("input 150 is poison")
+        return {"id": batch["id"], "y": batch["x"].sum(axis=1, dtype="float64")}
+"""
+RESULT_AVRO = {
+    "type": "record",
+    "name": "Result",
+    "namespace": "kafka_ml.test",
+    "fields": [{"name": "id", "type": "long"}, {"name": "y", "type": "double"}],
+}
+
+
+@pytest.mark.timeout(120)
+def test_avro_results_are_registered_and_a_predict_stop_still_reports_what_was_served(
+    config: dict[str, str], new_topic: Callable[..., str], tmp_path: Path, schema_registry_url: str
+) -> None:
+    """With --schema-registry, Avro results are framed with the id their schema got under
+    <output>-value at start, so confluent's AvroDeserializer reads them; a predict error with
+    --on-predict-error stop exits 1 after the final metrics line, and exactly what it reports as
+    served is committed and in the output."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    inp, out = new_topic(partitions=PARTITIONS), new_topic(partitions=1)
+    total = 300
+    fill_inputs(config, inp, total)
+    group = f"serve-{uuid.uuid4().hex[:8]}"
+    write_module(tmp_path, "poisoned", POISONED)
+    (tmp_path / "result.avsc").write_text(json.dumps(RESULT_AVRO))
+    cmd = [
+        sys.executable, "-m", "kafka_ml.cli", "serve", "poisoned:score", "--input", inp, "--output", out,
+        "--bootstrap-servers", config["bootstrap.servers"], "--group", group, "--format", "json",
+        "--schema", "id:int64,x:float32[4]", "--output-format", "avro", "--output-schema", "result.avsc",
+        "--schema-registry", schema_registry_url, "--on-predict-error", "stop", "--batch-size", "10",
+    ]  # fmt: skip
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=90)
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "input 150 is poison" in run.stderr
+    final = json.loads(run.stdout.strip().splitlines()[-1])
+    served = final["messages"]
+    assert final["predict_errors"] == 1 and 0 < served < total, final
+    assert committed_total(config, group, inp) == served
+
+    registry = SchemaRegistryClient({"url": schema_registry_url})
+    registered = registry.get_latest_version(f"{out}-value")
+    assert json.loads(registered.schema.schema_str)["name"] == "Result"
+    deserialize = AvroDeserializer(registry)
+    consumer = Consumer(
+        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"check-{uuid.uuid4().hex[:6]}",
+         "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )  # fmt: skip
+    consumer.subscribe([out])
+    results: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(results) < served and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None or msg.error():
+                continue
+            assert msg.value()[:5] == b"\0" + registered.schema_id.to_bytes(4, "big")
+            results.append(deserialize(msg.value(), SerializationContext(out, MessageField.VALUE)))
+        assert consumer.poll(1.0) is None  # nothing beyond what was reported served
+    finally:
+        consumer.close()
+    ids = [r["id"] for r in results]
+    assert len(ids) == served == len(set(ids)) and 150 not in ids
+    assert all(r["y"] == 4.0 * r["id"] for r in results)

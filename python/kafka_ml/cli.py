@@ -12,43 +12,10 @@ from typing import Any
 
 from . import __version__, librdkafka_version
 from ._secrets import redact
+from .cli_args import add_kafka_options, kafka_config, secret_from_env
 from .cli_files import add_files_parsers, files_command
 from .cli_serve import add_serve_parser, serve_command
 from .exceptions import ConfigError, KafkaMLError
-
-
-def add_kafka_options(parser: argparse.ArgumentParser, *, bootstrap_help: str) -> None:
-    """The connection options of every subcommand that talks to Kafka."""
-    parser.add_argument(
-        "--config",
-        type=Path,
-        metavar="FILE",
-        help="client properties (key=value lines, as Kafka's tools take with --command-config: "
-        "security.protocol, sasl.*, ssl.*, ...); the flags below win over the file",
-    )
-    parser.add_argument("--bootstrap-servers", help=bootstrap_help)
-
-
-def kafka_config(args: argparse.Namespace) -> dict[str, str]:
-    """The client configuration of a subcommand: the ``--config`` file, then the explicit flags
-    over it. Raises :class:`ConfigError` naming the file and line of a bad file."""
-    from .config import load_properties
-
-    config = load_properties(args.config) if args.config is not None else {}
-    if args.bootstrap_servers:
-        config["bootstrap.servers"] = args.bootstrap_servers
-    return config
-
-
-def _secret_from_env(variable: str | None, flag: str) -> str | None:
-    # Secrets come from the environment, never from a flag's value: flags end up in shell
-    # histories and in `ps` output.
-    if variable is None:
-        return None
-    value = os.environ.get(variable)
-    if not value:
-        raise ConfigError(f"{flag} {variable}: that environment variable is not set or empty")
-    return value
 
 
 def add_connect_parser(sub: Any) -> None:
@@ -127,10 +94,10 @@ def connect_client_options(args: argparse.Namespace) -> dict[str, Any]:
         options["verify"] = False
     if args.cert is not None:
         options["cert"] = (str(args.cert), str(args.key)) if args.key is not None else str(args.cert)
-    password = _secret_from_env(args.password_env, "--password-env")
+    password = secret_from_env(args.password_env, "--password-env")
     if args.user is not None and password is not None:
         options["auth"] = (args.user, password)
-    token = _secret_from_env(args.token_env, "--token-env")
+    token = secret_from_env(args.token_env, "--token-env")
     if token is not None:
         options["token"] = token
     return options
@@ -215,8 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--rate", type=int, default=2000, help="held-out inputs per second offered to serving")
     d.add_argument("--repeat", type=int, default=4, help="times the held-out set is streamed")
     add_connect_parser(sub)
-    add_files_parsers(sub, add_kafka_options)
-    add_serve_parser(sub, add_kafka_options)
+    add_files_parsers(sub)
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run_demo
@@ -235,9 +202,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "connect":
         return connect_command(args)
     if args.command in ("export", "ingest", "peek"):
-        return files_command(args, kafka_config)
+        return files_command(args)
     if args.command == "serve":
-        return serve_command(args, kafka_config, _secret_from_env)
+        return serve_command(args)
     return 2
 
 

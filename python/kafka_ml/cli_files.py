@@ -5,25 +5,23 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
+from .cli_args import (
+    READ_FORMATS,
+    WRITE_FORMATS,
+    add_decoding,
+    add_kafka_options,
+    decoding_options,
+    kafka_config,
+    split_registry,
+)
 from .exceptions import ConfigError, KafkaMLError
 
-# Properties of a client.properties file that configure the Schema Registry client rather than
-# librdkafka (the names Confluent's tools read from the same file); taken out of the Kafka config.
-REGISTRY_URL = "schema.registry.url"
-REGISTRY_USER_INFO = ("basic.auth.user.info", "schema.registry.basic.auth.user.info")
-REGISTRY_CA = "schema.registry.ssl.ca.location"
-_REGISTRY_PROPERTIES = (REGISTRY_URL, *REGISTRY_USER_INFO, REGISTRY_CA, "basic.auth.credentials.source")
 
-READ_FORMATS = ("json", "json_schema", "avro", "protobuf", "tensor", "raw", "debezium")
-WRITE_FORMATS = ("json", "json_schema", "avro", "protobuf", "tensor", "raw")
-
-
-def add_files_parsers(sub: Any, add_kafka_options: Any) -> None:
+def add_files_parsers(sub: Any) -> None:
     """The `export`, `ingest` and `peek` subcommands."""
     e = sub.add_parser(
         "export",
@@ -46,7 +44,7 @@ def add_files_parsers(sub: Any, add_kafka_options: Any) -> None:
         choices=("parquet", "csv", "jsonl"),
         help="the file format (default: from the suffix of --to; parquet for a directory)",
     )
-    _add_decoding(e, READ_FORMATS, default="json")
+    add_decoding(e, READ_FORMATS, default="json")
     e.add_argument(
         "--start",
         default="earliest",
@@ -69,7 +67,7 @@ def add_files_parsers(sub: Any, add_kafka_options: Any) -> None:
         help="do not record the writer schema ids of registry-framed values (saves a second, raw read)",
     )
     _add_progress(e)
-    add_kafka_options(e, bootstrap_help="the Kafka cluster (host:port,...)")
+    add_kafka_options(e)
 
     i = sub.add_parser(
         "ingest",
@@ -80,47 +78,20 @@ def add_files_parsers(sub: Any, add_kafka_options: Any) -> None:
     )
     i.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     i.add_argument("--topic", required=True)
-    _add_decoding(i, WRITE_FORMATS, default="json", reading=False)
+    add_decoding(i, WRITE_FORMATS, default="json", reading=False)
     i.add_argument("--key", metavar="COLUMN", help="the column whose value keys each message")
     i.add_argument("--partition", type=int, help="send every row to this partition (default: by key)")
     i.add_argument("--batch-size", type=int, default=262_144, help="rows per send (about)")
     _add_progress(i)
-    add_kafka_options(i, bootstrap_help="the Kafka cluster (host:port,...)")
+    add_kafka_options(i)
 
     p = sub.add_parser("peek", help="print the last records of each partition of a topic (needs pyarrow)")
     p.add_argument("topic")
     p.add_argument("-n", type=int, default=20, help="records (offsets) per partition (default 20)")
-    _add_decoding(p, READ_FORMATS, default="raw")
+    add_decoding(p, READ_FORMATS, default="raw")
     p.add_argument("--partitions", metavar="LIST", help="partitions, e.g. 0,2,5-7 (default: all)")
     p.add_argument("--width", type=int, default=40, help="cut each cell at this many characters")
-    add_kafka_options(p, bootstrap_help="the Kafka cluster (host:port,...)")
-
-
-def _add_decoding(
-    parser: argparse.ArgumentParser, formats: tuple[str, ...], default: str, reading: bool = True
-) -> None:
-    parser.add_argument(
-        "--format", choices=formats, default=default, help=f"the payload format (default {default})"
-    )
-    parser.add_argument(
-        "--schema",
-        metavar="SCHEMA",
-        help="json/debezium: columns as 'id:int64,x:float32[16],note:string?' or a JSON object (or a file "
-        "holding one); avro: the record schema (.avsc file or JSON); json_schema: the JSON Schema; "
-        "protobuf: a .proto file or a descriptor set file. With --schema-registry and no --schema the "
-        "subject's latest schema is used",
-    )
-    parser.add_argument("--message", help="protobuf: the message's full name (default: the file's first)")
-    if reading:
-        parser.add_argument("--dtype", help="tensor: the element type, e.g. float32")
-        parser.add_argument("--shape", help="tensor: the shape of one message, e.g. 64 or 8,8")
-    parser.add_argument(
-        "--schema-registry",
-        metavar="URL",
-        help="the Schema Registry (Confluent wire format); also schema.registry.url in --config, with "
-        "basic.auth.user.info and schema.registry.ssl.ca.location",
-    )
-    parser.add_argument("--subject", help="the registry subject (default <topic>-value)")
+    add_kafka_options(p)
 
 
 def _add_progress(parser: argparse.ArgumentParser) -> None:
@@ -132,96 +103,6 @@ def _add_progress(parser: argparse.ArgumentParser) -> None:
 
 
 # -- arguments -----------------------------------------------------------------------------------
-
-
-def split_registry(config: dict[str, str], url: str | None) -> tuple[dict[str, str], Any]:
-    """The Kafka config without the registry's properties, and the registry client (or None)."""
-    kafka = {k: v for k, v in config.items() if k not in _REGISTRY_PROPERTIES}
-    url = url or config.get(REGISTRY_URL)
-    if not url:
-        return kafka, None
-    from .registry import SchemaRegistry
-
-    user_info = next((config[k] for k in REGISTRY_USER_INFO if config.get(k)), None)
-    auth: tuple[str, str] | None = None
-    if user_info is not None:
-        user, sep, secret = user_info.partition(":")
-        if not sep:
-            raise ConfigError("basic.auth.user.info must be USER:PASSWORD")
-        auth = (user, secret)
-    return kafka, SchemaRegistry(url, auth=auth, verify=config.get(REGISTRY_CA))
-
-
-def _text(value: str) -> str:
-    """A schema given inline or as a file's path."""
-    path = Path(value)
-    if len(value) < 4096 and not value.lstrip().startswith(("{", "[")) and path.is_file():
-        return path.read_text()
-    return value
-
-
-def parse_columns(value: str, flag: str = "--schema") -> dict[str, str]:
-    """``id:int64,x:float32[16]`` or a JSON object (inline or in a file) as column declarations;
-    ``flag`` names the option in errors."""
-    text = _text(value).strip()
-    if text.startswith("{"):
-        try:
-            columns = json.loads(text)
-        except ValueError as e:
-            raise ConfigError(f"{flag}: not valid JSON ({e})") from None
-        if not isinstance(columns, dict):
-            raise ConfigError(f"{flag}: expected a JSON object of column: type")
-        return {str(k): v if isinstance(v, str) else f"{v[0]}[{v[1]}]" for k, v in columns.items()}
-    out: dict[str, str] = {}
-    for item in text.split(","):
-        name, sep, decl = item.partition(":")
-        if not sep or not name.strip() or not decl.strip():
-            raise ConfigError(f"{flag}: expected name:type, got {item.strip()!r}")
-        out[name.strip()] = decl.strip()
-    return out
-
-
-def decoding_options(args: argparse.Namespace, registry: Any) -> dict[str, Any]:
-    """The format arguments of a KafkaDataset / Producer.send from the flags."""
-    fmt = args.format
-    schema = args.schema
-    options: dict[str, Any] = {"format": fmt}
-    if schema is not None:
-        if fmt in ("json", "debezium"):
-            options["schema"] = parse_columns(schema)
-        elif fmt == "avro":
-            options["avro_schema"] = _text(schema)
-        elif fmt == "json_schema":
-            options["json_schema"] = _text(schema)
-        elif fmt == "protobuf":
-            if schema.endswith(".proto"):
-                options["proto_file"] = schema
-            elif Path(schema).is_file():
-                options["descriptor_set"] = schema
-            else:
-                options["proto_schema"] = schema
-        else:
-            raise ConfigError(f"--schema is not used by --format {fmt}")
-    if args.message is not None:
-        if fmt != "protobuf":
-            raise ConfigError("--message is for --format protobuf")
-        options["message"] = args.message
-    if getattr(args, "dtype", None) is not None or getattr(args, "shape", None) is not None:
-        if fmt != "tensor":
-            raise ConfigError("--dtype and --shape are for --format tensor")
-        options["dtype"] = args.dtype or "float32"
-        if args.shape is not None:
-            try:
-                options["shape"] = tuple(int(d) for d in args.shape.split(","))
-            except ValueError:
-                raise ConfigError(f"--shape: expected sizes like 64 or 8,8, got {args.shape!r}") from None
-    if registry is not None:
-        if fmt not in ("avro", "json_schema", "protobuf"):
-            raise ConfigError(f"--schema-registry is for --format avro, json_schema or protobuf, not {fmt}")
-        options["schema_registry"] = registry
-    if args.subject is not None:
-        options["subject"] = args.subject
-    return options
 
 
 def parse_partitions(value: str | None) -> list[int] | None:
@@ -284,7 +165,7 @@ def _is_directory(path: Path, given: str) -> bool:
 # -- commands ------------------------------------------------------------------------------------
 
 
-def files_command(args: argparse.Namespace, kafka_config: Any) -> int:
+def files_command(args: argparse.Namespace) -> int:
     name = f"kafka-ml {args.command}"
     try:
         config, registry = split_registry(kafka_config(args), args.schema_registry)

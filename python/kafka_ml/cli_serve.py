@@ -5,7 +5,8 @@ Everything that can be checked without the cluster is checked first, and a mista
 one line naming it: the predict function (module, attribute, callable, arity), the config file,
 the schemas (parsed by the core's own column parser, offline), the metrics port (bound before
 anything connects). SIGTERM / SIGINT finish the batch in flight, commit it, print the final
-metrics as one JSON line on stdout and exit 0.
+metrics as one JSON line on stdout and exit 0. A predict error with ``--on-predict-error stop``
+prints the metrics line too (what was served before it is committed) and exits 1.
 """
 
 from __future__ import annotations
@@ -24,14 +25,23 @@ from pathlib import Path
 from typing import Any
 
 from ._secrets import redact
-from .exceptions import ConfigError, KafkaMLError
+from .cli_args import (
+    READ_FORMATS,
+    add_decoding,
+    add_kafka_options,
+    decoding_options,
+    kafka_config,
+    parse_columns,
+    schema_text,
+    secret_from_env,
+    split_registry,
+)
+from .exceptions import ConfigError, InferenceError, KafkaMLError
 
 OUTPUT_FORMATS = ("json", "connect_json", "avro", "tensor", "raw")
 
 
-def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
-    from .cli_files import READ_FORMATS, _add_decoding
-
+def add_serve_parser(sub: Any) -> None:
     s = sub.add_parser(
         "serve",
         help="serve a predict function: consume inputs, write one result per input, until SIGTERM",
@@ -59,7 +69,7 @@ def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
         "group and instance, so a restarted replica fences its predecessor",
     )
     s.add_argument("--delivery", choices=("at_least_once", "exactly_once"), default="at_least_once")
-    _add_decoding(s, READ_FORMATS, default="json")
+    add_decoding(s, READ_FORMATS, default="json")
     s.add_argument("--on-decode-error", choices=("error", "skip"), default="error", help="undecodable inputs")
     s.add_argument("--output-format", choices=OUTPUT_FORMATS, default="json", help="how results are encoded")
     s.add_argument(
@@ -68,7 +78,12 @@ def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
         help="json/connect_json: the result columns as 'id:int64,y:float32' or a JSON object (or a file "
         "holding one); avro: the record schema (.avsc file or JSON)",
     )
-    s.add_argument("--output-schema-id", type=int, help="avro: frame results with this registry schema id")
+    s.add_argument(
+        "--output-schema-id",
+        type=int,
+        help="avro: frame results with this registry schema id (default with --schema-registry: register "
+        "--output-schema under <output>-value at start)",
+    )
     s.add_argument("--model-topic", metavar="TOPIC", help="serve the newest verified model from this topic")
     s.add_argument(
         "--model-loader",
@@ -123,7 +138,7 @@ def add_serve_parser(sub: Any, add_kafka_options: Any) -> None:
         "--metrics-interval", type=float, default=10.0, help="seconds between metrics log lines on stderr"
     )
     s.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    add_kafka_options(s, bootstrap_help="the Kafka cluster (host:port,...)")
+    add_kafka_options(s)
 
 
 # -- the predict function -----------------------------------------------------------------------
@@ -224,9 +239,9 @@ def _check_avro(text: str, flag: str) -> Any:
     return schema
 
 
-def output_options(args: argparse.Namespace) -> dict[str, Any]:
-    from .cli_files import _text, parse_columns
-
+def output_options(args: argparse.Namespace, registry: Any = None) -> dict[str, Any]:
+    """The loop's output arguments. Avro results with a Schema Registry and no
+    --output-schema-id: the schema is registered under <output>-value when serving starts."""
     fmt = args.output_format
     options: dict[str, Any] = {"output_format": fmt}
     if args.output_schema is not None:
@@ -235,7 +250,7 @@ def output_options(args: argparse.Namespace) -> dict[str, Any]:
             check_columns(columns, "--output-schema")
             options["output_schema"] = columns
         elif fmt == "avro":
-            options["output_avro_schema"] = _check_avro(_text(args.output_schema), "--output-schema")
+            options["output_avro_schema"] = _check_avro(schema_text(args.output_schema), "--output-schema")
         else:
             raise ConfigError(f"--output-schema is not used by --output-format {fmt}")
     elif fmt in ("connect_json", "avro"):
@@ -244,15 +259,17 @@ def output_options(args: argparse.Namespace) -> dict[str, Any]:
         if fmt != "avro":
             raise ConfigError("--output-schema-id is for --output-format avro")
         options["output_schema_id"] = args.output_schema_id
+    elif fmt == "avro" and registry is not None:
+        options["output_schema_registry"] = registry
     return options
 
 
 # -- the command --------------------------------------------------------------------------------
 
 
-def serve_command(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) -> int:
+def serve_command(args: argparse.Namespace) -> int:
     try:
-        return _serve(args, kafka_config, secret_from_env)
+        return _serve(args)
     except (ConfigError, ImportError) as e:
         print(f"kafka-ml serve: {e}", file=sys.stderr)
         return 2
@@ -262,8 +279,7 @@ def serve_command(args: argparse.Namespace, kafka_config: Any, secret_from_env: 
         return 1
 
 
-def _serve(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) -> int:
-    from .cli_files import decoding_options, split_registry
+def _serve(args: argparse.Namespace) -> int:
     from .inference import InferenceLoop
 
     config, registry = split_registry(kafka_config(args), args.schema_registry)
@@ -275,14 +291,21 @@ def _serve(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) ->
         raise ConfigError("name the cluster: --bootstrap-servers, or bootstrap.servers in --config")
     predict = load_target(args.target)
     _check_arity(predict, args.target, with_model=args.model_topic is not None)
-    dataset_options = decoding_options(args, registry)
+    # The registry serves the inputs (registry-framed formats), the results (Avro), or both.
+    input_registry = registry if args.format in ("avro", "json_schema", "protobuf") else None
+    if registry is not None and input_registry is None and args.output_format != "avro":
+        raise ConfigError(
+            "--schema-registry is for --format avro, json_schema or protobuf, or --output-format avro; "
+            f"not --format {args.format} with --output-format {args.output_format}"
+        )
+    dataset_options = decoding_options(args, input_registry)
     if args.format in ("json", "debezium") and "schema" not in dataset_options:
         raise ConfigError(f"--format {args.format} needs --schema (the input columns)")
     if "schema" in dataset_options:
         check_columns(dataset_options["schema"], "--schema")
     if args.format == "avro" and "avro_schema" in dataset_options:
         _check_avro(dataset_options["avro_schema"], "--schema")
-    outputs = output_options(args)
+    outputs = output_options(args, registry)
     on_predict_error: Any = args.on_predict_error or ("dead_letter" if args.dead_letter_topic else "stop")
     signing_key = secret_from_env(args.model_signing_key_env, "--model-signing-key-env")
     for key in args.model_verify_key or []:
@@ -332,7 +355,13 @@ def _serve(args: argparse.Namespace, kafka_config: Any, secret_from_env: Any) ->
             )
             loop.model = subscriber
         _banner(args, config, loop)
-        metrics = loop.run(idle_timeout=args.idle_timeout)
+        try:
+            metrics = loop.run(idle_timeout=args.idle_timeout)
+        except InferenceError:
+            # A predict error with --on-predict-error stop: what was served before it is
+            # committed; say how far it got, then exit 1 with the error.
+            print(json.dumps(summary(loop.metrics)), flush=True)
+            raise
     finally:
         if subscriber is not None:
             subscriber.close()

@@ -6,7 +6,7 @@ import datetime as _dt
 import json
 import os
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 import numpy as np
 
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .metrics import DatasetMetrics
     from .torch import KafkaIterableDataset
 
-__all__ = ["Batch", "KafkaDataset"]
+__all__ = ["Batch", "DatasetOptions", "DecodeOptions", "KafkaDataset"]
 
 ColumnType = str | tuple[str, int] | np.dtype[Any] | type
 PositionSpec = (
@@ -31,6 +31,38 @@ PositionSpec = (
     | Mapping[tuple[str, int], int]
     | Mapping[str, Mapping[int, int]]
 )
+
+
+class DecodeOptions(TypedDict, total=False):
+    """How a read decodes its messages and what it does with bad ones: keyword arguments of
+    :class:`KafkaDataset` that :class:`~kafka_ml.inference.InferenceLoop` takes as
+    ``**dataset_options`` and passes on as they are. Defined once here for the classes that
+    pass them on; tests/test_options.py checks them against ``KafkaDataset``'s signature."""
+
+    format: Literal["tensor", "json", "json_schema", "avro", "protobuf", "raw", "debezium"]
+    schema: Mapping[str, ColumnType] | None
+    dtype: Any
+    shape: int | Sequence[int] | None
+    avro_schema: Mapping[str, Any] | str | None
+    schema_registry: str | SchemaRegistry | Mapping[int, Mapping[str, Any] | str] | None
+    subject: str | None
+    json_schema: Mapping[str, Any] | str | None
+    message: str | None
+    proto_file: str | os.PathLike[str] | None
+    descriptor_set: bytes | str | os.PathLike[str] | None
+    proto_schema: str | None
+    on_error: Literal["error", "skip", "dead_letter"]
+    queue_bytes: int
+    timeout: float
+
+
+class DatasetOptions(DecodeOptions, total=False):
+    """:class:`DecodeOptions` and the dead-letter topic: what
+    :class:`~kafka_ml.torch.KafkaIterableDataset` takes as ``**dataset_options`` (an
+    ``InferenceLoop``'s own ``dead_letter_topic`` is where its failed predictions go)."""
+
+    dead_letter_topic: str | None
+
 
 _STATE_VERSION = 1
 

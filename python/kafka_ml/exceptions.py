@@ -25,6 +25,7 @@ __all__ = [
     "EncodeError",
     "ForkedProcessError",
     "IncompleteReadError",
+    "InferenceError",
     "IngestError",
     "KafkaError",
     "KafkaMLError",
@@ -211,6 +212,11 @@ class ModelIntegrityError(KafkaMLError):
         super().__init__(message)
         self.version = version
         self.reason = reason
+
+
+class InferenceError(KafkaMLError):
+    """The inference loop stopped: ``predict`` raised (with ``on_predict_error="stop"``), or the
+    results could not be written. Nothing of the failed batch was committed."""
 
 
 # -- Kafka Connect (kafka_ml.connect) ------------------------------------------------------------

@@ -357,7 +357,7 @@ impl Values {
 ///
 /// ```compile_fail,E0451
 /// // Safe code outside this module cannot write bytes of its own into a string column.
-/// let _ = kafka_ml::schema::ByteValues { offsets: vec![0, 1], data: vec![0xff], utf8: true };
+/// let _ = kafka_ml::format::columns::ByteValues { offsets: vec![0, 1], data: vec![0xff], utf8: true };
 /// ```
 #[derive(Debug)]
 pub struct ByteValues {

@@ -7,13 +7,17 @@
 //! and then each datum is one pass over its bytes. Float and double arrays are copied as they
 //! lie (Avro writes them little-endian, as Arrow holds them).
 //!
-//! Plans cover flat records: primitives, logical types over them, enums, `["null", T]` unions and
-//! arrays of numbers — the columns the reader can have (see `column_for`). Writer fields that are
-//! only skipped may be of any type except a reference to a named type. Anything else
-//! (`compile` returns `None`) keeps the general path, which gives the same rows and errors.
+//! Plans cover records of primitives, logical types over them, enums, `["null", T]` unions,
+//! arrays of numbers, and records and arrays of records nested in them (struct and list-of-struct
+//! columns, each read by a plan of its own) — the columns the reader can have (see `col_for`).
+//! Writer fields that are only skipped may be of any type except a reference to a named type.
+//! Anything else (`compile` returns `None`: also a reader record written as a reference to a named
+//! type, or a missing nested record that takes its default) keeps the general path, which gives
+//! the same rows and errors.
 
+use super::decode::Col;
 use crate::format::columns::{ColumnBuilder, Num, ScalarType, Shape, Values};
-use apache_avro::schema::{RecordField, Schema};
+use apache_avro::schema::{RecordField, RecordSchema, Schema};
 use std::sync::Arc;
 
 /// The compiled resolution of one writer schema against the reader's columns.
@@ -46,6 +50,10 @@ enum Kind {
     /// Writer symbol index → the reader's symbol (`None`: unknown to the reader, no default).
     Enum(Arc<[Option<String>]>),
     Array(Item),
+    /// A nested record into a struct column's children.
+    Record(Arc<Plan>),
+    /// An array of records into a list-of-struct column.
+    Records(Arc<Plan>),
     /// A writer union of null and one type; `null_index` is the null branch.
     Nullable {
         null_index: i64,
@@ -89,17 +97,24 @@ enum DefaultValue {
 impl Plan {
     /// Resolves `writer` against `reader` (both records) for `columns` (one per reader field, in
     /// order), or `None` where the general path must decode.
-    pub(super) fn compile(writer: &Schema, reader: &Schema, columns: &[ColumnBuilder]) -> Option<Plan> {
+    pub(super) fn compile(writer: &Schema, reader: &Schema, columns: &[Col]) -> Option<Plan> {
         let (Schema::Record(w), Schema::Record(r)) = (writer, reader) else {
             return None;
         };
+        Plan::compile_record(w, r, columns)
+    }
+
+    fn compile_record(w: &RecordSchema, r: &RecordSchema, columns: &[Col]) -> Option<Plan> {
+        if columns.len() != r.fields.len() {
+            return None;
+        }
         let mut used = vec![false; r.fields.len()];
         let mut steps = Vec::with_capacity(w.fields.len());
         for wf in &w.fields {
             match reader_field(&r.fields, &wf.name) {
                 Some(i) => {
                     used[i] = true;
-                    let kind = compile_kind(&wf.schema, &r.fields[i].schema, &columns[i])?;
+                    let kind = compile_col(&wf.schema, &r.fields[i].schema, &columns[i])?;
                     steps.push(Step::Read { column: i, kind });
                 }
                 None => steps.push(Step::Skip(compile_skip(&wf.schema)?)),
@@ -108,7 +123,10 @@ impl Plan {
         let mut defaults = Vec::new();
         for (i, rf) in r.fields.iter().enumerate() {
             if !used[i] {
-                defaults.push((i, compile_default(rf, &columns[i])?));
+                let Col::Leaf(col) = &columns[i] else {
+                    return None; // a nested record's default: the general path
+                };
+                defaults.push((i, compile_default(rf, col)?));
             }
         }
         Some(Plan { steps, defaults })
@@ -116,25 +134,39 @@ impl Plan {
 
     /// Decodes one datum into `columns`, which must be consumed whole. On an error the columns
     /// may hold part of the row: the caller truncates them.
-    pub(super) fn decode(&self, body: &[u8], columns: &mut [ColumnBuilder]) -> Result<(), String> {
+    pub(super) fn decode(&self, body: &[u8], columns: &mut [Col]) -> Result<(), String> {
         let mut cur = Cursor { buf: body, pos: 0 };
-        for step in &self.steps {
-            match step {
-                Step::Read { column, kind } => {
-                    let col = &mut columns[*column];
-                    read(&mut cur, kind, col).map_err(|e| format!("field '{}': {e}", col.spec.name))?;
-                }
-                Step::Skip(skip) => skip_value(&mut cur, skip)?,
-            }
-        }
+        self.read_fields(&mut cur, columns)?;
         if cur.pos != body.len() {
             return Err(format!(
                 "invalid Avro: {} bytes left after the record",
                 body.len() - cur.pos
             ));
         }
+        Ok(())
+    }
+
+    /// Reads one record's fields into `columns` (a struct's children, or the top level's).
+    fn read_fields(&self, cur: &mut Cursor<'_>, columns: &mut [Col]) -> Result<(), String> {
+        for step in &self.steps {
+            match step {
+                Step::Read { column, kind } => {
+                    let col = &mut columns[*column];
+                    read_col(cur, kind, col).map_err(|e| match (&*col, e.strip_prefix("field '")) {
+                        // A nested column's own fields name their path below it.
+                        (Col::Struct(_) | Col::List(_), Some(rest)) => {
+                            format!("field '{}.{rest}", col.name())
+                        }
+                        _ => format!("field '{}': {e}", col.name()),
+                    })?;
+                }
+                Step::Skip(skip) => skip_value(cur, skip)?,
+            }
+        }
         for (column, value) in &self.defaults {
-            let col = &mut columns[*column];
+            let col = columns[*column]
+                .leaf()
+                .expect("defaults are compiled for leaf columns");
             push_default(col, value).map_err(|e| format!("field '{}': {e}", col.spec.name))?;
         }
         Ok(())
@@ -184,6 +216,41 @@ fn is_long(s: &Schema) -> bool {
 
 fn is_string(s: &Schema) -> bool {
     matches!(s, Schema::String | Schema::Uuid)
+}
+
+/// The read of writer type `w` into a column (of any kind) of reader type `r`.
+fn compile_col(w: &Schema, r: &Schema, col: &Col) -> Option<Kind> {
+    if let Col::Leaf(leaf) = col {
+        return compile_kind(w, r, leaf);
+    }
+    if let Schema::Union(u) = w {
+        return match u.variants() {
+            [Schema::Null, t] => Some(Kind::Nullable {
+                null_index: 0,
+                inner: Box::new(compile_col(t, r, col)?),
+            }),
+            [t, Schema::Null] => Some(Kind::Nullable {
+                null_index: 1,
+                inner: Box::new(compile_col(t, r, col)?),
+            }),
+            _ => None,
+        };
+    }
+    let r = non_null(r)?;
+    Some(match (w, r, col) {
+        (Schema::Record(wr), Schema::Record(rr), Col::Struct(s)) => {
+            Kind::Record(Arc::new(Plan::compile_record(wr, rr, &s.children)?))
+        }
+        (Schema::Array(wa), Schema::Array(ra), Col::List(l)) => {
+            let (Schema::Record(wr), Schema::Record(rr), Col::Struct(s)) =
+                (wa.items.as_ref(), ra.items.as_ref(), l.item.as_ref())
+            else {
+                return None;
+            };
+            Kind::Records(Arc::new(Plan::compile_record(wr, rr, &s.children)?))
+        }
+        _ => return None,
+    })
 }
 
 /// The read of writer type `w` into a column of reader type `r`, following Avro's resolution
@@ -380,6 +447,46 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Reads one writer value into a column of any kind.
+fn read_col(cur: &mut Cursor<'_>, kind: &Kind, col: &mut Col) -> Result<(), String> {
+    let col = match col {
+        Col::Leaf(leaf) => return read(cur, kind, leaf),
+        col => col,
+    };
+    match (kind, col) {
+        (Kind::Nullable { null_index, inner }, col) => {
+            let branch = cur.long()?;
+            match branch {
+                b if b == *null_index => col.push_null(),
+                b if b == 1 - *null_index => read_col(cur, inner, col),
+                b => Err(format!("invalid Avro: union branch {b} out of range")),
+            }
+        }
+        (Kind::Record(plan), Col::Struct(s)) => {
+            plan.read_fields(cur, &mut s.children)?;
+            s.end_row();
+            Ok(())
+        }
+        (Kind::Records(plan), Col::List(l)) => {
+            let Col::Struct(item) = l.item.as_mut() else {
+                unreachable!("arrays of records have struct items")
+            };
+            loop {
+                let count = cur.block()?;
+                if count == 0 {
+                    break;
+                }
+                for _ in 0..count {
+                    plan.read_fields(cur, &mut item.children)?;
+                    item.end_row();
+                }
+            }
+            l.end_row()
+        }
+        (kind, col) => unreachable!("{kind:?} compiled for column '{}'", col.name()),
+    }
+}
+
 fn read(cur: &mut Cursor<'_>, kind: &Kind, col: &mut ColumnBuilder) -> Result<(), String> {
     let ty = col.spec.ty;
     match kind {
@@ -427,6 +534,7 @@ fn read(cur: &mut Cursor<'_>, kind: &Kind, col: &mut ColumnBuilder) -> Result<()
                 .ok_or_else(|| format!("enum symbol #{i} of the writer is unknown to the reader schema"))?;
             col.values.push_str(symbol, ty)?;
         }
+        Kind::Record(_) | Kind::Records(_) => unreachable!("nested records are read by read_col"),
         Kind::Array(item) => loop {
             let count = cur.block()?;
             if count == 0 {

@@ -3,18 +3,19 @@
 //! one pass with no value tree per row. Float and double arrays are copied as they lie (Avro and
 //! Arrow are both little-endian).
 //!
-//! Plans cover flat records of primitives, logical types over them, `["null", T]` unions and
-//! arrays of numbers. Anything else — and any column a cast cannot convert whole (a value out of
-//! range, a null in a non-nullable field) — keeps the general path (`encode.rs` beside this file), which
-//! names the column and row of what is wrong.
+//! Plans cover records of primitives, logical types over them, `["null", T]` unions, arrays of
+//! numbers, and records and arrays of records nested in them (from struct and list-of-struct
+//! columns). Anything else — and any column a cast cannot convert whole (a value out of
+//! range, a null in a non-nullable field) — keeps the general path (`encode.rs` beside this file),
+//! which names the column and row of what is wrong.
 
 use apache_avro::Schema as AvroSchema;
 use arrow_array::cast::AsArray;
 use arrow_array::types::*;
 use arrow_array::{
-    Array, ArrayRef, BooleanArray, GenericListArray, PrimitiveArray, RecordBatch, StringArray,
+    Array, ArrayRef, BooleanArray, GenericListArray, PrimitiveArray, RecordBatch, StringArray, StructArray,
 };
-use arrow_buffer::ToByteSlice;
+use arrow_buffer::{NullBuffer, ToByteSlice};
 use arrow_cast::cast::{cast_with_options, CastOptions};
 use arrow_schema::{DataType, Field};
 use std::sync::Arc;
@@ -41,6 +42,10 @@ enum Column {
     DoubleList(GenericListArray<i32>),
     IntList(GenericListArray<i32>),
     LongList(GenericListArray<i32>),
+    /// A nested record: the writers of its fields, bound to the struct's children (row for row).
+    Record(StructArray, Vec<FieldWriter>),
+    /// An array of records: the writers of the items' fields, bound to the list's whole values.
+    RecordList(GenericListArray<i32>, Vec<FieldWriter>),
 }
 
 const STRICT: CastOptions<'static> = CastOptions {
@@ -54,31 +59,17 @@ impl WritePlan {
         let AvroSchema::Record(record) = schema else {
             return None;
         };
-        let mut fields = Vec::with_capacity(record.fields.len());
-        for f in &record.fields {
-            let column = batch.column_by_name(&f.name)?;
-            let (inner, null_index) = match &f.schema {
-                AvroSchema::Union(u) => match u.variants() {
-                    [AvroSchema::Null, t] => (t, Some(0)),
-                    [t, AvroSchema::Null] => (t, Some(1)),
-                    _ => return None,
-                },
-                s => (s, None),
-            };
-            if null_index.is_none() && column.null_count() > 0 {
-                return None; // the general path names the row
-            }
-            fields.push(FieldWriter {
-                null_index,
-                column: bind(column, inner)?,
-            });
-        }
+        let fields = compile_fields(record, |name| batch.column_by_name(name), None)?;
         Some(WritePlan { fields })
     }
 
     /// Appends row `row`'s datum to `out`.
     pub(super) fn write_row(&self, row: usize, out: &mut Vec<u8>) {
-        for f in &self.fields {
+        Self::write_fields(&self.fields, row, out);
+    }
+
+    fn write_fields(fields: &[FieldWriter], row: usize, out: &mut Vec<u8>) {
+        for f in fields {
             let null = match &f.column {
                 Column::Int(a) => a.is_null(row),
                 Column::Long(a) => a.is_null(row),
@@ -87,9 +78,12 @@ impl WritePlan {
                 Column::Bool(a) => a.is_null(row),
                 Column::Str(a) => a.is_null(row),
                 Column::Bytes(a) => a.is_null(row),
-                Column::FloatList(a) | Column::DoubleList(a) | Column::IntList(a) | Column::LongList(a) => {
-                    a.is_null(row)
-                }
+                Column::FloatList(a)
+                | Column::DoubleList(a)
+                | Column::IntList(a)
+                | Column::LongList(a)
+                | Column::RecordList(a, _) => a.is_null(row),
+                Column::Record(a, _) => a.is_null(row),
             };
             if let Some(null_index) = f.null_index {
                 if null {
@@ -125,16 +119,88 @@ impl WritePlan {
                         .iter()
                         .for_each(|x| long(out, *x))
                 }),
+                Column::Record(_, fields) => Self::write_fields(fields, row, out),
+                Column::RecordList(a, fields) => {
+                    let offsets = a.value_offsets();
+                    let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
+                    if end > start {
+                        long(out, (end - start) as i64);
+                        for item in start..end {
+                            Self::write_fields(fields, item, out);
+                        }
+                    }
+                    out.push(0);
+                }
             }
         }
     }
 }
 
-/// Casts `column` to the Arrow type the Avro type `schema` is written from.
-fn bind(column: &ArrayRef, schema: &AvroSchema) -> Option<Column> {
+/// The writers of `record`'s fields, each bound to the column `column` names. `hidden`: the rows
+/// where an enclosing struct is null, which are never written (a child may hold nulls there).
+fn compile_fields<'a>(
+    record: &apache_avro::schema::RecordSchema,
+    column: impl Fn(&str) -> Option<&'a ArrayRef>,
+    hidden: Option<&NullBuffer>,
+) -> Option<Vec<FieldWriter>> {
+    let mut fields = Vec::with_capacity(record.fields.len());
+    for f in &record.fields {
+        let column = column(&f.name)?;
+        let (inner, null_index) = match &f.schema {
+            AvroSchema::Union(u) => match u.variants() {
+                [AvroSchema::Null, t] => (t, Some(0)),
+                [t, AvroSchema::Null] => (t, Some(1)),
+                _ => return None,
+            },
+            s => (s, None),
+        };
+        if null_index.is_none() {
+            if let Some(nulls) = column.logical_nulls().filter(|n| n.null_count() > 0) {
+                let all_hidden =
+                    hidden.is_some_and(|h| (0..nulls.len()).all(|i| nulls.is_valid(i) || h.is_null(i)));
+                if !all_hidden {
+                    return None; // the general path names the row
+                }
+            }
+        }
+        fields.push(FieldWriter {
+            null_index,
+            column: bind(column, inner, hidden)?,
+        });
+    }
+    Some(fields)
+}
+
+/// Casts `column` to the Arrow type the Avro type `schema` is written from. `hidden`: the rows
+/// an enclosing null struct hides.
+fn bind(column: &ArrayRef, schema: &AvroSchema, hidden: Option<&NullBuffer>) -> Option<Column> {
     let to = |dt: DataType| cast_with_options(column, &dt, &STRICT).ok();
     let numeric = column.data_type().is_numeric();
     Some(match schema {
+        AvroSchema::Record(r) if matches!(column.data_type(), DataType::Struct(_)) => {
+            let s = column.as_struct();
+            let hidden = NullBuffer::union(hidden, s.nulls());
+            let fields = compile_fields(r, |name| s.column_by_name(name), hidden.as_ref())?;
+            Column::Record(s.clone(), fields)
+        }
+        AvroSchema::Array(a) if matches!(a.items.as_ref(), AvroSchema::Record(_)) => {
+            let AvroSchema::Record(r) = a.items.as_ref() else {
+                unreachable!("matched above")
+            };
+            let DataType::List(item) = column.data_type() else {
+                return None;
+            };
+            if !matches!(item.data_type(), DataType::Struct(_)) {
+                return None;
+            }
+            let list = column.as_list::<i32>();
+            let values = list.values().as_struct();
+            if values.null_count() > 0 {
+                return None;
+            }
+            let fields = compile_fields(r, |name| values.column_by_name(name), None)?;
+            Column::RecordList(list.clone(), fields)
+        }
         AvroSchema::Int | AvroSchema::Date | AvroSchema::TimeMillis if column.data_type().is_integer() => {
             Column::Int(to(DataType::Int32)?.as_primitive::<Int32Type>().clone())
         }

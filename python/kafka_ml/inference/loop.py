@@ -1,16 +1,7 @@
-"""Real-time inference: consume a topic, predict, produce one result per input.
+"""`InferenceLoop` and `serve`: consume, predict, produce one result per input, commit.
 
-``InferenceLoop`` (and ``serve``, its one-call form) reads input batches from a streaming
-``KafkaDataset`` of a consumer group, calls ``predict`` on each, and writes one result per input
-with the input's key and lineage headers (source topic, partition, offset, model version):
-
-- ``delivery="at_least_once"``: a batch's input offsets are committed only once its results are
-  acknowledged by the cluster; after a crash the uncommitted tail is processed again.
-- ``delivery="exactly_once"``: results and input offsets go in one Kafka transaction; readers of
-  the output with ``isolation.level=read_committed`` see each result exactly once.
-
-Given a ``ModelSubscriber`` (anything with a ``latest`` version that has ``version`` and
-``model``), each batch is predicted by the newest verified model: ``predict(batch, model)``.
+The loop's parts: ``predict`` (calling predict and checking its output), ``inflight`` (results
+on their way), ``latency`` (the sliding latency window).
 """
 
 from __future__ import annotations
@@ -18,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import inspect
+import json
 import logging
 import signal
 import threading
@@ -25,36 +17,30 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from .config import shared_client_config
-from .dataset import Batch, KafkaDataset, _config
-from .exceptions import ConfigError, KafkaMLError
-from .producer import Producer, SendReport
+from ..config import shared_client_config
+from ..dataset import Batch, KafkaDataset, _config
+from ..exceptions import ConfigError, InferenceError
+from ..headers import ERROR, MODEL_VERSION, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from ..producer import Producer
+from ..registry import SchemaRegistry, registry_client, subject_name
+from .inflight import _METADATA, _describe, _InFlight, _inputs_as_sent
+from .latency import _Latencies
+from .predict import _EventLoopThread, _Failed, _Predicting, _result_data
 
 if TYPE_CHECKING:
-    from .metrics import LoopMetrics
+    from typing_extensions import Unpack
 
-__all__ = ["InferenceError", "InferenceLoop", "ModelSource", "serve"]
+    from ..dataset import DecodeOptions
+    from ..metrics import LoopMetrics
 
 log = logging.getLogger("kafka_ml.inference")
 
 Delivery = Literal["at_least_once", "exactly_once"]
-
-#: Lineage headers of every result (and of a dead-lettered input).
-SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET = (
-    "kafka_ml.source.topic",
-    "kafka_ml.source.partition",
-    "kafka_ml.source.offset",
-)
-MODEL_VERSION = "kafka_ml.model.version"
-ERROR = "kafka_ml.error"
-
-_METADATA = ["topic", "partition", "offset", "timestamp", "key"]
 
 
 # How long an idle loop waits for input before looking at its stop flag and metrics again.
@@ -65,88 +51,12 @@ _MAX_IN_FLIGHT = 4
 _ACK_WAIT = 0.05
 
 
-class InferenceError(KafkaMLError):
-    """The inference loop stopped: ``predict`` raised (with ``on_predict_error="stop"``), or the
-    results could not be written. Nothing of the failed batch was committed."""
-
-
 class ModelSource(Protocol):
     """Where the loop takes its model from: a ``kafka_ml.ModelSubscriber``, or anything whose
     ``latest`` is ``None`` or has ``version`` and ``model``."""
 
     @property
     def latest(self) -> Any: ...
-
-
-@dataclass
-class _Failed:
-    """``predict`` raised on a batch (dead-lettered or stopping the loop when delivered)."""
-
-    error: Exception
-
-
-@dataclass
-class _Predicting:
-    """A group of batches being predicted: one outcome per batch (results or `_Failed`)."""
-
-    batches: list[Batch]
-    version: Any
-    future: Future[list[Any]]
-
-
-class _EventLoopThread:
-    """An asyncio event loop on a thread of its own, for ``async def predict``: the inference
-    loop itself stays synchronous (it blocks in the consumer and the producer)."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="kafka-ml-predict", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=10)
-        if not self._thread.is_alive():
-            self.loop.close()
-
-
-@dataclass
-class _InFlight:
-    """A group of batches whose results were sent: committed once every report is in."""
-
-    reports: list[SendReport]
-    offsets: dict[tuple[str, int], int]
-    timestamps: list[np.ndarray]
-    batches: list[Batch]
-    dead: int
-
-
-class _Latencies:
-    """The most recent end-to-end latencies (ms), for percentiles over a sliding window."""
-
-    def __init__(self, size: int = 100_000) -> None:
-        self.values = np.zeros(size, dtype=np.float64)
-        self.count = 0
-
-    def add(self, ms: np.ndarray) -> None:
-        size = len(self.values)
-        ms = ms[-size:]
-        start = self.count % size
-        end = start + len(ms)
-        if end <= size:
-            self.values[start:end] = ms
-        else:
-            split = size - start
-            self.values[start:] = ms[:split]
-            self.values[: end - size] = ms[split:]
-        self.count += len(ms)
-
-    def percentiles(self) -> dict[str, float]:
-        window = self.values[: min(self.count, len(self.values))]
-        if window.size == 0:
-            return {"p50": float("nan"), "p99": float("nan"), "max": float("nan")}
-        p50, p99 = np.percentile(window, [50, 99])
-        return {"p50": float(p50), "p99": float(p99), "max": float(window.max())}
 
 
 class InferenceLoop:
@@ -167,6 +77,12 @@ class InferenceLoop:
             encoded (``Producer.send``'s ``format``, ``schema``, ``avro_schema``, ``schema_id``);
             ``output_format="connect_json"`` with an ``output_schema`` writes Kafka Connect's
             JSON envelope, for a sink connector (e.g. a JDBC sink into a database table).
+        output_schema_registry: with ``output_format="avro"`` and an ``output_avro_schema``, a
+            Schema Registry (URL or :class:`~kafka_ml.SchemaRegistry`): the schema is registered
+            under ``<output_topic>-value`` when :meth:`run` starts (a schema the subject's
+            compatibility rule refuses is a :class:`~kafka_ml.SchemaRegistryError` before any
+            input is taken) and results are framed with its id, so registry-aware readers
+            (confluent's ``AvroDeserializer``, kafka-ml with only the URL) decode them.
         on_predict_error: ``"dead_letter"`` (the batch's inputs go to ``dead_letter_topic`` with
             the error and lineage headers, and the loop goes on) or ``"stop"``
             (:class:`InferenceError`; nothing of the batch is committed).
@@ -192,7 +108,8 @@ class InferenceLoop:
         metrics_registry: a ``prometheus_client.CollectorRegistry`` to report on (shared with
             other loops or datasets, or served by the application itself); default: the loop's own.
         dataset_options: how inputs are decoded (``format``, ``schema``, ``dtype``, ``shape``,
-            ``avro_schema``, ``on_error``, ...; see :class:`~kafka_ml.KafkaDataset`).
+            ``avro_schema``, ``on_error``, ...: :class:`~kafka_ml.dataset.DecodeOptions`; see
+            :class:`~kafka_ml.KafkaDataset`).
     """
 
     def __init__(
@@ -209,6 +126,7 @@ class InferenceLoop:
         output_schema: Mapping[str, Any] | None = None,
         output_avro_schema: Mapping[str, Any] | str | None = None,
         output_schema_id: int | None = None,
+        output_schema_registry: str | SchemaRegistry | None = None,
         on_predict_error: Literal["dead_letter", "stop"] = "stop",
         dead_letter_topic: str | None = None,
         instance: str = "0",
@@ -222,7 +140,7 @@ class InferenceLoop:
         metrics_port: int | None = None,
         metrics_addr: str = "0.0.0.0",
         metrics_registry: Any = None,
-        **dataset_options: Any,
+        **dataset_options: Unpack[DecodeOptions],
     ) -> None:
         if delivery not in ("at_least_once", "exactly_once"):
             raise ConfigError(f"delivery={delivery!r}: expected 'at_least_once' or 'exactly_once'")
@@ -238,6 +156,11 @@ class InferenceLoop:
             )
         if max_in_flight < 1:
             raise ConfigError(f"max_in_flight={max_in_flight}: expected 1 or more")
+        if output_schema_registry is not None:
+            if output_format != "avro" or output_avro_schema is None:
+                raise ConfigError("output_schema_registry needs output_format='avro' and output_avro_schema")
+            if output_schema_id is not None:
+                raise ConfigError("give output_schema_registry or output_schema_id, not both")
         self.predict = predict
         # A function, or an object whose __call__ is, declared `async def`.
         self._async_predict = inspect.iscoroutinefunction(predict) or inspect.iscoroutinefunction(
@@ -260,6 +183,7 @@ class InferenceLoop:
             "avro_schema": output_avro_schema,
             "schema_id": output_schema_id,
         }
+        self.output_schema_registry = output_schema_registry
         self._consumer_config: dict[str, object] = dict(cfg)
         if delivery == "exactly_once":
             # Inputs written transactionally upstream count only once committed.
@@ -281,7 +205,11 @@ class InferenceLoop:
         self._producer_config.setdefault("socket.nagle.disable", "true")
         self._consumer_config.setdefault("socket.nagle.disable", "true")
         self._producer_config.update(producer_config or {})
-        self._dataset_options = {"batch_size": batch_size, "max_wait": max_wait, **dataset_options}
+        self._dataset_options: dict[str, Any] = {
+            "batch_size": batch_size,
+            "max_wait": max_wait,
+            **dataset_options,
+        }
         self._input_format = str(dataset_options.get("format", "raw"))
         self._stop = threading.Event()
         self._latencies = _Latencies()
@@ -303,7 +231,7 @@ class InferenceLoop:
         #: The loop's Prometheus metrics (``registry``, ``server``), or None without them.
         self.prometheus: LoopMetrics | None = None
         if metrics_port is not None or metrics_registry is not None:
-            from .metrics import LoopMetrics
+            from ..metrics import LoopMetrics
 
             self.prometheus = LoopMetrics(
                 self,
@@ -357,6 +285,16 @@ class InferenceLoop:
 
     # -- the loop ----------------------------------------------------------------------------
 
+    def _register_output_schema(self) -> int:
+        """Registers the results' Avro schema under ``<output_topic>-value``; returns its id."""
+        client = registry_client(self.output_schema_registry)
+        assert client is not None
+        schema = self._send_options["avro_schema"]
+        text = schema if isinstance(schema, str) else json.dumps(schema)
+        schema_id = client.register(subject_name(self.output_topic, "topic"), text, "AVRO")
+        log.info("inference: results framed with schema id %d of %s-value", schema_id, self.output_topic)
+        return schema_id
+
     def run(
         self,
         *,
@@ -368,6 +306,8 @@ class InferenceLoop:
         committed first), ``max_messages`` inputs, or ``idle_timeout`` seconds without input
         (counted from the first input, so joining the group is not idleness).
         Returns the final :attr:`metrics`."""
+        if self.output_schema_registry is not None and self._send_options["schema_id"] is None:
+            self._send_options["schema_id"] = self._register_output_schema()
         restore = self._install_signal_handlers() if handle_signals else {}
         if self._async_predict:
             self._event_loop = _EventLoopThread()
@@ -691,58 +631,3 @@ def serve(
     ``idle_timeout``); returns its final metrics."""
     loop = InferenceLoop(predict, input_topic, output_topic, config, **options)
     return loop.run(max_messages=max_messages, idle_timeout=idle_timeout)
-
-
-def _describe(meta: Mapping[str, Any]) -> str:
-    parts = sorted({(str(t), int(p)) for t, p in zip(meta["topic"], meta["partition"], strict=True)})
-    first, last = int(meta["offset"].min()), int(meta["offset"].max())
-    names = ", ".join(f"'{t}' [{p}]" for t, p in parts)
-    return f"{names} offsets {first}..{last}"
-
-
-def _rows(result: Any) -> int:
-    if isinstance(result, np.ndarray):
-        return int(result.shape[0]) if result.ndim else 1
-    if isinstance(result, Mapping):
-        lengths = {len(v) for v in result.values()}
-        if len(lengths) != 1:
-            raise InferenceError(f"predict returned columns of different lengths {sorted(lengths)}")
-        return lengths.pop()
-    num_rows = getattr(result, "num_rows", None)
-    if num_rows is not None:
-        return int(num_rows)
-    if hasattr(result, "__arrow_c_stream__") or hasattr(result, "__arrow_c_array__"):
-        import pyarrow as pa
-
-        return int(pa.table(result).num_rows)
-    raise InferenceError(
-        f"predict returned {type(result).__name__}: "
-        "expected a dict of arrays, a NumPy array or an Arrow table"
-    )
-
-
-def _result_data(result: Any, n: int) -> Any:
-    """``predict``'s output, checked to hold one result per input."""
-    rows = _rows(result)
-    if rows != n:
-        raise InferenceError(f"predict returned {rows} results for a batch of {n} inputs")
-    if isinstance(result, np.ndarray) and result.ndim == 1:
-        return {"prediction": result}
-    return result
-
-
-def _inputs_as_sent(
-    batch: Batch, input_format: str, options: Mapping[str, Any]
-) -> tuple[Any, dict[str, Any]]:
-    """A batch's inputs re-encoded in their own format (for the dead-letter topic)."""
-    if input_format == "tensor":
-        return batch["value"], {"format": "tensor"}
-    if input_format == "raw":
-        return {"value": batch["value"]}, {"format": "raw"}
-    import pyarrow as pa
-
-    table = pa.table(batch)
-    payload = table.select([c for c in table.column_names if c not in _METADATA])
-    if input_format == "avro":
-        return payload, {"format": "avro", "avro_schema": options.get("avro_schema")}
-    return payload, {"format": "json"}
