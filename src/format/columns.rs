@@ -296,7 +296,7 @@ macro_rules! numeric_storage {
                         v.reserve(count);
                         // SAFETY: `reserve` made room for `count` elements; every bit pattern is
                         // a valid number of this type, and the target is little-endian (checked
-                        // at compile time in `decode::tensor`), so a byte copy is the decode.
+                        // at compile time in `format::tensor`), so a byte copy is the decode.
                         unsafe {
                             std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr().add(v.len()).cast::<u8>(), count * W);
                             v.set_len(v.len() + count);

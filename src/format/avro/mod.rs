@@ -5,6 +5,7 @@
 mod decode;
 mod encode;
 mod read_plan;
+mod reader_columns;
 mod write_plan;
 
 pub use decode::{referenced_schemas, AvroDecoder};

@@ -9,13 +9,14 @@
 //!
 //! Plans cover records of primitives, logical types over them, enums, `["null", T]` unions,
 //! arrays of numbers, and records and arrays of records nested in them (struct and list-of-struct
-//! columns, each read by a plan of its own) — the columns the reader can have (see `col_for`).
+//! columns, each read by a plan of its own) — the columns the reader can have (see
+//! `reader_columns::col_for`).
 //! Writer fields that are only skipped may be of any type except a reference to a named type.
 //! Anything else (`compile` returns `None`: also a reader record written as a reference to a named
 //! type, or a missing nested record that takes its default) keeps the general path, which gives
 //! the same rows and errors.
 
-use super::decode::Col;
+use super::reader_columns::Col;
 use crate::format::columns::{ColumnBuilder, Num, ScalarType, Shape, Values};
 use apache_avro::schema::{RecordField, RecordSchema, Schema};
 use std::sync::Arc;
