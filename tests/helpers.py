@@ -6,6 +6,8 @@ from __future__ import annotations
 import faulthandler
 import sys
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -38,3 +40,36 @@ def finished(thread: threading.Thread, out: dict[str, Any], timeout: float) -> A
     if "error" in out:
         raise out["error"]
     return out.get("result")
+
+
+def confluent_avro_values(
+    bootstrap: str, registry_url: str, topic: str, n: int, *, more_after: float = 0.0
+) -> list[tuple[bytes, Any]]:
+    """The first `n` values of `topic`, as confluent-kafka's consumer and `AvroDeserializer`
+    read them (an independent reader of the registry's wire format): `(raw value, decoded)`
+    pairs, within 100 s. `more_after` > 0 then polls that long more, so a caller can assert
+    that nothing followed."""
+    from confluent_kafka import Consumer
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    deserialize = AvroDeserializer(SchemaRegistryClient({"url": registry_url}))
+    context = SerializationContext(topic, MessageField.VALUE)
+    group = f"check-{uuid.uuid4().hex}"
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    got: list[tuple[bytes, Any]] = []
+    deadline = time.monotonic() + 100
+    try:
+        while len(got) < n and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got.append((msg.value(), deserialize(msg.value(), context)))
+        if more_after > 0:
+            msg = consumer.poll(more_after)
+            if msg is not None and not msg.error():
+                got.append((msg.value(), deserialize(msg.value(), context)))
+    finally:
+        consumer.close()
+    return got

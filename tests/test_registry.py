@@ -19,8 +19,9 @@ import pytest
 from confluent_kafka import Consumer as CkConsumer
 from confluent_kafka import Producer as CkProducer
 from confluent_kafka.schema_registry import SchemaRegistryClient
-from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
+from helpers import confluent_avro_values
 from kafka_ml import _native
 
 V1 = {
@@ -105,23 +106,8 @@ def test_kafka_ml_writes_confluent_reads_and_the_subject_exists(
         ).wait()
     assert f"{topic}-value" in registered_subjects(schema_registry_url)
 
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": schema_registry_url}))
-    consumer = CkConsumer(
-        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    got: list[dict[str, Any]] = []
-    try:
-        for _ in range(200):
-            if len(got) == len(ids):
-                break
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
-    finally:
-        consumer.close()
+    read = confluent_avro_values(config["bootstrap.servers"], schema_registry_url, topic, len(ids))
+    got = [value for _, value in read]
     assert [g["id"] for g in got] == ids.tolist()
     assert [g["x"] for g in got] == data["x"].tolist()
     assert [g["label"] for g in got] == data_with_label["label"]
@@ -581,23 +567,8 @@ def test_kafka_ml_writes_nested_records_confluent_reads_them(
         ).wait()
     assert f"{topic}-value" in registered_subjects(schema_registry_url)
 
-    deserializer = AvroDeserializer(SchemaRegistryClient({"url": schema_registry_url}))
-    consumer = CkConsumer(
-        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"g-{uuid.uuid4().hex}",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    consumer.subscribe([topic])
-    got: list[dict[str, Any]] = []
-    try:
-        for _ in range(200):
-            if len(got) == 2 * len(values):
-                break
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            got.append(deserializer(msg.value(), SerializationContext(topic, MessageField.VALUE)))
-    finally:
-        consumer.close()
+    read = confluent_avro_values(config["bootstrap.servers"], schema_registry_url, topic, 2 * len(values))
+    got = [value for _, value in read]
     for g in got:  # fastavro gives timestamp-millis as a datetime
         if g["meta"] is not None:
             g["meta"]["ts"] = round(g["meta"]["ts"].timestamp() * 1000)

@@ -29,7 +29,7 @@ from typing import Any
 import kafka_ml as km
 import numpy as np
 import pytest
-from helpers import finished, in_background
+from helpers import confluent_avro_values, finished, in_background
 from kafka_ml.cli import main as cli_main
 from kafka_ml.inference import InferenceLoop
 from prometheus_client import CollectorRegistry
@@ -438,10 +438,7 @@ def test_avro_results_are_registered_and_a_predict_stop_still_reports_what_was_s
     <output>-value at start, so confluent's AvroDeserializer reads them; a predict error with
     --on-predict-error stop exits 1 after the final metrics line, and exactly what it reports as
     served is committed and in the output."""
-    from confluent_kafka import Consumer
     from confluent_kafka.schema_registry import SchemaRegistryClient
-    from confluent_kafka.schema_registry.avro import AvroDeserializer
-    from confluent_kafka.serialization import MessageField, SerializationContext
 
     inp, out = new_topic(partitions=PARTITIONS), new_topic(partitions=1)
     total = 300
@@ -463,27 +460,14 @@ def test_avro_results_are_registered_and_a_predict_stop_still_reports_what_was_s
     assert final["predict_errors"] == 1 and 0 < served < total, final
     assert committed_total(config, group, inp) == served
 
-    registry = SchemaRegistryClient({"url": schema_registry_url})
-    registered = registry.get_latest_version(f"{out}-value")
+    registered = SchemaRegistryClient({"url": schema_registry_url}).get_latest_version(f"{out}-value")
     assert json.loads(registered.schema.schema_str)["name"] == "Result"
-    deserialize = AvroDeserializer(registry)
-    consumer = Consumer(
-        {"bootstrap.servers": config["bootstrap.servers"], "group.id": f"check-{uuid.uuid4().hex[:6]}",
-         "auto.offset.reset": "earliest", "enable.auto.commit": False}
-    )  # fmt: skip
-    consumer.subscribe([out])
-    results: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 30
-    try:
-        while len(results) < served and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
-            assert msg.value()[:5] == b"\0" + registered.schema_id.to_bytes(4, "big")
-            results.append(deserialize(msg.value(), SerializationContext(out, MessageField.VALUE)))
-        assert consumer.poll(1.0) is None  # nothing beyond what was reported served
-    finally:
-        consumer.close()
+    # Every value read, plus a second's wait: nothing beyond what was reported served.
+    bootstrap = config["bootstrap.servers"]
+    read = confluent_avro_values(bootstrap, schema_registry_url, out, served, more_after=1.0)
+    header = b"\0" + registered.schema_id.to_bytes(4, "big")
+    assert all(raw[:5] == header for raw, _ in read)
+    results = [value for _, value in read]
     ids = [r["id"] for r in results]
     assert len(ids) == served == len(set(ids)) and 150 not in ids
     assert all(r["y"] == 4.0 * r["id"] for r in results)

@@ -24,6 +24,10 @@ READ_FORMATS = ("json", "json_schema", "avro", "protobuf", "tensor", "raw", "deb
 WRITE_FORMATS = ("json", "json_schema", "avro", "protobuf", "tensor", "raw")
 
 
+# The input formats a Schema Registry serves (registry-framed values).
+REGISTRY_FORMATS = ("avro", "json_schema", "protobuf")
+
+
 def add_kafka_options(
     parser: argparse.ArgumentParser, *, bootstrap_help: str = "the Kafka cluster (host:port,...)"
 ) -> None:
@@ -170,7 +174,7 @@ def decoding_options(args: argparse.Namespace, registry: Any) -> dict[str, Any]:
             except ValueError:
                 raise ConfigError(f"--shape: expected sizes like 64 or 8,8, got {args.shape!r}") from None
     if registry is not None:
-        if fmt not in ("avro", "json_schema", "protobuf"):
+        if fmt not in REGISTRY_FORMATS:
             raise ConfigError(f"--schema-registry is for --format avro, json_schema or protobuf, not {fmt}")
         options["schema_registry"] = registry
     if args.subject is not None:

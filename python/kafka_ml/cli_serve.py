@@ -27,6 +27,7 @@ from typing import Any
 from ._secrets import redact
 from .cli_args import (
     READ_FORMATS,
+    REGISTRY_FORMATS,
     add_decoding,
     add_kafka_options,
     decoding_options,
@@ -292,7 +293,7 @@ def _serve(args: argparse.Namespace) -> int:
     predict = load_target(args.target)
     _check_arity(predict, args.target, with_model=args.model_topic is not None)
     # The registry serves the inputs (registry-framed formats), the results (Avro), or both.
-    input_registry = registry if args.format in ("avro", "json_schema", "protobuf") else None
+    input_registry = registry if args.format in REGISTRY_FORMATS else None
     if registry is not None and input_registry is None and args.output_format != "avro":
         raise ConfigError(
             "--schema-registry is for --format avro, json_schema or protobuf, or --output-format avro; "
