@@ -476,7 +476,10 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     second = next(node for node in cluster.nodes if node != first)
     moved_at = time.monotonic()
     cluster.move_leader(topic, 0, second)
-    time.sleep(2)
+    # The kill waits until the read is back on the new leader, so that no gap between batches
+    # spans both changes: each change's stall is measured on its own.
+    led_at = time.monotonic()
+    wait_until(lambda: arrivals[-1] > led_at + 1.0, "the read went on after the planned move", 30)
     # Then an unplanned one: the new leader SIGKILLed (the partition moves to the third node).
     killed_at = time.monotonic()
     outage = Outage(cluster, topic, 0)
@@ -496,7 +499,7 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     assert times[0] < moved_at and times[-1] > killed_at  # the read spans both changes
     gaps = np.diff(times)
     worst = float(gaps.max())
-    planned = float(gaps[(times[1:] > moved_at) & (times[:-1] < killed_at)].max())
+    planned = float(gaps[(times[1:] > moved_at) & (times[1:] < killed_at)].max())
     print(
         f"largest gap between batches: {worst:.2f} s; around the planned move: {planned:.2f} s "
         f"({len(arrivals)} batches)"
@@ -508,9 +511,12 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     # more when it was the active controller, whose successor is elected first), then its
     # partition gets a new leader and librdkafka finds it on its next metadata refresh (within
     # ~1 s of backoff): 5-8 s without data, the writer's retries included (5.6-7.6 s measured).
-    # A stall past 10 s means a client waited for something else (a session or request timeout)
-    # instead of following the new leader.
-    assert worst < 10.0, (
+    # A stall past 10 s, or more than 4 s past the fencing when the cluster was slower than that
+    # to fence (as seen from a polling admin client), means a client waited for something else (a
+    # session or request timeout, 10-45 s) instead of following the new leader.
+    assert outage.fenced_after is not None
+    limit = max(10.0, outage.fenced_after + 4.0)
+    assert worst < limit, (
         f"the read stalled {worst:.1f} s; the cluster fenced the killed node "
         f"{outage.fenced_after:.1f} s after the kill"
     )
