@@ -11,6 +11,7 @@
 //! - [`admin`]: topic creation (the compacted model topic), offsets outside a reading consumer,
 //!   the embedded (mock) cluster;
 //! - [`registry`]: the Schema Registry client (writer schemas by id, subjects, registration);
+//! - [`headers`]: the names of the headers kafka-ml writes (dead letters, lineage of results);
 //! - [`error`]: the one error type, mapped to Python exceptions in one place (`py/errors.rs`).
 //!
 //! `py` holds the bindings only: argument conversion, GIL release, error mapping.
@@ -20,6 +21,7 @@ pub mod client;
 pub mod consumer;
 pub mod error;
 pub mod format;
+pub mod headers;
 pub mod producer;
 pub mod registry;
 

@@ -10,7 +10,7 @@ import pytest
 from kafka_ml import ConfigError
 from kafka_ml._secrets import LIBRDKAFKA_SECRETS, is_secret, redact
 from kafka_ml.cli import main as cli_main
-from kafka_ml.config import load_properties, parse_properties
+from kafka_ml.config import load_properties, parse_properties, shared_client_config
 
 SECRET = "s3cr3t-never-printed"
 
@@ -132,6 +132,31 @@ def test_secret_properties_are_redacted() -> None:
     }
     assert config["sasl.password"] == SECRET, "redact returns a copy"
     assert not is_secret("ssl.endpoint.identification.algorithm") and is_secret("api.token")
+
+
+def test_a_shared_client_config_drops_only_consumer_only_properties() -> None:
+    def token() -> tuple[str, float]:
+        return ("t", 0.0)
+
+    consumer = {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "group.id": "trainer",
+        "auto.offset.reset": "earliest",
+        "fetch.max.bytes": "1048576",
+        "enable.auto.offset.store": "false",
+        "security.protocol": "SASL_SSL",
+        "enable.ssl.certificate.verification": "false",
+        "sasl.password": "hunter22",
+        "oauth_cb": token,
+    }
+    # The same rule as the Rust core's dead-letter producer (`ClientSettings::shared`).
+    assert shared_client_config(consumer) == {
+        "bootstrap.servers": "127.0.0.1:9092",
+        "security.protocol": "SASL_SSL",
+        "enable.ssl.certificate.verification": "false",
+        "sasl.password": "hunter22",
+        "oauth_cb": token,
+    }
 
 
 def test_cli_help_lists_the_connection_flags(capsys: pytest.CaptureFixture[str]) -> None:

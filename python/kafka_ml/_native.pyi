@@ -10,6 +10,11 @@ import numpy as np
 _ClientConfig = dict[str, str | Callable[[str], tuple[Any, ...]]]
 
 __all__ = [
+    "HEADER_ERROR",
+    "HEADER_MODEL_VERSION",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
     "ArrowBufferOwner",
     "Batch",
     "BatchReader",
@@ -23,6 +28,7 @@ __all__ = [
     "commit_offsets",
     "committed_offsets",
     "create_topic",
+    "is_consumer_only_property",
     "librdkafka_features",
     "librdkafka_version",
     "protobuf_message_name",
@@ -34,7 +40,13 @@ __version__: str
 librdkafka_version: str
 librdkafka_features: list[str]
 secret_properties: list[str]
+HEADER_ERROR: str
+HEADER_SOURCE_TOPIC: str
+HEADER_SOURCE_PARTITION: str
+HEADER_SOURCE_OFFSET: str
+HEADER_MODEL_VERSION: str
 
+def is_consumer_only_property(key: str) -> bool: ...
 def commit_offsets(
     config: _ClientConfig, offsets: dict[tuple[str, int], int], timeout: float = 30.0
 ) -> None: ...

@@ -22,34 +22,17 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
+from ._native import is_consumer_only_property
 from .exceptions import ConfigError
 
 __all__ = ["load_properties", "parse_properties", "shared_client_config"]
 
-# Consumer-only librdkafka properties: kept out of the producers and other clients a consumer's
-# configuration also sets up (an inference loop's results, a trainer's model topic) — a group.id
-# there would, say, make a model topic reader commit to the trainer's group.
-_CONSUMER_ONLY = (
-    "group.",
-    "auto.offset.reset",
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "enable.auto.",
-    "auto.commit.",
-    "isolation.level",
-    "partition.assignment.strategy",
-    "fetch.",
-    "queued.",
-    "check.crcs",
-    "enable.partition.eof",
-)
-
 
 def shared_client_config(config: Mapping[str, object]) -> dict[str, object]:
     """A consumer's configuration without its consumer-only properties: the connection and
-    security settings that a producer (or another client) of the same application shares."""
-    return {k: v for k, v in config.items() if not k.startswith(_CONSUMER_ONLY)}
+    security settings that a producer (or another client) of the same application shares. The
+    list of consumer-only properties is the Rust core's, which its dead-letter producer uses."""
+    return {k: v for k, v in config.items() if not is_consumer_only_property(k)}
 
 
 _WHITESPACE = " \t\f"

@@ -43,9 +43,17 @@ impl ClientSettings {
         }
     }
 
-    /// The same token source with other properties (a producer derived from a consumer's
-    /// connection settings).
-    pub fn with_properties(&self, properties: Vec<(String, String)>) -> Self {
+    /// The settings a producer (or another client) of the same application shares with this
+    /// consumer: every property but the consumer-only ones, and the same token source. A
+    /// deny-list, not an allow-list, so that whatever the user set for the connection (TLS
+    /// checks, DNS lookup, API versions, a property this list has never heard of) carries over.
+    pub fn shared(&self) -> Self {
+        let properties = self
+            .properties
+            .iter()
+            .filter(|(k, _)| !is_consumer_only_property(k))
+            .cloned()
+            .collect();
         ClientSettings::new(properties, self.token_source.clone())
     }
 
@@ -66,6 +74,31 @@ impl From<Vec<(String, String)>> for ClientSettings {
     fn from(properties: Vec<(String, String)>) -> Self {
         ClientSettings::new(properties, None)
     }
+}
+
+/// Prefixes of the consumer-only librdkafka properties: kept out of the producers and other
+/// clients that a consumer's configuration also sets up (dead letters, an inference loop's
+/// results, a trainer's model topic); a `group.id` there would, say, make a model topic reader
+/// commit to the trainer's group. `kafka_ml.config.shared_client_config` applies the same list.
+pub const CONSUMER_ONLY_PROPERTIES: &[&str] = &[
+    "group.",
+    "auto.offset.reset",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "enable.auto.",
+    "auto.commit.",
+    "isolation.level",
+    "partition.assignment.strategy",
+    "fetch.",
+    "queued.",
+    "check.crcs",
+    "enable.partition.eof",
+];
+
+/// Whether `key` is a consumer-only property (one of `CONSUMER_ONLY_PROPERTIES` or under it).
+pub fn is_consumer_only_property(key: &str) -> bool {
+    CONSUMER_ONLY_PROPERTIES.iter().any(|p| key.starts_with(p))
 }
 
 impl std::ops::Deref for ClientSettings {
@@ -499,6 +532,39 @@ mod tests {
         assert!(
             !shown.contains("hunter2-secret") && shown.contains("alice"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn a_derived_producer_keeps_every_setting_but_the_consumer_only_ones() {
+        let consumer = ClientSettings::new(
+            [
+                ("bootstrap.servers", "127.0.0.1:9092"),
+                ("group.id", "trainer"),
+                ("group.instance.id", "a"),
+                ("enable.auto.commit", "false"),
+                ("fetch.wait.max.ms", "5"),
+                ("isolation.level", "read_committed"),
+                ("security.protocol", "SASL_SSL"),
+                ("enable.ssl.certificate.verification", "false"),
+                ("client.dns.lookup", "use_all_dns_ips"),
+                ("linger.ms", "1"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .to_vec(),
+            None,
+        );
+        let producer = consumer.shared();
+        let kept: Vec<&str> = producer.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kept,
+            [
+                "bootstrap.servers",
+                "security.protocol",
+                "enable.ssl.certificate.verification",
+                "client.dns.lookup",
+                "linger.ms"
+            ]
         );
     }
 

@@ -4,6 +4,7 @@
 use super::batch::MessageView;
 use crate::client::ClientSettings;
 use crate::error::{MessagePosition, Result};
+use crate::headers as names;
 use crate::producer::{OutgoingMessage, Producer};
 use std::time::Duration;
 
@@ -15,16 +16,8 @@ pub(super) struct DeadLetters {
 
 impl DeadLetters {
     pub(super) fn new(config: &ClientSettings, topic: &str) -> Result<Self> {
-        // The dead-letter producer shares the connection settings, not consumer ones.
-        let producer_config = config.with_properties(
-            config
-                .iter()
-                .filter(|(k, _)| is_common_property(k))
-                .cloned()
-                .collect(),
-        );
         Ok(DeadLetters {
-            producer: Producer::new(&producer_config)?,
+            producer: Producer::new(&config.shared())?,
             topic: topic.to_owned(),
         })
     }
@@ -40,10 +33,10 @@ impl DeadLetters {
         let partition = position.partition.to_string();
         let offset = position.offset.to_string();
         let mut headers = m.headers.clone();
-        headers.push(("kafka_ml.error", Some(reason.as_bytes())));
-        headers.push(("kafka_ml.source.topic", Some(position.topic.as_bytes())));
-        headers.push(("kafka_ml.source.partition", Some(partition.as_bytes())));
-        headers.push(("kafka_ml.source.offset", Some(offset.as_bytes())));
+        headers.push((names::ERROR, Some(reason.as_bytes())));
+        headers.push((names::SOURCE_TOPIC, Some(position.topic.as_bytes())));
+        headers.push((names::SOURCE_PARTITION, Some(partition.as_bytes())));
+        headers.push((names::SOURCE_OFFSET, Some(offset.as_bytes())));
         self.producer.send_one(
             &OutgoingMessage {
                 topic: &self.topic,
@@ -62,17 +55,4 @@ impl DeadLetters {
     pub(super) fn flush(&self, timeout: Duration) -> Result<()> {
         self.producer.flush(timeout)
     }
-}
-
-/// librdkafka properties that make sense for a producer too (connection and security).
-fn is_common_property(key: &str) -> bool {
-    key == "bootstrap.servers"
-        || key == "metadata.broker.list"
-        || key == "client.id"
-        || key.starts_with("security.")
-        || key.starts_with("ssl.")
-        || key.starts_with("sasl.")
-        || key.starts_with("socket.")
-        || key.starts_with("broker.")
-        || key == "debug"
 }

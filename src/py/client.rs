@@ -214,8 +214,22 @@ fn after_fork_in_child(py: Python<'_>) -> PyResult<()> {
     start_log_thread(py)
 }
 
+/// Whether `key` is a consumer-only librdkafka property, one that a producer derived from a
+/// consumer's configuration leaves out (`kafka_ml.config.shared_client_config`).
+#[pyfunction]
+fn is_consumer_only_property(key: &str) -> bool {
+    crate::client::is_consumer_only_property(key)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("librdkafka_features", crate::client::builtin_features())?;
     m.add("secret_properties", crate::client::SECRET_PROPERTIES.to_vec())?;
+    m.add_function(wrap_pyfunction!(is_consumer_only_property, m)?)?;
+    // The header names kafka-ml writes (`kafka_ml.headers`).
+    m.add("HEADER_ERROR", crate::headers::ERROR)?;
+    m.add("HEADER_SOURCE_TOPIC", crate::headers::SOURCE_TOPIC)?;
+    m.add("HEADER_SOURCE_PARTITION", crate::headers::SOURCE_PARTITION)?;
+    m.add("HEADER_SOURCE_OFFSET", crate::headers::SOURCE_OFFSET)?;
+    m.add("HEADER_MODEL_VERSION", crate::headers::MODEL_VERSION)?;
     install_logging(m.py())
 }
