@@ -153,6 +153,18 @@ pub enum Error {
         /// What to do instead.
         remedy: &'static str,
     },
+
+    /// A TLS client asked for in a process forked while its parent had TLS clients open
+    /// (`client::fork`): OpenSSL's locks may be held there by threads that do not exist here.
+    #[error(
+        "cannot open a TLS connection in this process: it was forked (a DataLoader worker, \
+         multiprocessing's fork start method) while its parent had {open_at_fork} TLS client(s) \
+         open, and OpenSSL's locks may be held by parent threads that do not exist here (a new TLS \
+         client or HTTPS connection would hang in its set-up). Start the workers with the 'spawn' or \
+         'forkserver' method (DataLoader(..., multiprocessing_context=\"spawn\")), or close the \
+         parent's TLS clients before the fork"
+    )]
+    ForkedWithTls { open_at_fork: usize },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -153,3 +153,36 @@ def test_headers_with_one_value_per_row(config, new_topic):
         [("source", b"b"), ("offset", b"11")],
         [("source", None), ("offset", b"12")],
     ]
+
+
+def test_close_releases_the_client_for_the_producer_and_its_reports(config, new_topic):
+    """`close()` flushes, then lets go of the librdkafka producer (connections, threads), also
+    held by the reports of its sends: counts stay readable, anything else is ClosedError."""
+    import threading
+
+    topic = new_topic()
+    producer = km.Producer(config)
+    report = producer.send(topic, np.zeros((100, 4), np.float32))
+    before = threading.active_count(), len(_native_threads())
+    producer.close()
+    assert report.done and report.delivered == 100  # the close flushed first
+    assert (producer.delivered, producer.failed) == (100, 0)
+    assert report.wait(timeout=1) is report  # a report of a closed producer still answers
+    with pytest.raises(km.ClosedError, match="producer is closed"):
+        producer.produce(topic, b"x")
+    with pytest.raises(km.ClosedError):
+        producer.flush(1)
+    producer.close()  # again: nothing to do
+    # The producer's librdkafka threads are gone, though `producer` and `report` are alive.
+    assert len(_native_threads()) < before[1], (before, len(_native_threads()))
+
+
+def _native_threads() -> list[str]:
+    """The names of this process's threads (librdkafka's are named rdk:...)."""
+    import os
+
+    names = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            names.append(f.read().strip())
+    return [n for n in names if n.startswith("rdk:")]

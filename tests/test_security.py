@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import http.server
 import json
 import logging
@@ -547,3 +548,59 @@ def test_a_forked_process_logs_and_connects_while_the_parent_logs(secure_broker:
             child.kill()
             pytest.fail("a forked child hung")
         assert child.exitcode == 0, "a forked child's librdkafka log did not reach its logging"
+
+
+def _tls_and_plaintext_in_a_forked_child(
+    tls: dict[str, Any], plaintext: dict[str, Any], topic: str, answers: Any
+) -> None:
+    """A forked child's body: tries a TLS producer, then a PLAINTEXT one; reports both."""
+    out = []
+    for config in (tls, plaintext):
+        try:
+            with km.Producer(config) as p:
+                p.produce(topic, b'{"id": 7, "x": [1, 2, 3, 4]}', partition=0)
+                p.flush(30)
+            out.append("sent")
+        except km.ForkedProcessError as e:
+            out.append(f"ForkedProcessError: {e}")
+    answers.send(out)
+
+
+def test_a_child_forked_with_tls_clients_open_is_refused_tls_at_once(secure_broker: Any, topic: str) -> None:
+    """OpenSSL's locks, held by a parent's librdkafka thread mid-handshake, stay held in a child
+    forked then, and the child's first TLS client hangs on them (openssl/openssl#19066; seen in
+    DataLoader workers). A child forked while TLS clients are open gets ForkedProcessError at
+    once instead, for TLS only; once the parent's TLS clients are closed, children use TLS."""
+    import multiprocessing
+
+    scram = secure_broker.client_config("scram512", user="alice")
+    plaintext = secure_broker.client_config("plaintext")
+    fork = multiprocessing.get_context("fork")
+
+    def run_child() -> list[str]:
+        receive, send = fork.Pipe(duplex=False)
+        child = fork.Process(
+            target=_tls_and_plaintext_in_a_forked_child, args=(scram, plaintext, topic, send)
+        )
+        child.start()
+        try:
+            assert receive.poll(60), "the forked child hung"
+            answer: list[str] = receive.recv()
+            return answer
+        finally:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+
+    with km.Producer(scram) as parent_producer:
+        parent_producer.produce(topic, b'{"id": 1, "x": [1, 2, 3, 4]}', partition=0)
+        tls, plain = run_child()
+        assert tls.startswith("ForkedProcessError") and "1 TLS client(s) open" in tls, tls
+        assert 'multiprocessing_context="spawn"' in tls and scram["sasl.password"] not in tls
+        assert plain == "sent"
+        parent_producer.flush(30)
+    # No TLS client open in the parent now (those of earlier tests collected too): the child's
+    # TLS producer connects and sends.
+    gc.collect()
+    assert run_child() == ["sent", "sent"]
+    assert read_ids(scram, topic) == [1, 7, 7, 7]

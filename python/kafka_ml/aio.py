@@ -86,8 +86,12 @@ class Producer:
         """Waits for every queued message (in the default executor: flushing is rare)."""
         await asyncio.get_running_loop().run_in_executor(None, self._producer.flush, timeout)
 
+    async def close(self, timeout: float = 30.0) -> None:
+        """Flushes, then releases the librdkafka producer: see :meth:`kafka_ml.Producer.close`."""
+        await asyncio.get_running_loop().run_in_executor(None, self._producer.close, timeout)
+
     async def __aenter__(self) -> Producer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.flush()
+        await self.close()

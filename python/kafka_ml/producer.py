@@ -14,7 +14,7 @@ from . import _native
 from ._native import SendReport
 from .connect_json import envelope_table
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config, descriptor_set_bytes
-from .exceptions import ConfigError, EncodeError, KafkaMLError
+from .exceptions import ClosedError, ConfigError, EncodeError, KafkaMLError
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns, registry_client, subject_name
 
 __all__ = ["Headers", "Producer", "SendReport"]
@@ -208,8 +208,17 @@ class Producer:
         return self._native.failed
 
     def close(self, timeout: float = 30.0) -> None:
-        """Flushes what is queued."""
-        self.flush(timeout)
+        """Flushes what is queued (up to ``timeout`` seconds), then releases the librdkafka
+        producer: its connections and threads, also for the :class:`SendReport` objects of its
+        sends (they keep their counts). What the flush could not deliver is purged and reported
+        failed, and the flush's error raised. Later calls raise :class:`ClosedError`; closing
+        again does nothing."""
+        try:
+            self.flush(timeout)
+        except ClosedError:
+            pass
+        finally:
+            self._native.close()
 
     def __enter__(self) -> Producer:
         return self

@@ -1,7 +1,9 @@
 //! Cluster administration the library needs itself: creating a topic with its configuration
 //! (the model topic is created compacted), treating "already exists" as success.
 
-use crate::client::{await_cluster, client_config, ClientHooks, ClientSettings, TokenRefresher};
+use crate::client::{
+    await_cluster, client_config, ClientHooks, ClientSettings, HasHooks, OpenSslClient, TokenRefresher,
+};
 use crate::consumer::{new_consumer, PlainContext};
 use crate::error::{resource_kind, Error, KafkaCode, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -140,11 +142,13 @@ crate::client_context_with_hooks!(AdminContext);
 
 impl AdminHandle {
     fn new(config: &ClientSettings) -> Result<Self> {
+        let openssl_client = OpenSslClient::claim(config)?;
         let client: Arc<AdminClient<AdminContext>> = Arc::new(
             client_config(config)
                 .create_with_context(AdminContext::default())
                 .map_err(|e| Error::kafka("cannot create an admin client", e))?,
         );
+        client.inner().context().hooks().keep(openssl_client);
         let token_refresher = TokenRefresher::when_needed(&client, client.inner().native_ptr(), config)?;
         Ok(AdminHandle {
             _token_refresher: token_refresher,

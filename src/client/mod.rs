@@ -3,11 +3,14 @@
 //! lines, global errors, failed logins), OAUTHBEARER tokens from the application, and the
 //! redaction of secrets from everything the library prints.
 //!
-//! Secrets and their redaction live in `secrets`, application OAUTHBEARER tokens in `tokens`.
+//! Secrets and their redaction live in `secrets`, application OAUTHBEARER tokens in `tokens`,
+//! the refusal of TLS clients in a child forked while TLS clients were open in `fork`.
 
+pub mod fork;
 mod secrets;
 mod tokens;
 
+pub use fork::OpenSslClient;
 pub use secrets::{is_secret_property, redact, register_secret, SECRET_PROPERTIES};
 pub(crate) use tokens::TokenRefresher;
 pub use tokens::{OAuthToken, TokenSource};
@@ -233,9 +236,19 @@ pub struct ClientHooks {
     /// denied while looking up its coordinator): librdkafka retries such a lookup until the
     /// request times out.
     denial: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    /// The count of this client among the open TLS clients (`fork`), for as long as the
+    /// context, and so the librdkafka handle, exists.
+    openssl_client: OnceLock<OpenSslClient>,
 }
 
 impl ClientHooks {
+    /// Keeps the client's place among the open TLS clients until the client is gone.
+    pub(crate) fn keep(&self, openssl_client: Option<OpenSslClient>) {
+        if let Some(slot) = openssl_client {
+            let _ = self.openssl_client.set(slot);
+        }
+    }
+
     pub fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         let level = match level {
             RDKafkaLogLevel::Emerg

@@ -1,7 +1,9 @@
 //! The librdkafka consumer every reader, plan and offsets call starts from: kafka-ml's consumer
 //! settings, OAUTHBEARER refreshes, and a drop that closes promptly.
 
-use crate::client::{client_config, config_value, ClientHooks, ClientSettings, TokenRefresher};
+use crate::client::{
+    client_config, config_value, ClientHooks, ClientSettings, HasHooks, OpenSslClient, TokenRefresher,
+};
 use crate::error::{Error, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,10 +18,11 @@ pub(crate) struct PlainContext {
 crate::client_context_with_hooks!(PlainContext);
 impl ConsumerContext for PlainContext {}
 
-pub(crate) fn new_consumer<C: ConsumerContext + 'static>(
+pub(crate) fn new_consumer<C: ConsumerContext + HasHooks + 'static>(
     config: &ClientSettings,
     ctx: C,
 ) -> Result<ClosingConsumer<C>> {
+    let openssl_client = OpenSslClient::claim(config)?;
     let mut cc = client_config(config);
     // Offsets are committed by the reader, only for what the user received.
     cc.set("enable.auto.commit", "false");
@@ -49,6 +52,7 @@ pub(crate) fn new_consumer<C: ConsumerContext + 'static>(
         cc.create_with_context(ctx)
             .map_err(|e| Error::kafka("invalid consumer configuration", e))?,
     );
+    consumer.context().hooks().keep(openssl_client);
     let token_refresher = TokenRefresher::when_needed(&consumer, consumer.client().native_ptr(), config)?;
     Ok(ClosingConsumer {
         _token_refresher: token_refresher,

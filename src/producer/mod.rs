@@ -18,7 +18,9 @@ pub use delivery::{MessageTag, SendTracker};
 pub(crate) use table_send::{TableSend, ENQUEUE_TIMEOUT};
 
 use self::batched::TopicHandle;
-use crate::client::{client_config, config_value, explain, ClientSettings, TokenRefresher};
+use crate::client::{
+    client_config, config_value, explain, ClientSettings, HasHooks, OpenSslClient, TokenRefresher,
+};
 use crate::error::{resource_kind, Error, KafkaCode, Result};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -66,6 +68,7 @@ pub struct Producer {
 impl Producer {
     /// Creates a producer; idempotent with `acks=all` unless the config says otherwise.
     pub fn new(config: &ClientSettings) -> Result<Self> {
+        let openssl_client = OpenSslClient::claim(config)?;
         let mut cc = client_config(config);
         if config_value(config, "enable.idempotence").is_none() {
             cc.set("enable.idempotence", "true");
@@ -74,6 +77,7 @@ impl Producer {
             cc.create_with_context(DeliveryTracker::default())
                 .map_err(|e| Error::kafka("cannot create producer", e))?,
         );
+        inner.context().hooks().keep(openssl_client);
         let token_refresher = TokenRefresher::when_needed(&inner, inner.client().native_ptr(), config)?;
         let max_message_bytes = config_value(config, "message.max.bytes")
             .and_then(|v| v.parse().ok())

@@ -403,7 +403,7 @@ pub struct BatchReader {
 
 impl BatchReader {
     fn reader(&self) -> PyResult<Arc<Mutex<Reader>>> {
-        self.inner.get("reader").cloned()
+        self.inner.get("reader")
     }
 
     /// Runs `f` on the reader (for other bindings, e.g. producer transactions), GIL released.

@@ -49,7 +49,7 @@ pub fn to_pyerr(err: Error) -> PyErr {
             Error::Delivery { .. } => "DeliveryError",
             Error::Kafka { .. } => "KafkaError",
             Error::Closed(_) => "ClosedError",
-            Error::Forked { .. } => "ForkedProcessError",
+            Error::Forked { .. } | Error::ForkedWithTls { .. } => "ForkedProcessError",
             Error::Authentication { .. } => "AuthenticationError",
             Error::Ssl { .. } => "SSLError",
             Error::Registry {

@@ -10,6 +10,7 @@ mod protobuf;
 mod registry;
 
 use crate::error::Error;
+use arc_swap::ArcSwapOption;
 use pyo3::prelude::*;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -99,6 +100,7 @@ static FORKS: AtomicU64 = AtomicU64::new(0);
 #[pyfunction]
 fn after_fork_in_child() {
     FORKS.fetch_add(1, Ordering::Relaxed);
+    crate::client::fork::note_fork_in_child();
 }
 
 /// The process a native object with threads or a librdkafka client was made in. A forked child
@@ -138,27 +140,61 @@ impl Birthplace {
 }
 
 /// The core half of a native object that owns threads or a librdkafka client (a reader, a
-/// producer), shared with the calls in flight. Dropping the last handle can take seconds (joining
-/// a thread, leaving a group, flushing), so that drop runs with the GIL released: a garbage
-/// collection that frees it does not stall every other Python thread meanwhile. In a forked
-/// child it is never dropped (`Birthplace`).
+/// producer), shared with the calls in flight (each holds an `Arc` of it while it runs) and with
+/// other handles on the same object (`share`: a producer's `SendReport`s). The object lives
+/// until the last handle is dropped, or until `close` empties every handle at once. Dropping it
+/// can take seconds (joining a thread, leaving a group, purging), so that runs with the GIL
+/// released: a garbage collection that frees it does not stall every other Python thread
+/// meanwhile. In a forked child it is never dropped (`Birthplace`).
 pub(crate) struct Native<T: Send + Sync> {
-    value: Option<Arc<T>>,
+    /// `None` only once dropped.
+    slot: Option<Arc<ArcSwapOption<T>>>,
     birthplace: Birthplace,
 }
 
 impl<T: Send + Sync> Native<T> {
     pub(crate) fn new(value: Arc<T>) -> Self {
         Native {
-            value: Some(value),
+            slot: Some(Arc::new(ArcSwapOption::from(Some(value)))),
             birthplace: Birthplace::here(),
         }
     }
 
-    /// The value, or `ForkedProcessError` in a process forked after it was made.
-    pub(crate) fn get(&self, what: &'static str) -> PyResult<&Arc<T>> {
+    /// Another handle on the same object: it keeps the object alive too, and `close` on either
+    /// closes both.
+    pub(crate) fn share(&self) -> Self {
+        Native {
+            slot: self.slot.clone(),
+            birthplace: self.birthplace,
+        }
+    }
+
+    fn slot(&self) -> &ArcSwapOption<T> {
+        self.slot.as_ref().expect("present until dropped")
+    }
+
+    /// The object, `ForkedProcessError` in a process forked after it was made, or `ClosedError`
+    /// (naming `what`) after `close`.
+    pub(crate) fn get(&self, what: &'static str) -> PyResult<Arc<T>> {
+        self.open(what)?
+            .ok_or_else(|| errors::to_pyerr(Error::Closed(what)))
+    }
+
+    /// The object, or `None` after `close`; `ForkedProcessError` in a forked child.
+    pub(crate) fn open(&self, what: &'static str) -> PyResult<Option<Arc<T>>> {
         self.birthplace.check(what)?;
-        Ok(self.value.as_ref().expect("present until dropped"))
+        Ok(self.slot().load_full())
+    }
+
+    /// Releases the object for every handle: it is dropped (GIL released) as soon as no call
+    /// in flight holds it. A no-op when closed already, and in a forked child (the object's
+    /// threads are the parent's).
+    pub(crate) fn close(&self) {
+        if !self.birthplace.is_inherited() {
+            if let Some(value) = self.slot().swap(None) {
+                release(value);
+            }
+        }
     }
 
     pub(crate) fn is_inherited(&self) -> bool {
@@ -168,39 +204,47 @@ impl<T: Send + Sync> Native<T> {
 
 impl<T: Send + Sync> Drop for Native<T> {
     fn drop(&mut self) {
-        let Some(shared) = self.value.take() else {
+        let Some(slot) = self.slot.take() else {
             return;
         };
         if self.birthplace.is_inherited() {
             // Its threads are the parent's: dropping it here would wait for them forever.
-            std::mem::forget(shared);
+            std::mem::forget(slot);
             return;
         }
-        // Other handles (a `SendReport` of the producer, a call in flight) keep it: cheap.
-        let Some(last) = Arc::into_inner(shared) else {
-            return;
-        };
-        Python::attach(|py| {
-            // The drop may run while an exception propagates (the object freed by the unwinding
-            // of a `list(KafkaDataset(...))` that raised): Python calls must not see or consume
-            // it, so it is set aside and restored.
-            let propagating = PyErr::take(py);
-            // While the interpreter shuts down, a thread must not take the GIL back: drop here.
-            let finalizing = py
-                .import("sys")
-                .and_then(|sys| sys.call_method0("is_finalizing"))
-                .and_then(|f| f.extract::<bool>())
-                .unwrap_or(true);
-            if finalizing {
-                drop(last);
-            } else {
-                py.detach(move || drop(last));
-            }
-            if let Some(e) = propagating {
-                e.restore(py);
-            }
-        });
+        // Other handles (a `SendReport` of the producer) keep it: cheap.
+        if let Some(value) = Arc::into_inner(slot).and_then(|slot| slot.into_inner()) {
+            release(value);
+        }
     }
+}
+
+/// Drops `value` with the GIL released if this was its last reference (a call in flight may
+/// still hold it: then that call's end drops it).
+fn release<T: Send + Sync>(value: Arc<T>) {
+    let Some(last) = Arc::into_inner(value) else {
+        return;
+    };
+    Python::attach(|py| {
+        // The drop may run while an exception propagates (the object freed by the unwinding
+        // of a `list(KafkaDataset(...))` that raised): Python calls must not see or consume
+        // it, so it is set aside and restored.
+        let propagating = PyErr::take(py);
+        // While the interpreter shuts down, a thread must not take the GIL back: drop here.
+        let finalizing = py
+            .import("sys")
+            .and_then(|sys| sys.call_method0("is_finalizing"))
+            .and_then(|f| f.extract::<bool>())
+            .unwrap_or(true);
+        if finalizing {
+            drop(last);
+        } else {
+            py.detach(move || drop(last));
+        }
+        if let Some(e) = propagating {
+            e.restore(py);
+        }
+    });
 }
 
 /// Where the shared tokio runtime (the async API) was started, once it is.

@@ -18,16 +18,32 @@ use std::sync::Arc;
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct SendReport {
     tracker: Arc<SendTracker>,
-    /// Its producer: a failed login ends a wait on the report at once.
+    /// Its producer (a handle that `Producer.close()` empties): a failed login ends a wait on
+    /// the report at once.
     producer: Native<producer::Producer>,
 }
 
 impl SendReport {
-    fn new(tracker: Arc<SendTracker>, producer: Arc<producer::Producer>) -> Self {
+    fn new(tracker: Arc<SendTracker>, producer: &Native<producer::Producer>) -> Self {
         SendReport {
             tracker,
-            producer: Native::new(producer),
+            producer: producer.share(),
         }
+    }
+
+    /// Waits for every report (slices of `timeout`, serving Ctrl-C), ended early by a failed
+    /// login. After the producer's `close()` every report is in (delivered, or failed by the
+    /// purge), so there is no login left to check.
+    fn wait_for_reports(&self, py: Python<'_>, timeout: Option<std::time::Duration>) -> PyResult<Option<()>> {
+        let (tracker, producer) = (self.tracker.clone(), self.producer.open("producer")?);
+        blocking(py, timeout, move |slice| {
+            if let Some(Err(e)) = producer.as_ref().map(|p| p.check_login()) {
+                return Some(Err(e));
+            }
+            tracker.wait(slice).then_some(Ok(()))
+        })?
+        .transpose()
+        .py_err()
     }
 }
 
@@ -64,14 +80,7 @@ impl SendReport {
     /// whether they are all in. Unlike `wait`, raises nothing about failed rows.
     fn join(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = seconds("timeout", timeout)?;
-        let (tracker, producer) = (self.tracker.clone(), self.producer.get("producer")?.clone());
-        let waited = blocking(py, Some(timeout), move |slice| {
-            if let Err(e) = producer.check_login() {
-                return Some(Err(e));
-            }
-            tracker.wait(slice).then_some(Ok(()))
-        })?;
-        waited.transpose().py_err().map(|done| done.is_some())
+        Ok(self.wait_for_reports(py, Some(timeout))?.is_some())
     }
 
     /// Waits for every report (serving Ctrl-C); raises `DeliveryError` naming the failed rows,
@@ -79,18 +88,7 @@ impl SendReport {
     #[pyo3(signature = (timeout=None))]
     fn wait(slf: Py<Self>, py: Python<'_>, timeout: Option<f64>) -> PyResult<Py<Self>> {
         let timeout = timeout.map(|t| seconds("timeout", t)).transpose()?;
-        let (tracker, producer) = (
-            slf.get().tracker.clone(),
-            slf.get().producer.get("producer")?.clone(),
-        );
-        let done = blocking(py, timeout, move |slice| {
-            if let Err(e) = producer.check_login() {
-                return Some(Err(e));
-            }
-            tracker.wait(slice).then_some(Ok(()))
-        })?
-        .transpose()
-        .py_err()?;
+        let done = slf.get().wait_for_reports(py, timeout)?;
         let tracker = &slf.get().tracker;
         if done.is_none() {
             let missing = tracker.rows() as u64 - tracker.delivered() - tracker.failed();
@@ -139,11 +137,24 @@ struct ProtoArgs {
 #[pyclass(module = "kafka_ml._native", frozen)]
 pub struct Producer {
     inner: Native<producer::Producer>,
+    /// `(sent, delivered, failed)` when `close()` released the producer: still readable.
+    final_counts: std::sync::OnceLock<(u64, u64, u64)>,
 }
 
 impl Producer {
     fn producer(&self) -> PyResult<Arc<producer::Producer>> {
-        self.inner.get("producer").cloned()
+        self.inner.get("producer")
+    }
+
+    /// `(sent, delivered, failed)`, also after `close()`.
+    fn counts(&self) -> PyResult<(u64, u64, u64)> {
+        match self.final_counts.get() {
+            Some(counts) => Ok(*counts),
+            None => {
+                let p = self.producer()?;
+                Ok((p.sent(), p.delivered(), p.failed()))
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -236,6 +247,7 @@ impl Producer {
     fn new(config: ClientSettings) -> PyResult<Self> {
         Ok(Producer {
             inner: Native::new(Arc::new(producer::Producer::new(&config).py_err()?)),
+            final_counts: std::sync::OnceLock::new(),
         })
     }
 
@@ -270,7 +282,7 @@ impl Producer {
             other => Some(other),
         })?;
         let tracker = sent.expect("waits until queued or failed").py_err()?;
-        Ok(SendReport::new(tracker, inner))
+        Ok(SendReport::new(tracker, &self.inner))
     }
 
     /// Queues one message per row of a C-contiguous buffer (`row_bytes` bytes each): the
@@ -315,7 +327,7 @@ impl Producer {
             sender.send_rows(&batch, ENQUEUE_TIMEOUT)
         })?
         .py_err()?;
-        Ok(SendReport::new(tracker, inner))
+        Ok(SendReport::new(tracker, &self.inner))
     }
 
     /// Checks the arguments of a table send (format, schema, keys) and takes the Arrow stream
@@ -378,9 +390,8 @@ impl Producer {
     fn send_prepared(&self, py: Python<'_>, prepared: &PreparedSend) -> PyResult<SendReport> {
         let send = prepared.take()?;
         let inner = self.producer()?;
-        let sender = inner.clone();
-        let tracker = blocking_call(py, move || send.run(&sender))?.py_err()?;
-        Ok(SendReport::new(tracker, inner))
+        let tracker = blocking_call(py, move || send.run(&inner))?.py_err()?;
+        Ok(SendReport::new(tracker, &self.inner))
     }
 
     /// Like `send_prepared`, as an awaitable that resolves to the `SendReport` once every row is
@@ -395,6 +406,7 @@ impl Producer {
         let send = prepared.take()?;
         let inner = self.producer()?;
         let producer = inner.clone();
+        let handle = self.inner.share();
         super::future_into_py(py, async move {
             let tracker = tokio::task::spawn_blocking(move || send.run(&inner))
                 .await
@@ -415,7 +427,7 @@ impl Producer {
                 }
             }
             tracker.outcome().py_err()?;
-            Ok(SendReport::new(tracker, producer))
+            Ok(SendReport::new(tracker, &handle))
         })
     }
 
@@ -438,6 +450,17 @@ impl Producer {
             }
         })?;
         out.expect("waits until the deadline").py_err()
+    }
+
+    /// Releases the librdkafka producer (its connections and threads) for this object and
+    /// every `SendReport` of it; anything still queued is purged and reported failed. Later
+    /// calls raise `ClosedError`. Idempotent.
+    fn close(&self) -> PyResult<()> {
+        if let Some(p) = self.inner.open("producer")? {
+            let _ = self.final_counts.set((p.sent(), p.delivered(), p.failed()));
+        }
+        self.inner.close();
+        Ok(())
     }
 
     #[pyo3(signature = (timeout=30.0))]
@@ -494,17 +517,17 @@ impl Producer {
 
     #[getter]
     fn delivered(&self) -> PyResult<u64> {
-        Ok(self.producer()?.delivered())
+        Ok(self.counts()?.1)
     }
 
     #[getter]
     fn failed(&self) -> PyResult<u64> {
-        Ok(self.producer()?.failed())
+        Ok(self.counts()?.2)
     }
 
     #[getter]
     fn sent(&self) -> PyResult<u64> {
-        Ok(self.producer()?.sent())
+        Ok(self.counts()?.0)
     }
 }
 

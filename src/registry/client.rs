@@ -270,7 +270,22 @@ impl SchemaRegistry {
         Ok((id, version))
     }
 
+    /// An HTTPS registry is not asked in a process forked while TLS clients were open
+    /// (`client::fork`): its OpenSSL set-up could hang there.
+    fn refuse_https_after_fork(&self) -> Result<()> {
+        if self
+            .settings
+            .url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            crate::client::fork::refuse_tls_if_forked_with_tls_open()?;
+        }
+        Ok(())
+    }
+
     fn get<T: serde::de::DeserializeOwned>(&self, path: &str, what: &str) -> Result<T> {
+        self.refuse_https_after_fork()?;
         self.call(what, || {
             self.authorize(self.agent().get(&format!("{}{path}", self.settings.url)))
                 .call()
@@ -283,6 +298,7 @@ impl SchemaRegistry {
         body: &impl Serialize,
         what: &str,
     ) -> Result<T> {
+        self.refuse_https_after_fork()?;
         let json = serde_json::to_vec(body).map_err(|e| Error::Config(format!("{what}: {e}")))?;
         self.call(what, || {
             self.authorize(self.agent().post(&format!("{}{path}", self.settings.url)))
