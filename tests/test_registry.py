@@ -929,3 +929,35 @@ def test_torch_workers_share_one_registry_client(
         assert isinstance(batch["id"], torch.Tensor)
         seen.extend(batch["id"].tolist())
     assert sorted(seen) == sorted(v["id"] for p in range(4) for v in rows(50, start=100 * p))
+
+
+def test_json_schema_keywords_are_checked_before_anything_is_sent(
+    config: dict[str, str], new_topic: Callable[..., str], schema_registry_url: str
+) -> None:
+    """As confluent's JSONSerializer refuses a value its schema refuses, so does a send: before
+    the first message, naming column, row and keyword."""
+    schema = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer", "minimum": 0},
+            "code": {"type": "string", "pattern": "^[A-Z]{3}$"},
+        },
+        "required": ["id", "code"],
+    }
+    topic = new_topic()
+    with km.Producer(config) as kp:
+        with pytest.raises(
+            km.EncodeError, match="column 'code', row 2: 'ab1' breaks the JSON Schema's pattern"
+        ):
+            kp.send(
+                topic, {"id": [1, 2, 3], "code": ["ABC", "XYZ", "ab1"]}, format="json_schema",
+                json_schema=schema, schema_registry=schema_registry_url,
+            )  # fmt: skip
+        kp.send(
+            topic, {"id": [1, 2], "code": ["ABC", "XYZ"]}, format="json_schema",
+            json_schema=schema, schema_registry=schema_registry_url,
+        ).wait()  # fmt: skip
+    ds = km.KafkaDataset(
+        topic, config, format="json_schema", schema_registry=schema_registry_url, end="latest"
+    )
+    assert read_all(ds) == {"id": [1, 2], "code": ["ABC", "XYZ"]}  # the refused send sent nothing

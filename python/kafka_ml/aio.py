@@ -74,8 +74,9 @@ class Producer:
                 proto,
             )  # fmt: skip
         stream, kwargs = _send_arguments(
-            data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
-        )
+            data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout,
+            json_schema,
+        )  # fmt: skip
         kwargs.update(proto)
         native = self._producer._native
         return await native.send_prepared_async(

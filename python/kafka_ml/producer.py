@@ -15,6 +15,7 @@ from ._native import SendReport
 from .connect_json import envelope_table
 from .dataset import ColumnType, KafkaDataset, _column_decl, _config, descriptor_set_bytes
 from .exceptions import ClosedError, ConfigError, EncodeError, KafkaMLError
+from .json_schema_rules import check_rows
 from .registry import SchemaRegistry, SubjectNameStrategy, json_schema_columns, registry_client, subject_name
 
 __all__ = ["Headers", "Producer", "SendReport"]
@@ -100,7 +101,9 @@ class Producer:
 
         ``json_schema`` writes JSON objects in the Confluent wire format of JSON Schema: the
         columns come from ``json_schema`` (or ``schema``), which is registered like an Avro
-        schema; it needs a ``schema_registry``.
+        schema; it needs a ``schema_registry``. Its keywords (ranges, ``multipleOf``, lengths,
+        ``pattern``, ``enum``, ``const``, array sizes; see :mod:`kafka_ml.json_schema_rules`)
+        are checked on every row before anything is sent.
 
         With ``schema_registry`` (a URL or :class:`~kafka_ml.SchemaRegistry`), ``avro`` values
         are framed with the id of ``avro_schema`` under its subject (``subject``, or the
@@ -141,8 +144,9 @@ class Producer:
                     proto,
                 )  # fmt: skip
             stream, kwargs = _send_arguments(
-                data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout
-            )
+                data, format, schema, key, partition, headers, timestamp, avro_schema, schema_id, timeout,
+                json_schema,
+            )  # fmt: skip
             kwargs.update(proto)
             report = self._native.send_prepared(
                 self._native.prepare_send(topic, stream, _native_format(format), **kwargs)
@@ -371,11 +375,18 @@ def _send_arguments(
     avro_schema: Mapping[str, Any] | str | None,
     schema_id: int | None,
     timeout: float,
+    json_schema: Mapping[str, Any] | str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """`send`'s arguments in the native layer's terms (shared by the sync and async producer)."""
     if avro_schema is not None and not isinstance(avro_schema, str):
         avro_schema = json.dumps(avro_schema)
     stream = _arrow_stream(data, format)
+    if format == "json_schema" and json_schema is not None:
+        # The schema's keywords (ranges, patterns, enums, ...) are checked on the whole table
+        # before the first row is encoded, as confluent's serializer checks each value.
+        table = _pyarrow().table(stream)
+        check_rows(table, json.loads(json_schema) if isinstance(json_schema, str) else json_schema)
+        stream = table
     keys = _key_array(key) if key is not None and not isinstance(key, str) else None
     if format == "connect_json":
         if schema is None:
