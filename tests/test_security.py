@@ -112,16 +112,17 @@ def test_group_commit_and_offsets_helpers_over_scram(scram: dict[str, Any], topi
     assert sum(high for _, high in marks.values()) == 50
 
 
-def test_dataloader_epoch_over_scram(scram: dict[str, Any], topic: str) -> None:
+@pytest.mark.parametrize("start", ["spawn", "fork"])
+def test_dataloader_epoch_over_scram(scram: dict[str, Any], topic: str, start: str) -> None:
     torch = pytest.importorskip("torch")
     from kafka_ml.torch import KafkaIterableDataset
 
-    fill(scram, topic, 300)
+    fill(scram, topic, 300)  # its producer is closed when it returns
+    gc.collect()  # and so are the clients earlier tests left to the garbage collector
     ds = KafkaIterableDataset(topic, scram, format="json", schema=SCHEMA, end="latest", batch_size=64)
-    # Workers started by spawn, not fork: a worker forked while one of the parent's TLS clients
-    # (this session holds several) held OpenSSL's global lock deadlocked in SSL_CTX_new (seen in 2
-    # of 3 full runs; the README's DataLoader notes say so).
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+    # Forked workers may use TLS because the parent has no TLS client open at the fork (one open
+    # would be refused in them: test_a_child_forked_with_tls_clients_open_is_refused_tls_at_once).
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context=start)
     seen = sorted(int(i) for batch in loader for i in batch["id"])
     assert seen == list(range(300))
 
