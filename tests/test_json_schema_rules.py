@@ -91,9 +91,7 @@ def as_sent(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-@settings(max_examples=2000, deadline=None)
-@given(rows())
-def test_each_row_is_refused_exactly_when_the_reference_validator_refuses_it(row: dict[str, Any]) -> None:
+def refused_exactly_when_the_reference_refuses(row: dict[str, Any]) -> None:
     table = pa.Table.from_pylist([row], schema=ARROW)
     valid = REFERENCE.is_valid(as_sent(row))
     if valid:
@@ -101,6 +99,28 @@ def test_each_row_is_refused_exactly_when_the_reference_validator_refuses_it(row
     else:
         with pytest.raises(km.EncodeError, match=r"column '\w+', row 0: "):
             check_rows(table, SCHEMA)
+
+
+GOOD = {"id": 3, "score": 0.5, "name": "ab", "level": "low", "x": [0.5], "ok": True, "n": 1, "note": "a"}
+# Each keyword at its bound (and the valid side of it), always tried besides the generated rows.
+BOUNDS = [
+    {"id": 996}, {"id": 999}, {"id": 0}, {"id": -3}, {"id": 4},
+    {"score": 2.5}, {"score": 3.0}, {"score": -1.0}, {"score": -1.5}, {"score": 1.7},
+    {"name": "a"}, {"name": "abcdé"}, {"name": "abcdef"}, {"name": "Ab"}, {"name": None},
+    {"x": []}, {"x": [0.0, 0.5, 1.0]}, {"x": [0.0, 0.5, 1.0, -1.0]}, {"x": [0.5, 0.5]}, {"x": [2.0]},
+    {"x": [-1.0]}, {"level": "mid"}, {"ok": False}, {"n": 3}, {"n": 2}, {"note": None},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("change", BOUNDS, ids=lambda c: repr(c))
+def test_each_keyword_at_its_bound_agrees_with_the_reference_validator(change: dict[str, Any]) -> None:
+    refused_exactly_when_the_reference_refuses({**GOOD, **change})
+
+
+@settings(max_examples=1200, deadline=None)
+@given(rows())
+def test_each_row_is_refused_exactly_when_the_reference_validator_refuses_it(row: dict[str, Any]) -> None:
+    refused_exactly_when_the_reference_refuses(row)
 
 
 @settings(max_examples=100, deadline=None)
@@ -118,8 +138,7 @@ def test_a_table_is_refused_at_a_row_the_reference_refuses(batch: list[dict[str,
 
 
 def test_the_error_names_column_row_keyword_and_count() -> None:
-    good = {"id": 3, "score": 0.5, "name": "ab", "level": "low", "x": [0.5], "ok": True, "n": 1, "note": "a"}
-    table = pa.Table.from_pylist([good, {**good, "id": 1002}, {**good, "id": 1005}], schema=ARROW)
+    table = pa.Table.from_pylist([GOOD, {**GOOD, "id": 1002}, {**GOOD, "id": 1005}], schema=ARROW)
     with pytest.raises(km.EncodeError) as refused:
         check_rows(table, SCHEMA)
     assert str(refused.value) == (
