@@ -478,7 +478,7 @@ def main() -> int:
         "SASL_SSL (SCRAM-SHA-512) vs kafka-ml over PLAINTEXT vs confluent-kafka over SASL_SSL",
     )
     ap.add_argument("--tls-only", action="store_true", help="--tls, without the other workloads")
-    ap.add_argument("--registry-records", type=int, default=1_000_000, help="rows of the avro and protobuf workloads")
+    ap.add_argument("--registry-records", type=int, default=1_000_000, help="rows of each registry workload")
     ap.add_argument("--skip-registry", action="store_true", help="skip the avro (registry) workload")
     ap.add_argument("--registry-only", action="store_true", help="only the avro (registry) workload")
     ap.add_argument("--output", type=Path, default=None, help="JSON result path")
