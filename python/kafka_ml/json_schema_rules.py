@@ -17,7 +17,7 @@ column, the first row, the keyword and how many rows break it.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,16 +54,18 @@ def check_rows(table: Any, json_schema: Mapping[str, Any]) -> None:
     keyword of its property."""
     _refuse_unchecked(json_schema, _OBJECT_KEYWORDS, "the JSON Schema")
     for name, prop in json_schema.get("properties", {}).items():
-        if name not in table.column_names or not isinstance(prop, Mapping):
-            continue
-        column = table.column(name)
-        _check_property(name, column, prop)
+        if name in table.column_names and isinstance(prop, Mapping):
+            _check_property(name, table.column(name).combine_chunks(), prop)
 
 
-def _kinds(prop: Mapping[str, Any]) -> list[str]:
+def _types(prop: Mapping[str, Any]) -> list[str]:
     types = prop.get("type")
-    kinds = [types] if isinstance(types, str) else list(types or [])
-    return [k for k in kinds if k != "null"]
+    return [types] if isinstance(types, str) else list(types or [])
+
+
+def _kind(prop: Mapping[str, Any]) -> str | None:
+    """The property's type besides ``null`` (one, as ``json_schema_columns`` requires)."""
+    return next((t for t in _types(prop) if t != "null"), None)
 
 
 def _refuse_unchecked(schema: Mapping[str, Any], checked: frozenset[str], where: str) -> None:
@@ -77,64 +79,80 @@ def _refuse_unchecked(schema: Mapping[str, Any], checked: frozenset[str], where:
         )
 
 
+def _refuse(
+    name: str, bad: np.ndarray, rows: np.ndarray, subject: Callable[[int], str], rule: str, hint: str = ""
+) -> None:
+    """Raises :class:`~kafka_ml.EncodeError` at the first element where ``bad`` holds:
+    ``rows[i]`` is the row of element ``i``, ``subject(i)`` what it is."""
+    if bad.any():
+        first = int(np.argmax(bad))
+        count = len(np.unique(rows[bad]))
+        raise EncodeError(
+            f"column '{name}', row {int(rows[first])}: {subject(first)} breaks the JSON Schema's "
+            f"{rule} ({count} row(s) do{hint})"
+        )
+
+
 def _check_property(name: str, column: Any, prop: Mapping[str, Any]) -> None:
-    kind = _kinds(prop)[0] if _kinds(prop) else None
+    kind = _kind(prop)
     where = f"JSON Schema property '{name}'"
-    types = prop.get("type")
-    if "null" not in ([types] if isinstance(types, str) else list(types or [])):
+    rows = np.arange(len(column))
+    if "null" not in _types(prop):
         # An optional property's column is nullable, but the JSON writer writes a null as
         # `null`, which a type without "null" refuses.
-        nulls = _nulls(column)
-        if nulls.any():
-            first = int(np.argmax(nulls))
-            raise EncodeError(
-                f"column '{name}', row {first}: null breaks the JSON Schema's type {types!r} "
-                f'({int(nulls.sum())} row(s) do; add "null" to the type to allow it)'
-            )
+        rule = f"type {prop.get('type')!r}"
+        _refuse(name, _nulls(column), rows, lambda _: "null", rule, '; add "null" to the type to allow it')
     if kind == "array":
         _refuse_unchecked(prop, _ARRAY_KEYWORDS | {"type"}, where)
-        _check_array(name, column, prop)
+        _check_array(name, column, rows, prop)
         return
     checked = {"integer": _NUMBER_KEYWORDS, "number": _NUMBER_KEYWORDS, "string": _STRING_KEYWORDS}
     _refuse_unchecked(prop, checked.get(kind or "", _BOOLEAN_KEYWORDS) | {"type"}, where)
-    column = column.combine_chunks() if hasattr(column, "combine_chunks") else column
-    rows = np.arange(len(column))
     _check_values(name, column, rows, prop, kind, "")
 
 
-def _check_array(name: str, column: Any, prop: Mapping[str, Any]) -> None:
+def _check_array(name: str, column: Any, rows: np.ndarray, prop: Mapping[str, Any]) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    column = column.combine_chunks()
     if pa.types.is_fixed_size_list(column.type):
         column = column.cast(pa.list_(column.type.value_type))
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     valid = ~_nulls(column)
+
+    def items(i: int) -> str:
+        return f"a list of {int(lengths[i])} items"
+
     if "minItems" in prop:
-        _report(name, "minItems", prop["minItems"], valid & (lengths < prop["minItems"]), lengths, "items")
+        _refuse(name, valid & (lengths < prop["minItems"]), rows, items, f"minItems {prop['minItems']!r}")
     if "maxItems" in prop:
-        _report(name, "maxItems", prop["maxItems"], valid & (lengths > prop["maxItems"]), lengths, "items")
+        _refuse(name, valid & (lengths > prop["maxItems"]), rows, items, f"maxItems {prop['maxItems']!r}")
+    values = pc.list_flatten(column)
+    parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
     if prop.get("uniqueItems") is True:
-        duplicated = np.zeros(len(column), dtype=bool)
-        for row, items in enumerate(column.to_pylist()):
-            if items is not None:
-                normalised = [float(v) if isinstance(v, (int, float)) else v for v in items]
-                duplicated[row] = len(set(normalised)) != len(normalised)
-        _report(name, "uniqueItems", True, duplicated, None, "")
-    items = prop.get("items")
-    if isinstance(items, Mapping):
-        item_kind = _kinds(items)[0] if _kinds(items) else None
-        _refuse_unchecked(items, _NUMBER_KEYWORDS | {"type"}, f"JSON Schema property '{name}' items")
-        values = pc.list_flatten(column)
-        parents = pc.list_parent_indices(column).to_numpy(zero_copy_only=False)
-        _check_values(name, values, parents, items, item_kind, "an item ")
+        # Sorted by row, then value: a repeated item sits next to its twin (1 and 1.0 are equal).
+        numbers = values.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        order = np.lexsort((numbers, parents))
+        row_of, sorted_numbers = parents[order], numbers[order]
+        twins = (row_of[1:] == row_of[:-1]) & (sorted_numbers[1:] == sorted_numbers[:-1])
+        repeated = np.zeros(len(column), dtype=bool)
+        repeated[row_of[1:][twins]] = True
+        _refuse(name, repeated, rows, lambda _: "a list with a repeated item", "uniqueItems True")
+    item_schema = prop.get("items")
+    if isinstance(item_schema, Mapping):
+        where = f"JSON Schema property '{name}' items"
+        _refuse_unchecked(item_schema, _NUMBER_KEYWORDS | {"type"}, where)
+        _check_values(name, values, parents, item_schema, _kind(item_schema), "an item ")
 
 
 def _nulls(array: Any) -> np.ndarray:
     import pyarrow.compute as pc
 
     return np.asarray(pc.is_null(array).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+# `report(keyword, bound, bad)`: refuses the first value where `bad` holds.
+_Report = Callable[[str, Any, np.ndarray], None]
 
 
 def _check_values(
@@ -147,16 +165,8 @@ def _check_values(
 
     valid = ~_nulls(array)
 
-    def report(keyword: str, bound: Any, bad: np.ndarray, shown: Any) -> None:
-        bad = bad & valid
-        if bad.any():
-            first = int(np.argmax(bad))
-            rows_bad = np.unique(rows[bad])
-            value = shown[first] if shown is not None else array[first].as_py()
-            raise EncodeError(
-                f"column '{name}', row {int(rows[first])}: {what}{value!r} breaks the JSON Schema's "
-                f"{keyword} {bound!r} ({len(rows_bad)} row(s) do)"
-            )
+    def report(keyword: str, bound: Any, bad: np.ndarray) -> None:
+        _refuse(name, bad & valid, rows, lambda i: f"{what}{array[i].as_py()!r}", f"{keyword} {bound!r}")
 
     if kind in ("integer", "number") and (
         pa.types.is_integer(array.type) or pa.types.is_floating(array.type)
@@ -167,9 +177,9 @@ def _check_values(
         filled = pc.fill_null(array, "")
         lengths = pc.utf8_length(filled).to_numpy(zero_copy_only=False)
         if "minLength" in prop:
-            report("minLength", prop["minLength"], lengths < prop["minLength"], None)
+            report("minLength", prop["minLength"], lengths < prop["minLength"])
         if "maxLength" in prop:
-            report("maxLength", prop["maxLength"], lengths > prop["maxLength"], None)
+            report("maxLength", prop["maxLength"], lengths > prop["maxLength"])
         if "pattern" in prop:
             try:
                 found = pc.match_substring_regex(filled, prop["pattern"])
@@ -177,11 +187,11 @@ def _check_values(
                 raise ConfigError(
                     f"JSON Schema property '{name}': pattern {prop['pattern']!r} is not supported ({e})"
                 ) from None
-            report("pattern", prop["pattern"], ~found.to_numpy(zero_copy_only=False), None)
+            report("pattern", prop["pattern"], ~found.to_numpy(zero_copy_only=False))
     _check_enum(prop, array, kind, report)
 
 
-def _check_numbers(prop: Mapping[str, Any], values: np.ndarray, report: Any) -> None:
+def _check_numbers(prop: Mapping[str, Any], values: np.ndarray, report: _Report) -> None:
     def number(keyword: str) -> float | None:
         bound = prop.get(keyword)
         return None if isinstance(bound, bool) or bound is None else bound
@@ -191,19 +201,13 @@ def _check_numbers(prop: Mapping[str, Any], values: np.ndarray, report: Any) -> 
     exclusive_min = prop.get("exclusiveMinimum")
     exclusive_max = prop.get("exclusiveMaximum")
     if minimum is not None:
-        if exclusive_min is True:
-            report("minimum", minimum, values <= minimum, None)
-        else:
-            report("minimum", minimum, values < minimum, None)
+        report("minimum", minimum, values <= minimum if exclusive_min is True else values < minimum)
     if maximum is not None:
-        if exclusive_max is True:
-            report("maximum", maximum, values >= maximum, None)
-        else:
-            report("maximum", maximum, values > maximum, None)
+        report("maximum", maximum, values >= maximum if exclusive_max is True else values > maximum)
     if number("exclusiveMinimum") is not None:
-        report("exclusiveMinimum", exclusive_min, values <= exclusive_min, None)
+        report("exclusiveMinimum", exclusive_min, values <= exclusive_min)
     if number("exclusiveMaximum") is not None:
-        report("exclusiveMaximum", exclusive_max, values >= exclusive_max, None)
+        report("exclusiveMaximum", exclusive_max, values >= exclusive_max)
     step = number("multipleOf")
     if step is not None:
         if isinstance(step, float) or values.dtype.kind == "f":
@@ -213,10 +217,10 @@ def _check_numbers(prop: Mapping[str, Any], values: np.ndarray, report: Any) -> 
                 bad = ~np.isfinite(quotient) | (np.trunc(quotient) != quotient)
         else:
             bad = values % step != 0
-        report("multipleOf", step, bad, None)
+        report("multipleOf", step, bad)
 
 
-def _check_enum(prop: Mapping[str, Any], array: Any, kind: str | None, report: Any) -> None:
+def _check_enum(prop: Mapping[str, Any], array: Any, kind: str | None, report: _Report) -> None:
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -233,16 +237,5 @@ def _check_enum(prop: Mapping[str, Any], array: Any, kind: str | None, report: A
             members = [v for v in allowed if isinstance(v, (int, float)) and not isinstance(v, bool)]
             if pa.types.is_integer(array.type):
                 members = [int(v) for v in members if float(v).is_integer() and not math.isinf(v)]
-        value_set = pa.array(members, type=array.type) if members else pa.array([], type=array.type)
-        inside = pc.is_in(array, value_set=value_set).to_numpy(zero_copy_only=False)
-        report(keyword, prop[keyword], ~np.asarray(inside, dtype=bool), None)
-
-
-def _report(name: str, keyword: str, bound: Any, bad: np.ndarray, shown: Any, unit: str) -> None:
-    if bad.any():
-        first = int(np.argmax(bad))
-        detail = f"{int(shown[first])} {unit}" if shown is not None else "its items"
-        raise EncodeError(
-            f"column '{name}', row {first}: {detail} break(s) the JSON Schema's {keyword} {bound!r} "
-            f"({int(bad.sum())} row(s) do)"
-        )
+        inside = pc.is_in(array, value_set=pa.array(members, type=array.type))
+        report(keyword, prop[keyword], ~np.asarray(inside.to_numpy(zero_copy_only=False), dtype=bool))
