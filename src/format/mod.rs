@@ -20,6 +20,8 @@ mod json;
 pub(crate) mod protobuf;
 mod raw;
 mod tensor;
+#[cfg(test)]
+mod test_rng;
 
 pub use avro::{referenced_schemas as avro_referenced_schemas, AvroDecoder};
 pub use debezium::DebeziumDecoder;

@@ -292,6 +292,7 @@ impl Decoder for JsonDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::test_rng::Rng;
     use arrow_array::cast::AsArray;
     use arrow_array::types::{Float32Type, Int64Type};
     use arrow_array::Array;
@@ -322,24 +323,6 @@ mod tests {
             &[1.0, 2.5, 3.0, 0.0, 0.0, 0.0]
         );
         assert!(cols[2].is_null(1));
-    }
-
-    /// A small deterministic generator (xorshift64*), so failures reproduce.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 >> 12;
-            self.0 ^= self.0 << 25;
-            self.0 ^= self.0 >> 27;
-            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
-            items[self.below(items.len())]
-        }
     }
 
     /// A number as feature records carry them, in the spellings writers use.

@@ -2,6 +2,7 @@ use super::super::columns::message_nodes;
 use super::super::read_plan::{append_fields, plan};
 use super::super::{load_message, ProtoSource, ProtobufDecoder};
 use super::*;
+use crate::format::test_rng::Rng;
 use crate::format::Decoder;
 use arrow_array::{Array, ArrayRef};
 use prost::Message as _;
@@ -31,21 +32,6 @@ const PROTO: &str = r#"
 
 fn message(name: &str) -> MessageDescriptor {
     load_message(&ProtoSource::Text(PROTO.into()), Some(name)).unwrap()
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*: deterministic test data, no dependency.
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn random_value(rng: &mut Rng, kind: &Kind) -> Value {
@@ -158,9 +144,9 @@ fn compiled_reader_reads_like_the_general_path() {
                 // Two messages concatenated: fields repeat, the last wins, messages merge.
                 m.extend(random_message(&mut rng, &row).encode_to_vec());
             }
-            9 if !m.is_empty() => m.truncate(rng.below(m.len() as u64) as usize),
+            9 if !m.is_empty() => m.truncate(rng.below(m.len())),
             10 if !m.is_empty() => {
-                let at = rng.below(m.len() as u64) as usize;
+                let at = rng.below(m.len());
                 m[at] ^= 1 << rng.below(8);
             }
             11 => m.extend([0xf8, 0x3e, 0x05, 0x8a, 0x3f, 0x01, 0x00]), // unknown fields 999, 1009
