@@ -173,6 +173,29 @@ mod tests {
     use arrow_array::{Float64Array, Int64Array};
     use std::sync::Arc;
 
+    /// Every row of `batch`, written by the compiled plan, has the bytes apache-avro writes for
+    /// the same values (the general path's `avro_value`).
+    fn assert_plan_writes_apache_avro_bytes(batch: &RecordBatch, schema: &AvroSchema, what: &str) {
+        let plan = WritePlan::compile(batch, schema).unwrap_or_else(|| panic!("a plan for {what}"));
+        let AvroSchema::Record(record) = schema else {
+            unreachable!()
+        };
+        for row in 0..batch.num_rows() {
+            let mut fast = Vec::new();
+            plan.write_row(row, &mut fast);
+            let fields = record
+                .fields
+                .iter()
+                .map(|f| {
+                    let column = batch.column_by_name(&f.name).unwrap();
+                    (f.name.clone(), avro_value(column, row, &f.schema).unwrap())
+                })
+                .collect();
+            let general = apache_avro::to_avro_datum(schema, AvroValue::Record(fields)).unwrap();
+            assert_eq!(fast, general, "{what}, row {row}");
+        }
+    }
+
     /// Struct columns are written as nested records (and lists of structs as arrays of records),
     /// and read back by the Avro decoder into the same columns.
     #[test]
@@ -229,24 +252,7 @@ mod tests {
         ])
         .unwrap();
         // The compiled writer gives apache-avro's bytes.
-        let plan = WritePlan::compile(&batch, &schema).expect("a plan for nested records");
-        let AvroSchema::Record(record) = &schema else {
-            unreachable!()
-        };
-        for row in 0..batch.num_rows() {
-            let mut fast = Vec::new();
-            plan.write_row(row, &mut fast);
-            let fields = record
-                .fields
-                .iter()
-                .map(|f| {
-                    let column = batch.column_by_name(&f.name).unwrap();
-                    (f.name.clone(), avro_value(column, row, &f.schema).unwrap())
-                })
-                .collect();
-            let general = apache_avro::to_avro_datum(&schema, AvroValue::Record(fields)).unwrap();
-            assert_eq!(fast, general, "row {row}");
-        }
+        assert_plan_writes_apache_avro_bytes(&batch, &schema, "nested records");
         let rows = encode(
             &batch,
             &EncodeFormat::Avro {
@@ -412,26 +418,7 @@ mod tests {
             ("ids", Arc::new(ids.finish()) as ArrayRef),
         ])
         .unwrap();
-        let plan = WritePlan::compile(&batch, &schema).expect("a plan for flat records");
-        let AvroSchema::Record(record) = &schema else {
-            unreachable!()
-        };
-        for row in 0..batch.num_rows() {
-            let mut fast = Vec::new();
-            plan.write_row(row, &mut fast);
-            let fields = record
-                .fields
-                .iter()
-                .map(|f| {
-                    (
-                        f.name.clone(),
-                        avro_value(batch.column_by_name(&f.name).unwrap(), row, &f.schema).unwrap(),
-                    )
-                })
-                .collect();
-            let general = apache_avro::to_avro_datum(&schema, AvroValue::Record(fields)).unwrap();
-            assert_eq!(fast, general, "row {row}");
-        }
+        assert_plan_writes_apache_avro_bytes(&batch, &schema, "flat records");
         // A value out of range keeps the general path, which names column and row.
         let too_big =
             RecordBatch::try_from_iter([("small", Arc::new(Int64Array::from(vec![1, 1 << 40])) as ArrayRef)])
