@@ -16,7 +16,7 @@
 //! type, or a missing nested record that takes its default) keeps the general path, which gives
 //! the same rows and errors.
 
-use super::reader_columns::Col;
+use super::reader_columns::{is_int, is_long, is_string, Col};
 use crate::format::columns::{ColumnBuilder, Num, ScalarType, Shape, Values};
 use apache_avro::schema::{RecordField, RecordSchema, Schema};
 use std::sync::Arc;
@@ -195,28 +195,6 @@ fn non_null(schema: &Schema) -> Option<&Schema> {
         }
         s => Some(s),
     }
-}
-
-fn is_int(s: &Schema) -> bool {
-    matches!(s, Schema::Int | Schema::Date | Schema::TimeMillis)
-}
-
-fn is_long(s: &Schema) -> bool {
-    matches!(
-        s,
-        Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos
-    )
-}
-
-fn is_string(s: &Schema) -> bool {
-    matches!(s, Schema::String | Schema::Uuid)
 }
 
 /// The read of writer type `w` into a column (of any kind) of reader type `r`.

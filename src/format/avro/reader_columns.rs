@@ -53,6 +53,32 @@ fn nullable_inner<'s>(name: &str, schema: &'s Schema) -> Result<(&'s Schema, boo
     }
 }
 
+/// Avro types read as 32-bit integers: `int` and its logical types. (The column mapping below
+/// and the compiled read plans use these three, so the two paths agree on every type.)
+pub(super) fn is_int(s: &Schema) -> bool {
+    matches!(s, Schema::Int | Schema::Date | Schema::TimeMillis)
+}
+
+/// Avro types read as 64-bit integers: `long` and its logical types.
+pub(super) fn is_long(s: &Schema) -> bool {
+    matches!(
+        s,
+        Schema::Long
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos
+    )
+}
+
+/// Avro types read as text: `string` and `uuid` (enums too, by symbol, but not in a plan).
+pub(super) fn is_string(s: &Schema) -> bool {
+    matches!(s, Schema::String | Schema::Uuid)
+}
+
 /// Maps an Avro field schema to a column type; `["null", T]` unions make nullable columns. A
 /// reference to a named type (`"type": "ml.Kind"`) is looked up in `names`.
 pub(super) fn column_for(name: &str, schema: &Schema, names: &NamesRef<'_>) -> Result<ColumnSpec, String> {
@@ -61,18 +87,11 @@ pub(super) fn column_for(name: &str, schema: &Schema, names: &NamesRef<'_>) -> R
     let scalar = |s: &Schema| -> Option<ScalarType> {
         Some(match s {
             Schema::Boolean => ScalarType::Bool,
-            Schema::Int | Schema::Date | Schema::TimeMillis => ScalarType::Int32,
-            Schema::Long
-            | Schema::TimeMicros
-            | Schema::TimestampMillis
-            | Schema::TimestampMicros
-            | Schema::TimestampNanos
-            | Schema::LocalTimestampMillis
-            | Schema::LocalTimestampMicros
-            | Schema::LocalTimestampNanos => ScalarType::Int64,
+            s if is_int(s) => ScalarType::Int32,
+            s if is_long(s) => ScalarType::Int64,
             Schema::Float => ScalarType::Float32,
             Schema::Double => ScalarType::Float64,
-            Schema::String | Schema::Enum(_) | Schema::Uuid => ScalarType::Utf8,
+            s if is_string(s) || matches!(s, Schema::Enum(_)) => ScalarType::Utf8,
             Schema::Bytes | Schema::Fixed(_) => ScalarType::Binary,
             _ => return None,
         })
