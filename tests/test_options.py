@@ -49,3 +49,15 @@ def test_the_classes_that_pass_options_on_do_not_shadow_them() -> None:
     torch = pytest.importorskip("kafka_ml.torch")
     iterable = set(inspect.signature(torch.KafkaIterableDataset.__init__).parameters)
     assert not iterable & set(DatasetOptions.__optional_keys__)
+
+
+def test_the_iterable_dataset_takes_the_metrics_arguments_of_kafka_dataset() -> None:
+    torch = pytest.importorskip("kafka_ml.torch")
+    iterable = inspect.signature(torch.KafkaIterableDataset.__init__).parameters
+    dataset = inspect.signature(KafkaDataset.__init__).parameters
+    for name in ("metrics", "metrics_name"):
+        assert iterable[name].kind is inspect.Parameter.KEYWORD_ONLY
+        assert (iterable[name].annotation, iterable[name].default) == (
+            dataset[name].annotation,
+            dataset[name].default,
+        ), name

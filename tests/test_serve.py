@@ -191,6 +191,11 @@ def test_without_prometheus_client_metrics_name_the_extra(tmp_path: Path) -> Non
             kafka_ml.KafkaDataset("t", {{"bootstrap.servers": "{CLOSED}"}}, metrics=True)
         except ImportError as e:
             print("dataset:", e)
+        from kafka_ml.torch import KafkaIterableDataset
+        try:
+            KafkaIterableDataset("t", {{"bootstrap.servers": "{CLOSED}"}}, end="latest", metrics=True)
+        except ImportError as e:
+            print("iterable dataset:", e)
         print("cli:", main(["serve", "json:dumps", "--input", "i", "--output", "o", "--group", "g",
                             "--bootstrap-servers", "{CLOSED}", "--schema", "a:int64", "--metrics-port", "0"]))
     """)
@@ -203,6 +208,7 @@ def test_without_prometheus_client_metrics_name_the_extra(tmp_path: Path) -> Non
     hint = "pip install 'kafka-ml[metrics]'"
     assert f"loop: Prometheus metrics need prometheus-client: {hint}" in run.stdout, run.stderr
     assert f"dataset: Prometheus metrics need prometheus-client: {hint}" in run.stdout
+    assert f"iterable dataset: Prometheus metrics need prometheus-client: {hint}" in run.stdout
     assert "cli: 2" in run.stdout and hint in run.stderr
 
 

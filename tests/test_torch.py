@@ -1,7 +1,12 @@
-"""PyTorch DataLoader integration on a real broker: sharding, epochs, shuffling, resuming, commits."""
+"""PyTorch DataLoader integration on a real broker: sharding, epochs, shuffling, resuming, commits,
+Prometheus metrics counted in DataLoader workers."""
 
 from __future__ import annotations
 
+import gc
+import os
+import pickle
+import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -12,7 +17,10 @@ import numpy as np
 import pytest
 import torch
 from kafka_ml import _native
+from kafka_ml.metrics import start_metrics_server
 from kafka_ml.torch import KafkaIterableDataset, merge_state_dicts
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -259,6 +267,195 @@ def test_bad_arguments_are_refused(config: dict[str, str], new_topic: Callable[.
         KafkaIterableDataset(topic, config, format="raw", end="latest", rank=2, world_size=2)
     with pytest.raises(km.UnknownTopicError):
         KafkaIterableDataset(f"missing-{uuid.uuid4().hex[:6]}", config, format="raw", end="latest", timeout=5)
+
+
+# -- Prometheus metrics -------------------------------------------------------------------------
+
+COUNTERS = ("messages", "batches", "decoded_bytes", "skipped", "dead_lettered")
+
+
+def dataset_samples(text: str, name: str) -> tuple[dict[str, float], dict[int, float]]:
+    """The ``dataset=name`` samples of an exposition: ``({counter or gauge: value}, {partition: lag})``
+    (counters by their name without ``kafka_ml_dataset_`` and ``_total``)."""
+    values: dict[str, float] = {}
+    lag: dict[int, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("dataset") != name:
+                continue
+            if s.name == "kafka_ml_consumer_lag":
+                assert int(s.labels["partition"]) not in lag
+                lag[int(s.labels["partition"])] = s.value
+            else:
+                key = s.name.removeprefix("kafka_ml_dataset_").removesuffix("_total")
+                assert key not in values
+                values[key] = s.value
+    return values, lag
+
+
+def scrape(url: str, name: str) -> tuple[dict[str, float], dict[int, float]]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return dataset_samples(response.read().decode(), name)
+
+
+def rows_of(batches: list[dict[str, Any]]) -> int:
+    return sum(len(b["id"]) for b in batches)
+
+
+def test_metrics_of_spawned_workers_are_scraped_during_and_after_epochs(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=3)
+    n = 1500
+    fill(config, topic, n, 3)
+    registry = CollectorRegistry()
+    server = start_metrics_server(0, "127.0.0.1", registry)
+    try:
+        ds = make(config, topic, metrics=registry, metrics_name="train", num_workers=2)
+        loader = DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="spawn")
+        it = iter(loader)
+        taken = [next(it) for _ in range(6)]
+        during, _ = scrape(server.url, "train")
+        # Counted by the workers as they hand batches over: the 6 taken, and at most the
+        # DataLoader's prefetch (2 per worker) besides.
+        assert 6 <= during["batches"] <= 6 + 2 * 2
+        assert rows_of(taken) <= during["messages"] <= rows_of(taken) + 4 * 32
+        first = taken + list(it)
+        end, lag = scrape(server.url, "train")
+        assert rows_of(first) == n
+        assert end["messages"] == n
+        assert end["batches"] == len(first) == len(loader)
+        assert end["skipped"] == end["dead_lettered"] == end["queued_bytes"] == 0
+        assert end["decoded_bytes"] >= n * (8 + 16 + 4 + 8)  # id, x, and the partition and offset read
+        assert lag == {0: 0, 1: 0, 2: 0}  # a bounded read, all read
+        assert all(during[k] <= end[k] for k in COUNTERS)
+
+        ds.set_epoch(1)
+        second = list(loader)  # new worker processes: the counters go on from the first epoch's
+        after, lag = scrape(server.url, "train")
+        assert rows_of(second) == n
+        assert after["messages"] == 2 * n
+        assert after["batches"] == len(first) + len(second)
+        assert after["decoded_bytes"] > end["decoded_bytes"]
+        assert lag == {0: 0, 1: 0, 2: 0}
+    finally:
+        server.close()
+
+
+def test_metrics_of_forked_workers_and_in_process_reads_add_up_with_skipped_messages(
+    config: dict[str, str], new_topic: Callable[..., str], produce: Callable[..., None]
+) -> None:
+    topic = new_topic(partitions=2)
+    produce(topic, [b"not json"] * 3, partition=0)  # undecodable, before the rows
+    produce(topic, [b"{broken"], partition=1)
+    fill(config, topic, 400, 2)
+    registry = CollectorRegistry()
+    ds = make(config, topic, metrics=registry, on_error="skip")  # labelled with the topic
+    with pytest.raises(km.ConfigError, match="already reported"):
+        make(config, topic, metrics=registry)
+    assert make(config, topic, metrics=CollectorRegistry(), rank=1, world_size=2)._metrics.labels == {
+        "dataset": f"{topic}#rank1"
+    }
+
+    first = list(DataLoader(ds, batch_size=None, num_workers=2, multiprocessing_context="fork"))
+    values, lag = dataset_samples(generate_latest(registry).decode(), topic)
+    assert rows_of(first) == 400
+    assert values["messages"] == 400 and values["batches"] == len(first)
+    assert values["skipped"] == 4 and values["dead_lettered"] == 0 and values["queued_bytes"] == 0
+    assert lag == {0: 0, 1: 0}
+
+    second = list(DataLoader(ds, batch_size=None, num_workers=0))  # in-process: slot 0
+    values, lag = dataset_samples(generate_latest(registry).decode(), topic)
+    assert values["messages"] == 800 and values["batches"] == len(first) + len(second)
+    assert values["skipped"] == 8
+    assert lag == {0: 0, 1: 0}
+
+
+def test_a_dataset_with_metrics_pickles_the_counters_path_and_removes_the_file_when_collected(
+    config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic(partitions=1)
+    registry = CollectorRegistry()
+    ds = make(config, topic, metrics=registry, metrics_name="pickled")
+    assert ds._counters is not None
+    path = ds._counters.path
+    worker_copy = pickle.loads(pickle.dumps(ds))  # what a spawned DataLoader worker gets
+    assert worker_copy._counters.path == path and not worker_copy._counters.owned
+    assert worker_copy._metrics is None
+    del worker_copy
+    gc.collect()
+    assert os.path.exists(path)  # a worker's copy leaves the file to its owner
+    assert dataset_samples(generate_latest(registry).decode(), "pickled")[0]["messages"] == 0
+    del ds
+    gc.collect()
+    assert not os.path.exists(path)
+    assert dataset_samples(generate_latest(registry).decode(), "pickled") == ({}, {})
+
+
+class _Reader:
+    """What a slot's meter reads of a reader: ``stats()`` and ``lag()``."""
+
+    def __init__(self, skipped: int, queued: int, lag: dict[tuple[str, int], int]) -> None:
+        self.skipped, self.queued, self._lag = skipped, queued, lag
+
+    def stats(self) -> tuple[int, int, int, int]:
+        return self.skipped, 1, self.queued, 0  # dead_lettered: 1 per reader
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return self._lag
+
+
+class _Batch:
+    nbytes = 100
+
+
+def test_shared_counters_pickle_as_their_path_add_up_over_slots_and_go_away_with_their_owner() -> None:
+    from kafka_ml.metrics import MIN_SLOTS, SharedCounters, _remove_block
+
+    class Owner:
+        pass
+
+    owner = Owner()
+    counters = SharedCounters.create(owner, MIN_SLOTS, [("t", 0), ("t", 1)])
+    path = counters.path
+    assert counters.owned and os.path.getsize(path) == MIN_SLOTS * (6 + 2) * 8
+    if os.path.isdir("/dev/shm"):
+        assert path.startswith("/dev/shm/")
+    pickled = pickle.dumps(counters)
+    assert path.encode() in pickled and b"finalize" not in pickled
+    worker = pickle.loads(pickled)
+    assert worker.path == path and not worker.owned
+    assert counters.totals() == ([0] * 6, {})  # lag -1: not known
+
+    # A worker's pass on slot 3: rows handed out, a batch read, a look at its reader.
+    meter = worker.slot(3)
+    meter.handed_out(10)
+    meter.handed_out(5)
+    reader = _Reader(skipped=2, queued=64, lag={("t", 0): 7, ("other", 0): 1})
+    meter.read(_Batch(), reader)  # type: ignore[arg-type]
+    assert counters.totals() == ([15, 2, 100, 2, 1, 64], {("t", 0): 7})
+    reader.skipped = 3
+    meter.end_reader(reader)  # type: ignore[arg-type]
+    assert counters.totals() == ([15, 2, 100, 3, 1, 0], {("t", 0): 7})
+    # Slot 0 is further along in partition 0: the smallest lag is reported.
+    further = _Reader(skipped=0, queued=0, lag={("t", 0): 3, ("t", 1): 4})
+    pickle.loads(pickled).slot(0).read(_Batch(), further)  # type: ignore[arg-type]
+    assert counters.totals() == ([15, 2, 200, 3, 2, 0], {("t", 0): 3, ("t", 1): 4})
+    # The next epoch's worker on slot 3 (a new process, a new reader) adds to the slot.
+    again = pickle.loads(pickled).slot(3)
+    again.handed_out(1)
+    again.end_reader(_Reader(skipped=1, queued=0, lag={}))  # type: ignore[arg-type]
+    assert counters.totals() == ([16, 3, 200, 4, 3, 0], {("t", 0): 3, ("t", 1): 4})
+
+    with pytest.raises(km.ConfigError, match=f"worker {MIN_SLOTS} is beyond the {MIN_SLOTS} worker slots"):
+        worker.slot(MIN_SLOTS)
+    _remove_block(path, os.getpid() + 1)  # a forked worker's copy of the finalizer: not the owner
+    del worker, meter, again
+    gc.collect()
+    assert os.path.exists(path)
+    del owner
+    gc.collect()
+    assert not os.path.exists(path) and not counters.owned
 
 
 def _worker_columns(rows: int) -> dict[str, np.ndarray]:

@@ -5,6 +5,9 @@
 ``/metrics`` over HTTP; ``KafkaDataset(metrics=True)`` puts a dataset's counters on
 prometheus-client's default registry (or ``metrics=registry`` on another), for a training job
 to expose with :func:`start_metrics_server` or its own exporter.
+``kafka_ml.torch.KafkaIterableDataset(metrics=True)`` reports the same metrics, counted by its
+DataLoader workers in other processes into a small file-backed block of counters
+(:class:`SharedCounters`) that the training process sums at scrape time.
 
 Values are read from the loop and the dataset when Prometheus scrapes (a collector, not a second
 set of counters kept alongside theirs); only the latency histogram is fed as results are
@@ -20,9 +23,12 @@ never does.
 from __future__ import annotations
 
 import errno
+import os
+import tempfile
 import threading
+import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -386,20 +392,227 @@ class DatasetMetrics:
                 lag = reader.lag()
             except Exception:  # closed between the look and the call: report what was kept
                 pass
-        labels = self.labels
-        f.counter("kafka_ml_dataset_messages", "Messages handed out in batches", labels, self.messages)
-        f.counter("kafka_ml_dataset_batches", "Batches handed out", labels, self.batches)
-        f.counter("kafka_ml_dataset_decoded_bytes", "Bytes of the decoded Arrow batches", labels, self.bytes)
-        f.counter("kafka_ml_dataset_skipped", "Undecodable messages skipped", labels, skipped)
-        f.counter(
-            "kafka_ml_dataset_dead_lettered", "Undecodable messages sent to the dead-letter topic", labels,
-            dead_lettered,
-        )  # fmt: skip
-        f.gauge("kafka_ml_dataset_queued_bytes", "Decoded bytes waiting to be taken", labels, queued)
-        for (topic, partition), messages in sorted(lag.items()):
-            f.gauge(
-                "kafka_ml_consumer_lag",
-                "Messages in the partition after those handed out (by the last fetch's high watermark)",
-                {**labels, "topic": topic, "partition": str(partition)},
-                messages,
+        _dataset_samples(
+            f, self.labels, (self.messages, self.batches, self.bytes, skipped, dead_lettered, queued), lag
+        )
+
+
+def _dataset_samples(
+    f: _Families, labels: Mapping[str, str], values: Sequence[int], lag: Mapping[tuple[str, int], int]
+) -> None:
+    """A dataset's samples: ``values`` in the order of :data:`DATASET_FIELDS`, and the consumer
+    lag per partition. One definition for :class:`DatasetMetrics` and
+    :class:`IterableDatasetMetrics`, which report the same metrics."""
+    messages, batches, decoded_bytes, skipped, dead_lettered, queued = (int(v) for v in values)
+    f.counter("kafka_ml_dataset_messages", "Messages handed out in batches", labels, messages)
+    f.counter("kafka_ml_dataset_batches", "Batches handed out", labels, batches)
+    f.counter("kafka_ml_dataset_decoded_bytes", "Bytes of the decoded Arrow batches", labels, decoded_bytes)
+    f.counter("kafka_ml_dataset_skipped", "Undecodable messages skipped", labels, skipped)
+    f.counter(
+        "kafka_ml_dataset_dead_lettered", "Undecodable messages sent to the dead-letter topic", labels,
+        dead_lettered,
+    )  # fmt: skip
+    f.gauge("kafka_ml_dataset_queued_bytes", "Decoded bytes waiting to be taken", labels, queued)
+    for (topic, partition), messages in sorted(lag.items()):
+        f.gauge(
+            "kafka_ml_consumer_lag",
+            "Messages in the partition after those handed out (by the last fetch's high watermark)",
+            {**labels, "topic": topic, "partition": str(partition)},
+            messages,
+        )
+
+
+# -- a KafkaIterableDataset's metrics, counted in its DataLoader workers ------------------------
+
+#: The counters of a slot of :class:`SharedCounters`, in their order; the slot's consumer lag
+#: per partition of the plan follows them.
+DATASET_FIELDS = ("messages", "batches", "decoded_bytes", "skipped", "dead_lettered", "queued_bytes")
+_MESSAGES, _BATCHES, _DECODED_BYTES, _SKIPPED, _DEAD_LETTERED, _QUEUED_BYTES = range(len(DATASET_FIELDS))
+_LAG = len(DATASET_FIELDS)
+
+#: Worker slots of a block unless the dataset is told of more workers (``num_workers=``).
+MIN_SLOTS = 64
+
+#: Seconds between two looks at a reader's decode counters, queued bytes and lag while batches
+#: flow (and once more when the reader ends).
+LOOK_INTERVAL = 0.5
+
+
+def _block_directory() -> str:
+    """/dev/shm (memory, never written to a disk) where there is one, else the temp directory."""
+    shm = "/dev/shm"
+    if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK):
+        return shm
+    return tempfile.gettempdir()
+
+
+def _remove_block(path: str, pid: int) -> None:
+    # Only in the process that made the block: a forked DataLoader worker holds a copy of the
+    # dataset (and of this finalizer) and must leave the file to its owner.
+    if os.getpid() == pid:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
+class SharedCounters:
+    """The counters of one :class:`~kafka_ml.torch.KafkaIterableDataset`, shared by the
+    processes that read for it: an int64 ``numpy.memmap`` of a small file, one row per worker
+    slot (``get_worker_info().id``; 0 when iterated in-process) holding :data:`DATASET_FIELDS`
+    and then, per partition of the plan, the consumer lag that slot last saw (-1: not known).
+
+    Made by the dataset in the training process (:meth:`create`), which owns the file: it is
+    removed when the dataset is collected. A worker gets a copy (pickled for ``spawn``,
+    inherited with ``fork``) that carries the path only and opens the file again, ``r+``, in
+    its own process; only the owner removes it. Each slot has one writer, which adds to its
+    counters (a worker of a later epoch goes on from the totals of the earlier ones) and
+    overwrites only its gauges (queued bytes, lag). ``multiprocessing.shared_memory`` is not
+    used: before Python 3.13 its resource tracker unlinks a segment a child process attached.
+    """
+
+    def __init__(self, path: str, slots: int, partitions: Sequence[tuple[str, int]]) -> None:
+        self.path = path
+        self.slots = slots
+        self.partitions = [(str(t), int(p)) for t, p in partitions]
+        self._owner: weakref.finalize[Any, Any] | None = None
+        self._array: np.ndarray[Any, np.dtype[np.int64]] | None = None
+        self._pid = 0
+
+    @property
+    def width(self) -> int:
+        return _LAG + len(self.partitions)
+
+    @classmethod
+    def create(cls, owner: object, slots: int, partitions: Sequence[tuple[str, int]]) -> SharedCounters:
+        """A new block of zeroed counters (lag: -1), removed when ``owner`` is collected or at
+        exit of this process."""
+        fd, path = tempfile.mkstemp(prefix="kafka-ml-counters-", suffix=".i64", dir=_block_directory())
+        counters = cls(path, slots, partitions)
+        try:
+            os.ftruncate(fd, slots * counters.width * 8)
+        finally:
+            os.close(fd)
+        counters._owner = weakref.finalize(owner, _remove_block, path, os.getpid())
+        counters.array()[:, _LAG:] = -1
+        return counters
+
+    @property
+    def owned(self) -> bool:
+        """Whether this copy removes the file (the training process's, while its dataset lives)."""
+        return self._owner is not None and self._owner.alive
+
+    def array(self) -> np.ndarray[Any, np.dtype[np.int64]]:
+        """The block, ``(slots, width)``, mapped in this process (again after a fork)."""
+        pid = os.getpid()
+        if self._array is None or self._pid != pid:
+            mapped = np.memmap(self.path, dtype=np.int64, mode="r+", shape=(self.slots, self.width))
+            self._array = np.asarray(mapped)  # a plain view: no memmap subclass on the hot path
+            self._pid = pid
+        return self._array
+
+    def slot(self, slot: int) -> SlotMeter:
+        """The writer of ``slot``, for one pass of its shard."""
+        if not 0 <= slot < self.slots:
+            raise ConfigError(
+                f"metrics: DataLoader worker {slot} is beyond the {self.slots} worker slots of this "
+                f"dataset's counters (at least {MIN_SLOTS}, or num_workers=): pass "
+                "num_workers=<the DataLoader's> to KafkaIterableDataset"
             )
+        return SlotMeter(self, slot)
+
+    def totals(self) -> tuple[list[int], dict[tuple[str, int], int]]:
+        """The counters summed over the slots (in the order of :data:`DATASET_FIELDS`), and per
+        partition the smallest lag a slot reports (the shard furthest along in it); partitions
+        no slot knows of are left out."""
+        block = self.array().copy()  # one read of every slot
+        sums = [int(v) for v in block[:, :_LAG].sum(axis=0)]
+        lag: dict[tuple[str, int], int] = {}
+        for i, tp in enumerate(self.partitions):
+            known = block[:, _LAG + i]
+            known = known[known >= 0]
+            if len(known):
+                lag[tp] = int(known.min())
+        return sums, lag
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The path, never the owner's finalizer: a worker must not remove the file.
+        return {"path": self.path, "slots": self.slots, "partitions": self.partitions}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.slots, self.partitions = state["path"], state["slots"], state["partitions"]
+        self._owner, self._array, self._pid = None, None, 0
+
+
+class SlotMeter:
+    """What one shard's pass adds to its slot. The hot path is :meth:`handed_out` (two NumPy
+    scalar additions per batch) and :meth:`read` (one, and a clock check); the reader's decode
+    counters, queued bytes and lag are looked at every :data:`LOOK_INTERVAL` seconds at most,
+    and once more when it ends (:meth:`end_reader`)."""
+
+    def __init__(self, counters: SharedCounters, slot: int) -> None:
+        self.row = counters.array()[slot]
+        self._lag_columns = {tp: _LAG + i for i, tp in enumerate(counters.partitions)}
+        # What the live reader's decode counters had reached at the last look (already added).
+        self._skipped = self._dead_lettered = 0
+        self._next_look = 0.0
+        self.row[_LAG:] = -1  # a new pass: nothing known of its partitions yet
+        self.row[_QUEUED_BYTES] = 0
+
+    def handed_out(self, rows: int) -> None:
+        row = self.row
+        row[_MESSAGES] += rows
+        row[_BATCHES] += 1
+
+    def read(self, batch: Batch, reader: BatchReader | None) -> None:
+        self.row[_DECODED_BYTES] += batch.nbytes
+        if reader is not None and time.monotonic() >= self._next_look:
+            self.look(reader)
+
+    def look(self, reader: BatchReader) -> None:
+        self._next_look = time.monotonic() + LOOK_INTERVAL
+        try:
+            skipped, dead_lettered, queued, _ = reader.stats()
+            lag = reader.lag()
+        except Exception:  # closed: its counters were kept at its last look
+            return
+        row = self.row
+        # Deltas: the slot goes on from what earlier readers, passes and epochs added.
+        row[_SKIPPED] += skipped - self._skipped
+        row[_DEAD_LETTERED] += dead_lettered - self._dead_lettered
+        self._skipped, self._dead_lettered = skipped, dead_lettered
+        row[_QUEUED_BYTES] = queued
+        columns = self._lag_columns
+        for tp, messages in lag.items():
+            column = columns.get(tp)
+            if column is not None:
+                row[column] = messages
+
+    def end_reader(self, reader: BatchReader | None) -> None:
+        """The last look at a reader about to be closed; the next one counts from 0."""
+        if reader is not None:
+            self.look(reader)
+        self._skipped = self._dead_lettered = 0
+        self._next_look = 0.0
+        self.row[_QUEUED_BYTES] = 0
+
+
+class IterableDatasetMetrics:
+    """A :class:`~kafka_ml.torch.KafkaIterableDataset`'s metrics: its :class:`SharedCounters`
+    summed over the worker slots when Prometheus scrapes, under the same names and help texts
+    as :class:`DatasetMetrics`."""
+
+    def __init__(self, counters: SharedCounters, registry: CollectorRegistry, name: str) -> None:
+        self.registry = registry
+        self.labels = {"dataset": name}
+        self.counters = counters
+        self._key = ("dataset", name)
+        self._collector = _collector(registry)
+        self._collector.add(self._key, self)
+
+    def close(self) -> None:
+        self._collector.remove(self._key, self)
+
+    def collect_into(self, f: _Families) -> None:
+        values, lag = self.counters.totals()
+        _dataset_samples(f, self.labels, values, lag)

@@ -10,6 +10,10 @@ Assignment is explicit (no consumer-group rebalancing). A shard's state is the p
 offset ranges it has not handed out yet, so a run resumes exactly — with torchdata's
 ``StatefulDataLoader`` as it is, or with a different number of workers or ranks by merging every
 shard's state (:func:`merge_state_dicts`).
+
+With ``metrics=``, the workers count what they hand out into a small file-backed block shared
+with the training process (:class:`kafka_ml.metrics.SharedCounters`), which reports the sums to
+Prometheus.
 """
 
 from __future__ import annotations
@@ -40,9 +44,11 @@ from ..sharding import (
 from .transport import _to_tensor, _worker_batch
 
 if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
     from typing_extensions import Unpack
 
     from ..dataset import DatasetOptions
+    from ..metrics import IterableDatasetMetrics, SharedCounters, SlotMeter
 
 TopicPartition = tuple[str, int]
 
@@ -151,6 +157,11 @@ class _ShardProgress:
         self.read_to: dict[TopicPartition, int] = {}
         self.buffer: _RowBuffer | None = None
         self.topic_of_buffer: str | None = None
+        # This pass's writer of the shared metrics counters (metrics on), in its own process.
+        self.meter: SlotMeter | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "meter": None}
 
     def state(self) -> ShardState:
         pending: dict[TopicPartition, list[Interval]] = {}
@@ -191,6 +202,13 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             checked against the real number when iterating).
         max_wait: the latency bound of a streaming read (seconds before a partial batch is
             yielded); a bounded read yields whole batches as soon as they are read.
+        metrics: ``True`` (prometheus-client's default registry) or a ``CollectorRegistry``:
+            :class:`~kafka_ml.KafkaDataset`'s metrics (rows and batches handed out, decoded
+            bytes, decode errors, queued bytes, consumer lag per partition), counted by every
+            DataLoader worker of this process into a shared file-backed block and summed at
+            scrape time; see :mod:`kafka_ml.metrics`. Needs ``pip install 'kafka-ml[metrics]'``.
+        metrics_name: the ``dataset`` label (default: the topics joined by ``,``, with
+            ``#rank<N>`` added when ``world_size > 1``; a name given is used as it is).
 
     Call :meth:`set_epoch` at the start of every epoch (as with ``DistributedSampler``): the
     shuffle order depends on it, and a loaded state applies to its own epoch only.
@@ -213,9 +231,17 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         end: PositionSpec | None = None,
         max_wait: float = 0.1,
         metadata: Sequence[str] = (),
+        metrics: bool | CollectorRegistry = False,
+        metrics_name: str | None = None,
         **dataset_options: Unpack[DatasetOptions],
     ) -> None:
         super().__init__()
+        registry = None
+        if metrics is not False:
+            from ..metrics import metrics_registry
+
+            # Resolved before anything connects: a missing prometheus-client fails at once.
+            registry = metrics_registry(metrics)
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if shuffle_buffer < 0:
@@ -235,6 +261,8 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             )
         self._config = dict(config or {})
         self._metadata = list(metadata)
+        # Never metrics: the probe and each pass's KafkaDataset would report on a registry of the
+        # worker's process (unseen) or clash by name; this dataset reports for them.
         self._options: dict[str, Any] = {"max_wait": max_wait, **dataset_options}
         # Resolve the plan once, here: every worker and rank then splits the same snapshot.
         probe = KafkaDataset(
@@ -262,6 +290,25 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         self._epoch = 0
         self._resume: ShardState | None = None
         self._progress: _ShardProgress | None = None
+        self._counters: SharedCounters | None = None
+        self._metrics: IterableDatasetMetrics | None = None
+        if registry is not None:
+            from ..metrics import MIN_SLOTS, IterableDatasetMetrics, SharedCounters
+
+            if metrics_name is None:
+                names = [topics] if isinstance(topics, str) else list(topics or [])
+                metrics_name = ",".join(names or sorted({t for t, _ in partitions or []}))
+                if self.world_size > 1:
+                    metrics_name += f"#rank{self.rank}"
+            slots = max(num_workers or 0, MIN_SLOTS)
+            self._counters = SharedCounters.create(self, slots, [(t, p) for t, p, _, _ in plan])
+            self._metrics = IterableDatasetMetrics(self._counters, registry, metrics_name)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # A DataLoader worker (spawn) gets the counters' path, not the registry's source.
+        state = dict(self.__dict__)
+        state["_metrics"] = None
+        return state
 
     # -- layout ------------------------------------------------------------------------------
 
@@ -378,6 +425,9 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
         # A loaded state is used by one pass only (persistent workers, in-process iteration).
         self._resume = None
         progress = _ShardProgress(self._epoch, shard, num_shards, assignment)
+        if self._counters is not None:
+            info = torch.utils.data.get_worker_info()
+            progress.meter = self._counters.slot(info.id if info is not None else 0)
         self._progress = progress
         return self._iterate(progress)
 
@@ -401,9 +451,9 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             for cols, parts, offs in self._read_topic(topic, work, progress):
                 buffer.add(cols, parts, offs)
                 while buffer.rows >= hold:
-                    yield self._output(buffer.take(self.batch_size))
+                    yield self._hand_out(buffer.take(self.batch_size), progress)
             while buffer.rows >= self.batch_size or (buffer.rows and not self.drop_last):
-                yield self._output(buffer.take(self.batch_size))
+                yield self._hand_out(buffer.take(self.batch_size), progress)
             # drop_last: the rows left over are dropped on purpose, not owed to a later pass.
             buffer.chunks, buffer.rows = [], 0
 
@@ -425,24 +475,31 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             commit=False,
             **{**self._options, "max_wait": _BOUNDED_MAX_WAIT},
         )
+        meter = progress.meter
         with dataset:
-            for batch in dataset:
-                arrays = batch.to_numpy()
-                parts = arrays["partition"]
-                offs = arrays["offset"]
-                for (t, p), next_offset in batch.offsets.items():
-                    progress.read_to[(t, p)] = next_offset
-                cols = {c: arrays[c] for c in self.columns}
-                if needs_filter:
-                    mask = np.ones(len(offs), dtype=bool)
-                    for p in needs_filter:
-                        rows = parts == p
-                        if rows.any():
-                            mask[rows] = contains(work[p], offs[rows])
-                    if not mask.all():
-                        cols = {c: a[mask] for c, a in cols.items()}
-                        parts, offs = parts[mask], offs[mask]
-                yield cols, parts, offs
+            try:
+                for batch in dataset:
+                    if meter is not None:
+                        meter.read(batch, dataset._reader)
+                    arrays = batch.to_numpy()
+                    parts = arrays["partition"]
+                    offs = arrays["offset"]
+                    for (t, p), next_offset in batch.offsets.items():
+                        progress.read_to[(t, p)] = next_offset
+                    cols = {c: arrays[c] for c in self.columns}
+                    if needs_filter:
+                        mask = np.ones(len(offs), dtype=bool)
+                        for p in needs_filter:
+                            rows = parts == p
+                            if rows.any():
+                                mask[rows] = contains(work[p], offs[rows])
+                        if not mask.all():
+                            cols = {c: a[mask] for c, a in cols.items()}
+                            parts, offs = parts[mask], offs[mask]
+                    yield cols, parts, offs
+            finally:
+                if meter is not None:
+                    meter.end_reader(dataset._reader)
         # Read to the end: offsets left without a message (transaction markers, compacted
         # records) are not owed to a later pass.
         for tp, (_, hi) in spans.items():
@@ -461,12 +518,24 @@ class KafkaIterableDataset(torch.utils.data.IterableDataset[dict[str, Any]]):
             commit=False,
             **self._options,
         )
+        meter = progress.meter
         with dataset:
-            for batch in dataset:
-                arrays = batch.to_numpy()
-                for tp, next_offset in batch.offsets.items():
-                    progress.read_to[tp] = next_offset
-                yield self._output(arrays)
+            try:
+                for batch in dataset:
+                    if meter is not None:
+                        meter.read(batch, dataset._reader)
+                    arrays = batch.to_numpy()
+                    for tp, next_offset in batch.offsets.items():
+                        progress.read_to[tp] = next_offset
+                    yield self._hand_out(arrays, progress)
+            finally:
+                if meter is not None:
+                    meter.end_reader(dataset._reader)
+
+    def _hand_out(self, cols: dict[str, np.ndarray], progress: _ShardProgress) -> dict[str, Any]:
+        if progress.meter is not None:
+            progress.meter.handed_out(len(next(iter(cols.values()), ())))
+        return self._output(cols)
 
     def _output(self, cols: dict[str, np.ndarray]) -> dict[str, Any]:
         if torch.utils.data.get_worker_info() is not None:
