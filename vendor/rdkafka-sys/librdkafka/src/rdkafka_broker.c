@@ -410,6 +410,11 @@ void rd_kafka_broker_set_state(rd_kafka_broker_t *rkb, int state) {
                                  * attempt a re-connection because of sparse
                                  * broker connections. */
                                 reset_any_broker_down_reported = rd_true;
+
+                                /* kafka-ml patch: an idempotent producer
+                                 * waiting for a broker asks it for a PID
+                                 * now, not after its 500 ms timer. */
+                                rd_kafka_idemp_broker_up(rkb->rkb_rk);
                         }
 
                         trigger_monitors = rd_true;

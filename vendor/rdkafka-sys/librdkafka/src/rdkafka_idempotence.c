@@ -763,6 +763,39 @@ void rd_kafka_idemp_start(rd_kafka_t *rk, rd_bool_t immediate) {
 
 
 /**
+ * @brief A broker connection came up (kafka-ml patch): if the idempotent
+ *        producer is waiting for a usable broker to ask for its PID, ask now
+ *        instead of when the 500 ms retry timer fires.
+ *
+ * Without this a new idempotent producer sends nothing for about 500 ms: its
+ * first look for a broker comes when only the bootstrap connection is up,
+ * which cannot be asked, and the broker it learns of next comes up a few
+ * milliseconds later with nothing to re-run the PID FSM but that timer.
+ * (The transactional producer has its coordinator monitor instead.)
+ *
+ * The state is read without the rk lock: the caller holds the broker lock,
+ * which must not be held while taking the rk lock. A stale read only makes
+ * the timer fire early; the timer callback runs the FSM under the rk lock,
+ * which does nothing in any other state.
+ *
+ * @locality broker thread
+ * @locks rd_kafka_broker_lock() MAY be held
+ */
+void rd_kafka_idemp_broker_up(rd_kafka_t *rk) {
+        rd_kafka_idemp_state_t state;
+
+        if (!rd_kafka_is_idempotent(rk) || rd_kafka_is_transactional(rk) ||
+            rd_kafka_terminating(rk))
+                return;
+
+        state = rk->rk_eos.idemp_state;
+        if (state == RD_KAFKA_IDEMP_STATE_REQ_PID ||
+            state == RD_KAFKA_IDEMP_STATE_WAIT_TRANSPORT)
+                rd_kafka_idemp_pid_timer_restart(rk, rd_true, "Broker up");
+}
+
+
+/**
  * @brief Initialize the idempotent producer.
  *
  * @remark Must be called from rd_kafka_new() and only once.
