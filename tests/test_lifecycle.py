@@ -82,6 +82,25 @@ def test_opening_against_an_unreachable_broker_wakes_on_ctrl_c():
     assert time.monotonic() - t0 < 5
 
 
+def test_a_send_that_must_wait_for_room_in_the_queue_wakes_on_ctrl_c():
+    # No broker: what is queued stays queued. A send that fits the queue is queued at once (on
+    # the caller's thread); one that does not waits for room on a helper thread, and Ctrl-C ends
+    # the wait at once.
+    producer = km.Producer(
+        {"bootstrap.servers": "127.0.0.1:1", "queue.buffering.max.messages": 10, "message.timeout.ms": 3000}
+    )
+    rows = np.zeros((8, 2), dtype=np.float32)
+    t0 = time.monotonic()
+    producer.send("t", rows)
+    assert time.monotonic() - t0 < 2, "a send that fits the queue waited"
+    timer = threading.Timer(0.5, _thread.interrupt_main)
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        producer.send("t", rows)  # 16 rows for a queue of 10
+    assert time.monotonic() - t0 < 2.5, "Ctrl-C did not end the wait for room"
+
+
 # Async iteration hits a decode error while another thread asks the same reader for its
 # positions and stats, over and over. Converting the error to an exception takes the GIL; it used
 # to happen with the reader's mutex held, while the asking thread held the GIL waiting for that

@@ -148,8 +148,10 @@ class Producer:
                 json_schema,
             )  # fmt: skip
             kwargs.update(proto)
+            # The row count lets a send that cannot wait run without a helper thread.
+            rows = stream.num_rows if isinstance(stream, _pyarrow().Table) else None
             report = self._native.send_prepared(
-                self._native.prepare_send(topic, stream, _native_format(format), **kwargs)
+                self._native.prepare_send(topic, stream, _native_format(format), **kwargs), rows
             )
         if progress:
             _follow(report, topic)

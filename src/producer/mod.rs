@@ -58,6 +58,8 @@ pub struct Producer {
     sent: AtomicU64,
     /// librdkafka's `message.max.bytes`: larger rows are refused before anything is sent.
     max_message_bytes: usize,
+    /// librdkafka's `queue.buffering.max.messages`: a send of more has to wait for room.
+    max_queued_messages: usize,
     /// Topics whose existence was checked already.
     known_topics: Mutex<std::collections::HashSet<String>>,
     /// `allow.auto.create.topics` (librdkafka's producer default: true). When the client may
@@ -82,6 +84,9 @@ impl Producer {
         let max_message_bytes = config_value(config, "message.max.bytes")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1_000_000);
+        let max_queued_messages = config_value(config, "queue.buffering.max.messages")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(100_000);
         Ok(Producer {
             topic_handles: Mutex::new(HashMap::new()),
             inner,
@@ -90,6 +95,7 @@ impl Producer {
             settings: config.clone(),
             sent: AtomicU64::new(0),
             max_message_bytes,
+            max_queued_messages,
             known_topics: Mutex::new(Default::default()),
             auto_create: config
                 .iter()
@@ -182,6 +188,20 @@ impl Producer {
                 )),
             }),
         }
+    }
+
+    /// Whether a send of `rows` messages to `topic` can be queued now without waiting: no
+    /// metadata look-up of the topic first, and room for every row in librdkafka's queue (by
+    /// message count; the queue's byte limit, 1 GiB by default, is not checked). Another thread
+    /// sending meanwhile can still make it wait for room, briefly.
+    pub fn can_queue_without_waiting(&self, topic: &str, rows: usize) -> bool {
+        let topic_known = self.auto_create
+            || self
+                .known_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(topic);
+        topic_known && self.inner.in_flight_count().max(0) as usize + rows <= self.max_queued_messages
     }
 
     /// librdkafka's `message.max.bytes` as configured (1 000 000 by default).

@@ -387,10 +387,26 @@ impl Producer {
 
     /// Encodes every row of a prepared send and queues one message per row; see
     /// `kafka_ml.Producer.send`.
-    fn send_prepared(&self, py: Python<'_>, prepared: &PreparedSend) -> PyResult<SendReport> {
+    /// `rows`: the send's row count where the caller knows it. A send that cannot wait (every
+    /// row fits librdkafka's queue now, no topic look-up) then runs on this thread with the GIL
+    /// released. Others run on a helper thread (`blocking_call`) so that Ctrl-C ends a long
+    /// wait for room at once; but that is a thread started and two hand-overs per call, which a
+    /// serving loop sending each batch of results paid on its latency path every time.
+    #[pyo3(signature = (prepared, rows=None))]
+    fn send_prepared(
+        &self,
+        py: Python<'_>,
+        prepared: &PreparedSend,
+        rows: Option<usize>,
+    ) -> PyResult<SendReport> {
         let send = prepared.take()?;
         let inner = self.producer()?;
-        let tracker = blocking_call(py, move || send.run(&inner))?.py_err()?;
+        let tracker = if rows.is_some_and(|n| inner.can_queue_without_waiting(&send.topic, n)) {
+            py.detach(|| send.run(&inner))
+        } else {
+            blocking_call(py, move || send.run(&inner))?
+        }
+        .py_err()?;
         Ok(SendReport::new(tracker, &self.inner))
     }
 
