@@ -511,6 +511,25 @@ def test_librdkafka_log_goes_to_python_logging_not_stderr(
     assert "%3|" not in capfd.readouterr().err
 
 
+def test_librdkafka_keeps_logging_below_errors_once_the_client_is_made(
+    config: dict[str, str], caplog: pytest.LogCaptureFixture
+) -> None:
+    # rust-rdkafka sets a new client's log level from what the `log` crate's logger accepts for
+    # target "librdkafka"; kafka-ml's logger names its own targets, so that level was "errors
+    # only", and every warning and `debug=` line after the client's creation was lost. A broker
+    # connection comes up after the producer is made: its debug line must come through.
+    caplog.set_level(logging.DEBUG, logger="kafka_ml")
+    with km.Producer({**config, "debug": "broker"}) as producer:
+        producer.send("t-debug-log", np.zeros((1, 1), dtype=np.float32)).wait(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(
+            "-> UP" in r.getMessage() for r in caplog.records if r.name == "kafka_ml.librdkafka"
+        ):
+            time.sleep(0.05)
+    up = [r for r in caplog.records if r.name == "kafka_ml.librdkafka" and "-> UP" in r.getMessage()]
+    assert up and all(r.levelno == logging.DEBUG for r in up), "no debug line after the client was made"
+
+
 def _log_a_failed_login_in_this_process(config: dict[str, Any], topic: str, password: str) -> None:
     """A forked child's body: its failed login must reach its own Python logging, scrubbed."""
     records: list[logging.LogRecord] = []

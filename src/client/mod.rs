@@ -138,6 +138,26 @@ pub(crate) fn config_value<'a>(config: &'a [(String, String)], key: &str) -> Opt
 /// A client configuration: the user's properties over kafka-ml's defaults for every client.
 pub(crate) fn client_config(settings: &ClientSettings) -> ClientConfig {
     let mut cc = ClientConfig::new();
+    // Every line librdkafka logs goes on to Python's `logging`, which filters by level there.
+    // rust-rdkafka would otherwise set the client's level from what the `log` crate's logger
+    // accepts for target "librdkafka", which kafka-ml's does not name: level 3, so once the client
+    // was made only errors came through (no warnings, no `debug=` lines). Debug lines are only
+    // made for the contexts `debug` names, so this adds none by itself. (rust-rdkafka sets the
+    // level after creating the client, over any `log_level` property: a user's is kept here.)
+    let level = match settings
+        .get("log_level")
+        .and_then(|v| v.trim().parse::<i32>().ok())
+    {
+        Some(..=0) => RDKafkaLogLevel::Emerg,
+        Some(1) => RDKafkaLogLevel::Alert,
+        Some(2) => RDKafkaLogLevel::Critical,
+        Some(3) => RDKafkaLogLevel::Error,
+        Some(4) => RDKafkaLogLevel::Warning,
+        Some(5) => RDKafkaLogLevel::Notice,
+        Some(6) => RDKafkaLogLevel::Info,
+        _ => RDKafkaLogLevel::Debug,
+    };
+    cc.set_log_level(level);
     // librdkafka replaces its bootstrap connection by one to the broker the first metadata
     // names, which fails the application's metadata request in flight; the retry waits for the
     // next connection slot, half of `reconnect.backoff.ms` (at least 11 ms). With librdkafka's
