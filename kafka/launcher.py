@@ -389,6 +389,23 @@ class KafkaCluster:
         self.nodes[node].spawn()
         self.nodes[node].wait_ready(timeout)
 
+    def wait_fenced(self, node: int, timeout: float = 30.0) -> None:
+        """Waits until the controller has fenced a killed node: it is gone from the metadata
+        (after `broker.session.timeout.ms`). A metadata request may itself time out while the
+        client still tries the dead node; that is asked again, within `timeout`."""
+        from confluent_kafka import KafkaException
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if node not in self.admin().list_topics(timeout=5).brokers:
+                    return
+            except KafkaException:
+                pass  # no answer in time: ask again
+            if time.monotonic() >= deadline:
+                raise TimeoutError(f"node {node} was not fenced within {timeout:.0f} s")
+            time.sleep(0.1)
+
     def admin(self) -> Any:
         """The cluster's AdminClient (one, reused). It logs only critical errors: the refused
         connections to a killed node are expected."""
