@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import threading
 import time
 import uuid
@@ -148,6 +150,45 @@ def test_latency_first_batches_close_when_nothing_waits_and_grow_under_load(conf
         batch = ds.poll(1.0)
     assert batch is not None and [int(v) for v in batch["value"][:, 0]] == [5000]
     ds.close()
+
+
+def test_poll_until_delivered_ends_at_the_next_input_or_at_the_acknowledgements(config, new_topic, produce):
+    # An inference loop's one wait while its results are on their way: the next input, or the
+    # results acknowledged, whichever comes first; the timeout still bounds it.
+    topic, out = new_topic(), new_topic()
+    cfg = {**config, "group.id": f"g-{uuid.uuid4().hex[:8]}"}
+    ds = km.KafkaDataset(topic, cfg, format="tensor", dtype="int64", shape=1, max_wait=0)
+    with socket.socket() as s:  # a port nothing listens on: a producer whose sends never end
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    unreachable = km.Producer({"bootstrap.servers": f"127.0.0.1:{port}"})
+    values = {"v": np.arange(3, dtype=np.int64)}
+    try:
+        with km.Producer(config) as producer:
+            # No input: the acknowledgements end the wait, well before its 30 s.
+            report = producer.send(out, values, format="json", schema={"v": "int64"})
+            started = time.monotonic()
+            assert ds.poll(30, until_delivered=[report]) is None
+            assert report.done and report.delivered == 3 and time.monotonic() - started < 20
+
+            # Reports still missing: the timeout ends the wait ...
+            pending = unreachable.send(out, values, format="json", schema={"v": "int64"})
+            started = time.monotonic()
+            assert ds.poll(0.3, until_delivered=[report, pending]) is None
+            assert time.monotonic() - started >= 0.3 and not pending.done
+
+            # ... or the next input does, at once.
+            produce(topic, rows(0, 3))
+            batch, deadline = None, time.monotonic() + 60
+            while batch is None:
+                assert time.monotonic() < deadline, "no input within 60 s"
+                batch = ds.poll(30, until_delivered=[pending])
+            assert [int(v) for v in batch["value"][:, 0]] == [0, 1, 2] and not pending.done
+    finally:
+        ds.close()
+        with contextlib.suppress(km.KafkaMLError):
+            unreachable.close(timeout=0)  # purges the send that could not go anywhere
+    assert pending.done and pending.failed == 3
 
 
 def test_lag_comes_from_the_last_fetch_and_async_commits_land(config, new_topic, produce):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict
 import numpy as np
 
 from . import _native
-from ._native import Batch, BatchReader, SchemaRegistry
+from ._native import Batch, BatchReader, SchemaRegistry, SendReport
 from .exceptions import ClosedError, ConfigError
 from .registry import json_schema_columns, latest_schema_text, registry_client
 
@@ -335,13 +335,17 @@ class KafkaDataset:
         reader = self._start_pass()
         return reader if self._metrics is None else self._metrics.aiterate(reader)
 
-    def poll(self, timeout: float) -> Batch | None:
+    def poll(self, timeout: float, until_delivered: Sequence[SendReport] | None = None) -> Batch | None:
         """The next batch of the current pass (starting one if none is running), or ``None`` if
         none arrives within ``timeout`` seconds; ``StopIteration`` when a bounded read is done.
 
-        For loops that must notice other events (a stop request, a deadline) while waiting."""
+        For loops that must notice other events (a stop request, a deadline) while waiting.
+        With ``until_delivered`` (:class:`~kafka_ml.SendReport` objects), ``None`` also as soon
+        as all of them are reported: a loop that produces what it consumes waits for its next
+        input or its results' acknowledgements, whichever comes first, in one call."""
         reader = self._reader if self._reader is not None else self._start_pass()
-        batch = reader.poll(timeout)
+        reports = None if until_delivered is None else list(until_delivered)
+        batch = reader.poll(timeout, reports)
         if self._metrics is not None and batch is not None:
             self._metrics.count(batch)
         return batch

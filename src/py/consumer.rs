@@ -2,13 +2,15 @@
 
 use super::arrow_numpy::{column_to_numpy, ArrowBufferOwner};
 use super::errors::{to_pyerr, IntoPyResult};
+use super::producer::SendReport;
 use super::registry::PySchemaRegistry;
-use super::{blocking, blocking_call, positive_seconds, seconds, Native};
+use super::{block_on_for, blocking, blocking_call, positive_seconds, seconds, Native};
 use crate::consumer::batch::{KafkaBatch, MetaColumn, OffsetMap};
 use crate::consumer::{Dataset, DatasetOptions, ErrorPolicy, Next, Position, Reader, Source};
 use crate::error::Error;
 use crate::format::columns::{ColumnSpec, ScalarType};
 use crate::format::FormatSpec;
+use crate::producer::SendTracker;
 use crate::registry::{SchemaFailure, SchemaRegistry, SchemaType};
 use arrow_array::{RecordBatch, StructArray};
 use arrow_schema::Field;
@@ -417,6 +419,53 @@ impl BatchReader {
     }
 }
 
+impl BatchReader {
+    /// `poll` that also ends once every tracker is done (`None` then, like a timeout). The
+    /// reader's lock is not held while waiting (the `async for` path's waiter is used), so
+    /// commits from other threads go on meanwhile.
+    fn poll_until_delivered(
+        py: Python<'_>,
+        reader: &Arc<Mutex<Reader>>,
+        wait: Option<std::time::Duration>,
+        trackers: &[Arc<SendTracker>],
+    ) -> PyResult<Option<crate::error::Result<Next>>> {
+        let (committed, waiter) = py.detach(|| {
+            let r = lock(reader);
+            (r.commit_pending(), r.waiter())
+        });
+        committed.py_err()?;
+        blocking(py, wait, |slice| {
+            if trackers.iter().all(|t| t.is_done()) {
+                return Some(None);
+            }
+            let delivered = async {
+                for tracker in trackers {
+                    tracker.finished().await;
+                }
+            };
+            // Both branches are cancel-safe: an arrival is taken off the queue only in the poll
+            // that returns it, and a tracker's wait holds nothing.
+            let found = block_on_for(
+                async {
+                    tokio::select! {
+                        biased;
+                        arrival = waiter.wait() => Some(arrival),
+                        () = delivered => None,
+                    }
+                },
+                slice,
+            )?;
+            Some(found.map(|arrival| lock(reader).accept(arrival)))
+        })
+        .map(|found| {
+            found.flatten().and_then(|next| match next {
+                Ok(Next::Pending) => None, // only offset progress: nothing for the caller yet
+                other => Some(other),
+            })
+        })
+    }
+}
+
 #[pymethods]
 impl BatchReader {
     fn __iter__(slf: Py<Self>) -> Py<Self> {
@@ -439,13 +488,28 @@ impl BatchReader {
 
     /// The next batch, or `None` if none arrives within `timeout` seconds; `StopIteration` at
     /// the end of a bounded read. For loops that must also notice other events while waiting.
-    fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<Option<Batch>> {
+    /// With `until_delivered` (send reports), `None` also as soon as every one of them is
+    /// reported: one wait for input or acknowledgements, whichever comes first.
+    #[pyo3(signature = (timeout, until_delivered=None))]
+    fn poll(
+        &self,
+        py: Python<'_>,
+        timeout: f64,
+        until_delivered: Option<Vec<PyRef<'_, SendReport>>>,
+    ) -> PyResult<Option<Batch>> {
         let reader = self.reader()?;
         let wait = Some(seconds("timeout", timeout)?);
-        let next = blocking(py, wait, move |slice| match lock(&reader).next(slice) {
-            Ok(Next::Pending) => None,
-            other => Some(other),
-        })?;
+        let next = match until_delivered {
+            None => blocking(py, wait, move |slice| match lock(&reader).next(slice) {
+                Ok(Next::Pending) => None,
+                other => Some(other),
+            })?,
+            Some(reports) => {
+                let trackers: Vec<_> = reports.iter().map(|r| r.tracker()).collect();
+                drop(reports);
+                Self::poll_until_delivered(py, &reader, wait, &trackers)?
+            }
+        };
         match next {
             None => Ok(None),
             Some(Ok(Next::Batch(b))) => Ok(Some(Batch::new(b))),

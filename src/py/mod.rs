@@ -42,6 +42,40 @@ pub(crate) fn blocking<T: Send>(
     }
 }
 
+/// Runs `future` on this thread for up to `timeout`: its output, or `None` if it was not ready
+/// in time (the future is then dropped, so it must be cancel-safe).
+///
+/// For waits on several `tokio::sync::Notify`-based events at once from a Python thread (input
+/// arrived *or* deliveries reported): the future is polled right here and a wake-up unparks this
+/// thread directly, with no runtime and no other thread on the path.
+pub(crate) fn block_on_for<F: std::future::Future>(future: F, timeout: Duration) -> Option<F::Output> {
+    use std::task::{Context, Poll, Wake, Waker};
+
+    struct Unpark(std::thread::Thread);
+    impl Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+
+    let deadline = Instant::now() + timeout;
+    let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut future = std::pin::pin!(future);
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return Some(out);
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        // A wake between the poll and this park is not lost: `unpark` before `park` makes the
+        // park return at once. Spurious returns just poll again.
+        std::thread::park_timeout(deadline - now);
+    }
+}
+
 /// A one-shot blocking call that cannot be cut into slices (a commit, a metadata round trip, a
 /// transaction step, opening a consumer) through the same door: it runs on a helper thread while
 /// this one waits in slices with the GIL released, so Ctrl-C raises `KeyboardInterrupt` at once.

@@ -24,6 +24,11 @@ pub struct SendReport {
 }
 
 impl SendReport {
+    /// What counts this report's deliveries (waited on together with other events).
+    pub(crate) fn tracker(&self) -> Arc<SendTracker> {
+        self.tracker.clone()
+    }
+
     fn new(tracker: Arc<SendTracker>, producer: &Native<producer::Producer>) -> Self {
         SendReport {
             tracker,

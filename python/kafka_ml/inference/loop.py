@@ -47,7 +47,8 @@ Delivery = Literal["at_least_once", "exactly_once"]
 _IDLE_POLL = 0.2
 # Groups whose results may be on their way while the next ones are predicted (at-least-once).
 _MAX_IN_FLIGHT = 4
-# How long one look at a group's acknowledgements waits before the loop checks input again.
+# How long one wait for input or a group's acknowledgements lasts before the loop looks at its
+# stop flag again (and how long one look at the predictions of an `async def predict` waits).
 _ACK_WAIT = 0.05
 
 
@@ -335,10 +336,17 @@ class InferenceLoop:
             while not self._stop.is_set():
                 if max_messages is not None and taken >= max_messages:
                     break
-                # With predictions or results on their way, only look for input that is already
-                # there: when there is none, waiting for them (below) comes first.
                 busy = bool(self._predicting or self._in_flight)
-                batch = dataset.poll(0.0 if busy else _IDLE_POLL)
+                if self._predicting:
+                    # Only input that is already there: waiting for predictions (below) comes first.
+                    batch = dataset.poll(0.0)
+                elif self._in_flight:
+                    # Results on their way: one wait for the next input or their acknowledgement,
+                    # whichever comes first. Waiting for the acknowledgement alone held input
+                    # that arrived meanwhile back for as long as the broker took to answer.
+                    batch = dataset.poll(_ACK_WAIT, until_delivered=self._in_flight[0].reports)
+                else:
+                    batch = dataset.poll(_IDLE_POLL)
                 now = time.monotonic()
                 if batch is not None and batch.num_rows:
                     group = self._take_waiting(dataset, batch)
@@ -354,14 +362,14 @@ class InferenceLoop:
                     idle_timeout is not None and last_input is not None and now - last_input >= idle_timeout
                 ):
                     break
-                # Without new input the oldest predictions and acknowledgements are waited for;
-                # with input, only as many groups as `max_in_flight` (predictions) and
-                # `_MAX_IN_FLIGHT` (acknowledgements) stay unfinished while the next are taken.
+                # Without new input the oldest predictions are waited for (acknowledgements were,
+                # in the poll); with input, only as many groups as `max_in_flight` (predictions)
+                # and `_MAX_IN_FLIGHT` (acknowledgements) stay unfinished while the next are taken.
                 idle = batch is None
                 self._deliver_ready(
                     producer, dataset, wait=idle or len(self._predicting) >= self.max_in_flight
                 )
-                self._settle(dataset, wait=idle or len(self._in_flight) >= _MAX_IN_FLIGHT)
+                self._settle(dataset, wait=len(self._in_flight) >= _MAX_IN_FLIGHT)
                 if now - last_metrics >= self.metrics_interval:
                     self._refresh_lag(dataset)
                     log.info("inference: %s", self._summary())
