@@ -8,6 +8,7 @@ still import from it.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import resource
@@ -170,3 +171,65 @@ def build_rdkafka_performance() -> str | None:
         log(f"building rdkafka_performance failed:\n{proc.stderr[-3000:]}")
         return None
     return proc.stdout.strip().splitlines()[-1]
+
+
+# An independent client in a process of its own: one message every 10 ms to its own topic on the
+# same broker, each acknowledgement's latency recorded. What it sees is the broker's (and the
+# machine's) own pauses, with none of the measured loop's code on its path: a loop's p99 at
+# 10 k msg/s cannot be lower than the pauses every client of that broker waits through.
+_ACK_PROBE = """
+import json, signal, sys, time
+from confluent_kafka import Producer
+bootstrap, topic = sys.argv[1], sys.argv[2]
+producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "socket.nagle.disable": True})
+acks = []
+stop = False
+def done(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, done)
+def acked(err, msg, sent):
+    if err is None:
+        acks.append((time.perf_counter() - sent) * 1000.0)
+producer.produce(topic, b"warm-up")  # metadata and the producer id before "ready"
+producer.flush(30)
+print("ready", flush=True)
+tick = time.perf_counter()
+while not stop:
+    sent = time.perf_counter()
+    producer.produce(topic, b"probe", on_delivery=lambda e, m, s=sent: acked(e, m, s))
+    tick += 0.01
+    while not stop and time.perf_counter() < tick:
+        producer.poll(max(0.0, tick - time.perf_counter()))
+producer.flush(30)
+acks.sort()
+pct = lambda q: round(acks[min(len(acks) - 1, int(q * len(acks)))], 1) if acks else None
+summary = {"acks": len(acks), "p50_ms": pct(0.5), "p99_ms": pct(0.99), "max_ms": pct(1.0)}
+print(json.dumps(summary), flush=True)
+"""
+
+
+class AckProbe:
+    """While open, an independent producer process sends one message every 10 ms to a topic of
+    its own on `bootstrap` and times each acknowledgement; `result` (acks, p50_ms, p99_ms,
+    max_ms) after the `with` block."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self.result: dict[str, Any] = {}
+
+    def __enter__(self) -> AckProbe:
+        topic = f"bench-probe-{os.urandom(4).hex()}"
+        create_topic(self.bootstrap, topic, 1)
+        self._proc = subprocess.Popen(
+            [sys.executable, "-c", _ACK_PROBE, self.bootstrap, topic], stdout=subprocess.PIPE, text=True
+        )
+        assert self._proc.stdout is not None
+        self._proc.stdout.readline()  # "ready": the probe runs before the measurement starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._proc.terminate()
+        out, _ = self._proc.communicate(timeout=60)
+        lines = out.strip().splitlines()
+        self.result = json.loads(lines[-1]) if lines else {}
