@@ -427,13 +427,15 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
     topic = create_topic(cluster, 1)
     stop_writing = threading.Event()
 
+    reports: list[km.SendReport] = []  # the writer's, for a failure message
+
     def write() -> int:
         """25 rows every 20 ms (1250 rows/s) until told to stop; returns how many."""
         sent = 0
         with km.Producer(config) as producer:
             while not stop_writing.is_set():
                 ids = np.arange(sent, sent + 25, dtype=np.int64)
-                producer.send(topic, {"id": ids}, format="json", schema={"id": "int64"})
+                reports.append(producer.send(topic, {"id": ids}, format="json", schema={"id": "int64"}))
                 sent += 25
                 time.sleep(0.02)
             producer.flush(60)
@@ -459,7 +461,13 @@ def test_streaming_read_through_leader_changes_loses_nothing_and_stalls_briefly(
 
     writer, written = in_background(write)
     reader, read_out = in_background(read)
-    wait_until(lambda: len(arrivals) >= 10, "the read started")
+    try:
+        wait_until(lambda: len(arrivals) >= 10, "the read started")
+    except AssertionError as e:
+        delivered = sum(r.delivered for r in reports)
+        written = 25 * len(reports)
+        why = f"{len(arrivals)} batches read; {delivered} of {written} rows delivered"
+        raise AssertionError(f"{e}: {why}") from e
 
     # A planned leader change: the reassignment tool and a preferred election.
     first = cluster.leader_of(topic, 0)

@@ -185,8 +185,11 @@ def _native_threads() -> list[str]:
 
     names = []
     for tid in os.listdir("/proc/self/task"):
-        with open(f"/proc/self/task/{tid}/comm") as f:
-            names.append(f.read().strip())
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                names.append(f.read().strip())
+        except FileNotFoundError:
+            pass  # a thread that ended after the listing (librdkafka's, ending on close)
     return [n for n in names if n.startswith("rdk:")]
 
 
