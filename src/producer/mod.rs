@@ -158,13 +158,7 @@ impl Producer {
     /// once per topic, so a typo fails before anything is queued. Otherwise the first send asks
     /// the cluster to create it (a cluster that will not reports the failure per message).
     pub fn check_topic(&self, topic: &str, timeout: Duration) -> Result<()> {
-        if self.auto_create
-            || self
-                .known_topics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(topic)
-        {
+        if self.topic_known(topic) {
             return Ok(());
         }
         use rdkafka::producer::Producer as _;
@@ -190,18 +184,24 @@ impl Producer {
         }
     }
 
+    /// Whether a send to `topic` needs no metadata look-up first: the cluster may create it, or
+    /// it was found already.
+    fn topic_known(&self, topic: &str) -> bool {
+        self.auto_create
+            || self
+                .known_topics
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(topic)
+    }
+
     /// Whether a send of `rows` messages to `topic` can be queued now without waiting: no
     /// metadata look-up of the topic first, and room for every row in librdkafka's queue (by
     /// message count; the queue's byte limit, 1 GiB by default, is not checked). Another thread
     /// sending meanwhile can still make it wait for room, briefly.
     pub fn can_queue_without_waiting(&self, topic: &str, rows: usize) -> bool {
-        let topic_known = self.auto_create
-            || self
-                .known_topics
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains(topic);
-        topic_known && self.inner.in_flight_count().max(0) as usize + rows <= self.max_queued_messages
+        self.topic_known(topic)
+            && self.inner.in_flight_count().max(0) as usize + rows <= self.max_queued_messages
     }
 
     /// librdkafka's `message.max.bytes` as configured (1 000 000 by default).
